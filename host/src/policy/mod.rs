@@ -32,7 +32,11 @@ pub struct Denial {
 
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "denied by policy plugin \"{}\": {}", self.plugin, self.reason)
+        write!(
+            f,
+            "denied by policy plugin \"{}\": {}",
+            self.plugin, self.reason
+        )
     }
 }
 
@@ -47,7 +51,11 @@ impl PolicyChain {
     }
 
     /// Run the request through every plugin in order; the first denial stops the chain.
-    pub fn evaluate(&self, req: StartRequest, _ctx: &PolicyContext) -> Result<StartRequest, Denial> {
+    pub fn evaluate(
+        &self,
+        req: StartRequest,
+        _ctx: &PolicyContext,
+    ) -> Result<StartRequest, Denial> {
         Ok(req)
     }
 }
