@@ -4,6 +4,7 @@
 pub mod buffer;
 pub mod group;
 pub mod manager;
+pub mod os_spawn;
 pub mod record;
 pub mod spawn;
 
