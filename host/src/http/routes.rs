@@ -29,8 +29,9 @@ struct StartBody {
     env: Option<BTreeMap<String, String>>,
     #[serde(default)]
     background: bool,
+    /// Seconds; fractions are rounded up to whole seconds.
     #[serde(default)]
-    timeout_seconds: Option<u32>,
+    timeout_seconds: Option<f64>,
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -67,7 +68,7 @@ pub async fn start(
             workdir: body.workdir.filter(|w| !w.is_empty()),
             env: body.env.unwrap_or_default().into_iter().collect(),
             background: body.background,
-            timeout_seconds: body.timeout_seconds,
+            timeout_seconds: body.timeout_seconds.map(whole_seconds).transpose()?,
         },
         chat_id: chat.0,
         idempotency_key,
@@ -78,6 +79,17 @@ pub async fn start(
         started: true,
         reused: started.reused,
     }))
+}
+
+/// A positive number of seconds, rounded up: a limit is never shorter than asked.
+fn whole_seconds(seconds: f64) -> Result<u32, ApiError> {
+    if seconds.is_finite() && seconds > 0.0 && seconds <= f64::from(u32::MAX) {
+        Ok(seconds.ceil() as u32)
+    } else {
+        Err(ApiError::bad_request(
+            "timeout_seconds must be a positive number of seconds.",
+        ))
+    }
 }
 
 #[derive(Debug, Serialize)]
