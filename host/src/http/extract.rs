@@ -52,6 +52,11 @@ pub fn chat_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(None)
 }
 
+/// Whether an output request asks to block until exit: `wait=true` exactly, as the reference.
+pub fn wants_wait(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|pair| pair == "wait=true"))
+}
+
 /// Decode a JSON body whatever its content type (clients of the reference API do not always
 /// set one), mapping every failure to a JSON error: 413 for oversized bodies, 400 otherwise.
 pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {

@@ -57,11 +57,7 @@ pub async fn deadline(State(state): State<Arc<ApiState>>, req: Request, next: Ne
 }
 
 fn is_blocking_wait(req: &Request) -> bool {
-    req.uri().path().ends_with("/output")
-        && req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|pair| pair == "wait=true"))
+    req.uri().path().ends_with("/output") && super::extract::wants_wait(req.uri().query())
 }
 
 pub async fn access_log(req: Request, next: Next) -> Response {

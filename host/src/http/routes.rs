@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::{Chat, json_body};
+use super::extract::{Chat, json_body, wants_wait};
 use crate::agent::StartCall;
 use crate::policy::StartRequest;
 use crate::process::{GroupSignal, OutputSnapshot, ProcessInfo};
@@ -109,10 +109,7 @@ pub async fn output(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<OutputSnapshot>, ApiError> {
-    let wait = query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|pair| pair == "wait=true"));
-    let snapshot = if wait {
+    let snapshot = if wants_wait(query.as_deref()) {
         state.agent.wait_output(&id, chat.as_deref(), None).await?
     } else {
         state.agent.output(&id, chat.as_deref())?
