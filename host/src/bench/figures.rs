@@ -1,0 +1,510 @@
+//! The measurements, each paired with the baseline it is judged against.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::stats::{Samples, median};
+use super::{BenchPlan, Row};
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::policy::{PolicyChain, PolicyContext, StartRequest};
+
+/// Kills timed by the waiter figure (the other blocked waiters are released at shutdown).
+const WAKE_SAMPLES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Latency,
+    Throughput,
+    Chain,
+    Waiters,
+    Output,
+    Memory,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 6] = [
+        Figure::Latency,
+        Figure::Throughput,
+        Figure::Chain,
+        Figure::Waiters,
+        Figure::Output,
+        Figure::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::Latency => "latency",
+            Figure::Throughput => "throughput",
+            Figure::Chain => "chain",
+            Figure::Waiters => "waiters",
+            Figure::Output => "output",
+            Figure::Memory => "memory",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    match figure {
+        Figure::Latency => latency(plan).await,
+        Figure::Throughput => throughput(plan).await,
+        Figure::Chain => chain(plan),
+        Figure::Waiters => waiters(plan).await,
+        Figure::Output => output(plan).await,
+        Figure::Memory => memory(plan).await,
+    }
+}
+
+/// An agent served on a loopback port inside this process, with the sample plugins.
+struct LocalAgent {
+    url: String,
+    agent: Arc<Agent>,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LocalAgent {
+    async fn start() -> anyhow::Result<Self> {
+        let config = Config {
+            // The blocked-waiter figure opens a thousand requests at once.
+            list_cap: 10_000,
+            ..Config::default()
+        };
+        let agent = Agent::new(&config, crate::server::sample_chain()?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/api/v0/processes", listener.local_addr()?);
+        let app = crate::http::router(agent.clone(), &config);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url,
+            agent,
+            http: reqwest::Client::new(),
+            server,
+        })
+    }
+
+    async fn start_process(&self, command: &str) -> anyhow::Result<String> {
+        let reply: Value = self
+            .http
+            .post(format!("{}/start", self.url))
+            .json(&json!({ "command": command }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(reply["id"]
+            .as_str()
+            .context("start reply without id")?
+            .to_owned())
+    }
+
+    async fn wait(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/{id}/output?wait=true", self.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    async fn run(&self, command: &str) -> anyhow::Result<Value> {
+        let id = self.start_process(command).await?;
+        self.wait(&id).await
+    }
+
+    async fn stop(self) {
+        self.agent.shutdown().await;
+        self.server.abort();
+    }
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn sh_true() -> anyhow::Result<()> {
+    let status = Command::new("sh").args(["-c", "true"]).status()?;
+    anyhow::ensure!(status.success(), "sh -c true failed");
+    Ok(())
+}
+
+/// start→exit of `true` over HTTP with the sample plugins, against spawn+wait from Rust.
+async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = LocalAgent::start().await?;
+    local.run("true").await?; // warm the connection and the plugins
+    let (mut ours50, mut ours99, mut base50, mut base99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let mut ours = Vec::with_capacity(plan.latency_samples);
+        for _ in 0..plan.latency_samples {
+            let t = Instant::now();
+            local.run("true").await?;
+            ours.push(t.elapsed());
+        }
+        let base = tokio::task::spawn_blocking({
+            let n = plan.latency_samples;
+            move || -> anyhow::Result<Vec<Duration>> {
+                (0..n)
+                    .map(|_| {
+                        let t = Instant::now();
+                        sh_true().map(|()| t.elapsed())
+                    })
+                    .collect()
+            }
+        })
+        .await??;
+        let (ours, base) = (Samples::new(ours), Samples::new(base));
+        ours50.push(ours.p50().as_secs_f64());
+        ours99.push(ours.p99().as_secs_f64());
+        base50.push(base.p50().as_secs_f64());
+        base99.push(base.p99().as_secs_f64());
+    }
+    local.stop().await;
+    let (o50, o99, b50, b99) = (
+        median(ours50),
+        median(ours99),
+        median(base50),
+        median(base99),
+    );
+    let ratio50 = o50 / b50;
+    Ok(vec![
+        Row {
+            figure: "start→exit of `true` over HTTP, 4 plugins, p50".into(),
+            ours: millis(Duration::from_secs_f64(o50)),
+            baseline: format!("{} (sh -c true)", millis(Duration::from_secs_f64(b50))),
+            ratio: format!("{ratio50:.2}×"),
+            target: "≤ 1.5×".into(),
+            pass: ratio50 <= 1.5,
+        },
+        Row {
+            figure: "start→exit of `true` over HTTP, 4 plugins, p99".into(),
+            ours: millis(Duration::from_secs_f64(o99)),
+            baseline: format!("{} (sh -c true)", millis(Duration::from_secs_f64(b99))),
+            ratio: format!("{:.2}×", o99 / b99),
+            target: "reported".into(),
+            pass: true,
+        },
+    ])
+}
+
+/// Commands per second with concurrent clients, against as many threads spawning directly.
+async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = Arc::new(LocalAgent::start().await?);
+    local.run("true").await?;
+    let window = Duration::from_secs_f64(plan.throughput_seconds);
+    let (mut ours, mut base) = (vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let deadline = Instant::now() + window;
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..plan.concurrent_clients {
+            let local = local.clone();
+            clients.spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    local.run("true").await?;
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            });
+        }
+        let mut total = 0;
+        while let Some(done) = clients.join_next().await {
+            total += done??;
+        }
+        ours.push(total as f64 / window.as_secs_f64());
+
+        let threads = plan.concurrent_clients;
+        let spawned = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + window;
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let mut done = 0u64;
+                        while Instant::now() < deadline {
+                            if sh_true().is_ok() {
+                                done += 1;
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .await?;
+        base.push(spawned as f64 / window.as_secs_f64());
+    }
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.stop().await;
+    }
+    let (ours, base) = (median(ours), median(base));
+    Ok(vec![Row {
+        figure: format!("commands/s, {} concurrent clients", plan.concurrent_clients),
+        ours: format!("{ours:.0}/s"),
+        baseline: format!(
+            "{base:.0}/s ({} threads, sh -c true)",
+            plan.concurrent_clients
+        ),
+        ratio: format!("{:.2}×", ours / base),
+        target: "≥ 0.8×".into(),
+        pass: ours / base >= 0.8,
+    }])
+}
+
+/// Per-request cost of the four sample plugins against an empty chain.
+fn chain(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let samples = crate::server::sample_chain()?;
+    let empty = PolicyChain::empty();
+    let request = StartRequest {
+        command: "sleep 30 &".into(),
+        ..StartRequest::default()
+    };
+    let context = PolicyContext {
+        chat_id: Some("bench".into()),
+        agent_workdir: None,
+        home: std::env::var("HOME").ok(),
+    };
+    let time = |chain: &PolicyChain| -> Samples {
+        let _ = chain.evaluate(request.clone(), &context);
+        Samples::new(
+            (0..plan.chain_samples)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = chain.evaluate(request.clone(), &context);
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let (mut with50, mut with99, mut without50) = (vec![], vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let (with, without) = (time(&samples), time(&empty));
+        with50.push(with.p50().as_secs_f64());
+        with99.push(with.p99().as_secs_f64());
+        without50.push(without.p50().as_secs_f64());
+    }
+    let (with50, with99, without50) = (median(with50), median(with99), median(without50));
+    let added = Duration::from_secs_f64((with50 - without50).max(0.0));
+    Ok(vec![Row {
+        figure: "policy chain of 4 plugins per request (p50 added; p99)".into(),
+        ours: format!(
+            "{} added (p99 {})",
+            micros(added),
+            micros(Duration::from_secs_f64(with99))
+        ),
+        baseline: format!(
+            "{} (empty chain)",
+            micros(Duration::from_secs_f64(without50))
+        ),
+        ratio: "—".into(),
+        target: "≤ 50 µs added".into(),
+        pass: added <= Duration::from_micros(50),
+    }])
+}
+
+/// Kill → reply of one blocked waiter while `plan.waiters` requests are blocked at once:
+/// every process has one waiter; processes are killed one at a time and each kill is timed
+/// until its waiter's reply arrives, so the figure is the wake-up path under load, not the
+/// time to write a burst of replies.
+async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = Arc::new(LocalAgent::start().await?);
+    let total = plan.waiters;
+    let mut blocked = Vec::with_capacity(total);
+    for _ in 0..total {
+        let id = local.start_process("exec sleep 600").await?;
+        let waiter = {
+            let (local, id) = (local.clone(), id.clone());
+            tokio::spawn(async move {
+                let reply = local.wait(&id).await;
+                (Instant::now(), reply)
+            })
+        };
+        blocked.push((id, waiter));
+    }
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while local.agent.waiters() < total {
+        if Instant::now() > ready_by {
+            bail!("only {} of {total} waiters blocked", local.agent.waiters());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let timed = total.min(WAKE_SAMPLES);
+    let mut latencies = Vec::with_capacity(timed);
+    for (id, waiter) in blocked.into_iter().take(timed) {
+        let killed_at = Instant::now();
+        local
+            .agent
+            .signal(&id, None, crate::process::GroupSignal::Kill)?;
+        let (at, reply) = waiter.await?;
+        anyhow::ensure!(reply?["running"] == Value::Bool(false), "waiter woke early");
+        latencies.push(at - killed_at);
+    }
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.stop().await;
+    }
+    let samples = Samples::new(latencies);
+    Ok(vec![Row {
+        figure: format!("kill → reply of a blocked waiter, {total} blocked (p99; p50)"),
+        ours: format!("{} ({} p50)", millis(samples.p99()), millis(samples.p50())),
+        baseline: "—".into(),
+        ratio: "—".into(),
+        target: "p99 ≤ 5 ms".into(),
+        pass: samples.p99() <= Duration::from_millis(5),
+    }])
+}
+
+/// Output throughput through the agent, against the same command piped to a plain reader.
+async fn output(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = LocalAgent::start().await?;
+    let command = format!("head -c {} /dev/zero", plan.output_bytes);
+    let (mut ours, mut base) = (vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let t = Instant::now();
+        let reply = local.run(&command).await?;
+        let elapsed = t.elapsed();
+        let seen = reply["truncated"]["original_bytes"].as_u64().unwrap_or(0);
+        anyhow::ensure!(seen == plan.output_bytes, "agent saw {seen} bytes");
+        ours.push(plan.output_bytes as f64 / elapsed.as_secs_f64());
+
+        let command = command.clone();
+        let elapsed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+            let t = Instant::now();
+            let mut child = Command::new("sh")
+                .args(["-c", &command])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut pipe = child.stdout.take().context("no stdout")?;
+            let mut buf = vec![0u8; 64 * 1024];
+            while pipe.read(&mut buf)? > 0 {}
+            child.wait()?;
+            Ok(t.elapsed())
+        })
+        .await??;
+        base.push(plan.output_bytes as f64 / elapsed.as_secs_f64());
+    }
+    local.stop().await;
+    let (ours, base) = (median(ours), median(base));
+    let mib = |b: f64| format!("{:.0} MiB/s", b / (1 << 20) as f64);
+    Ok(vec![Row {
+        figure: format!("output throughput, head -c {} MiB", plan.output_bytes >> 20),
+        ours: mib(ours),
+        baseline: format!("{} (pipe to a plain reader)", mib(base)),
+        ratio: format!("{:.2}×", ours / base),
+        target: "≥ 0.7×".into(),
+        pass: ours / base >= 0.7,
+    }])
+}
+
+/// Resident memory of a real agent process holding many processes that printed a lot.
+async fn memory(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start an agent process")?;
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first_line)?;
+    let base = first_line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .context("agent did not print its address")?
+        .to_owned();
+    let pid = child.id();
+    let result = measure_memory(plan, &base, pid).await;
+    // SIGTERM: the agent kills every group it started before exiting.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    result
+}
+
+async fn measure_memory(plan: &BenchPlan, base: &str, pid: u32) -> anyhow::Result<Vec<Row>> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v0/processes");
+    let idle = rss_bytes(pid)?;
+    let command = format!("head -c {} /dev/zero; exec sleep 600", plan.rss_bytes_each);
+    let mut ids = Vec::with_capacity(plan.rss_processes);
+    for _ in 0..plan.rss_processes {
+        let reply: Value = http
+            .post(format!("{url}/start"))
+            .json(&json!({ "command": command }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ids.push(reply["id"].as_str().context("no id")?.to_owned());
+    }
+    // Wait until every process has printed all of its output.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let reply: Value = http
+                .get(format!("{url}/{id}/output"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if reply["truncated"]["original_bytes"].as_u64() == Some(plan.rss_bytes_each) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < ready_by,
+                "outputs did not complete in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let loaded = rss_bytes(pid)?;
+    let added = loaded.saturating_sub(idle);
+    let budget = 128.0 * (plan.rss_processes as f64 / 1000.0);
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    Ok(vec![Row {
+        figure: format!(
+            "agent RSS, {} running processes × {} MB printed",
+            plan.rss_processes,
+            plan.rss_bytes_each / 1_000_000
+        ),
+        ours: format!("{} ({} added)", mb(loaded), mb(added)),
+        baseline: format!("{} (idle agent)", mb(idle)),
+        ratio: "—".into(),
+        target: format!("≤ {budget:.0} MB added"),
+        pass: (added as f64) <= budget * 1e6,
+    }])
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kb * 1024)
+}
