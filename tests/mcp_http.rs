@@ -81,6 +81,7 @@ async fn each_session_is_its_own_chat() {
     let bob = server.session(&[]).await;
     let marker = Marker::new();
     let id = start_background(&alice, &marker.sleep()).await;
+    assert!(eventually(Duration::from_secs(5), || marker.alive()).await);
 
     assert!(list_ids(&alice).await.contains(&id));
     assert!(
@@ -270,4 +271,29 @@ async fn web_pages_from_other_origins_are_refused() {
         status.is_success(),
         "a non-browser client was refused: {status}"
     );
+}
+
+#[tokio::test]
+async fn stateless_clients_are_scoped_by_their_chat_header() {
+    let server = HttpServer::start();
+    let mine = server
+        .stateless_client(&[("Procwarden-Chat-Id", "stateless-a")])
+        .await;
+    let theirs = server
+        .stateless_client(&[("Procwarden-Chat-Id", "stateless-b")])
+        .await;
+    let reply = call(
+        &mine,
+        "execute",
+        json!({"command": "echo \"$PROCWARDEN_CHAT_ID\""}),
+    )
+    .await
+    .ok();
+    assert_eq!(reply["output"], "stateless-a\n");
+    let id = start_background(&mine, "sleep 30").await;
+    assert!(list_ids(&mine).await.contains(&id));
+    assert!(!list_ids(&theirs).await.contains(&id));
+    call(&mine, "process_signal", json!({"id": id, "signal": "kill"}))
+        .await
+        .ok();
 }

@@ -204,6 +204,34 @@ impl HttpServer {
             .map_err(|e| e.to_string())
     }
 
+    /// A client on the 2026-07-28 protocol revision, which has no sessions: every request
+    /// stands alone and carries `headers`.
+    pub async fn stateless_client(&self, headers: &[(&str, &str)]) -> Client {
+        use rmcp::ClientServiceExt;
+        let custom_headers: HashMap<_, _> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    reqwest::header::HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect();
+        let config = StreamableHttpClientTransportConfig::with_uri(self.mcp_url())
+            .custom_headers(custom_headers);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let lifecycle = rmcp::ClientLifecycleMode::Discover {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        };
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            ().serve_with_lifecycle(transport, lifecycle),
+        )
+        .await
+        .expect("MCP discover over HTTP timed out")
+        .expect("MCP discover over HTTP failed")
+    }
+
     /// Send SIGTERM and wait for the exit, up to `limit`. Returns whether it exited in time.
     pub fn terminate(&mut self, limit: Duration) -> bool {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -113,7 +113,10 @@ impl ProcwardenMcp {
                 let waited = started.elapsed();
                 let param = ProgressNotificationParam::new(token.clone(), waited.as_secs_f64())
                     .with_total(limit.as_secs_f64())
-                    .with_message(format!("still running after {}", format::seconds(waited)));
+                    .with_message(format!(
+                        "still running after {}",
+                        format::seconds(Duration::from_secs(waited.as_secs()))
+                    ));
                 // Progress is a courtesy: a client that stopped listening is not an error.
                 let _ = ctx.peer.notify_progress(param).await;
             }
