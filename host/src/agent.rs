@@ -87,6 +87,11 @@ impl Agent {
         self.wait_cap
     }
 
+    /// Most processes one list returns.
+    pub fn list_cap(&self) -> usize {
+        self.list_cap
+    }
+
     pub async fn start(&self, call: StartCall) -> Result<Started, AgentError> {
         validate(&call.request)?;
         let Some(key) = call.idempotency_key.clone() else {

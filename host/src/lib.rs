@@ -2,13 +2,15 @@
 //! policy extended by WebAssembly components.
 //!
 //! Layers: [`process`] runs commands; [`policy`] decides on start requests; [`agent`] ties
-//! them together for every front end; [`http`] and the CLI ([`client`]) are front ends.
+//! them together for every front end; [`http`], [`mcp`] and the CLI ([`client`]) are front
+//! ends.
 
 pub mod agent;
 pub mod bench;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod mcp;
 pub mod policy;
 pub mod process;
 pub mod server;

@@ -28,7 +28,8 @@ struct Cli {
     /// Bearer token for the agent (client subcommands).
     #[arg(long, global = true, env = "PROCWARDEN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Chat ID to act as: only that chat's processes are visible (client subcommands).
+    /// Chat ID to act as: only that chat's processes are visible (client subcommands; for
+    /// `mcp`, the chat of every call, else a fresh one per server process).
     /// Commands run by the agent inherit their chat through this variable.
     #[arg(long, global = true, env = "PROCWARDEN_CHAT_ID")]
     chat: Option<String>,
@@ -44,6 +45,13 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
         /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Serve the agent's tools to one MCP client over stdin/stdout, with an agent of its own
+    /// (`serve` offers the same tools over HTTP at /mcp). Stops its processes when stdin closes.
+    Mcp {
+        /// TOML configuration file (policy plugins, buffer sizes, ...).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -111,12 +119,16 @@ fn parse_figure(name: &str) -> Result<procwarden::bench::Figure, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve { .. }));
+    init_logging(&cli.command);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(anyhow!(err).context("cannot start the async runtime")),
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Do not wait for blocking threads: tokio's stdin reader (MCP over stdio) may sit in a
+    // read(2) that only returns on the next input line, which would hang the exit.
+    runtime.shutdown_background();
+    match outcome {
         Ok(code) => code,
         Err(err) => fail(err),
     }
@@ -128,8 +140,13 @@ fn fail(err: anyhow::Error) -> ExitCode {
     ExitCode::from(CLIENT_ERROR_EXIT)
 }
 
-fn init_logging(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Serve { .. } => "info",
+        // An MCP client shows our stderr as the server's log: our own events, not the SDK's.
+        Command::Mcp { .. } => "warn,procwarden=info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROCWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -151,6 +168,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .or(config.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
             procwarden::server::serve(config, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp { config } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            procwarden::mcp::transport::serve_stdio(config, cli.chat.clone()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

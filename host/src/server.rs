@@ -1,16 +1,20 @@
-//! `procwarden serve`: bind, serve the API, and shut down without leaving a process behind.
+//! `procwarden serve`: bind, serve the API (and MCP at `/mcp`), and shut down without leaving a
+//! process behind.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::http;
+use crate::mcp;
 use crate::policy::PolicyChain;
 
 /// How long in-flight requests get to finish once every process has been stopped.
@@ -26,9 +30,12 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let agent = Agent::new(&config, PolicyChain::empty());
+    let agent = build_agent(&config)?;
     let reaper = agent.manager().spawn_reaper(config.reap_interval());
-    let app = http::router(agent.clone(), &config);
+    // MCP over streamable HTTP shares the listener, the token and the agent with the API.
+    let mcp_shutdown = CancellationToken::new();
+    let mcp = mcp::transport::http_service(agent.clone(), &config, mcp_shutdown.clone());
+    let app = http::router(agent.clone(), &config, Some(mcp));
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -49,6 +56,8 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     // Stop processes first: blocked waiters are answered as their processes exit, and the
     // HTTP drain below then has nothing long-running left to wait for.
     agent.shutdown().await;
+    // MCP sessions hold SSE streams open indefinitely; close them or the drain waits in vain.
+    mcp_shutdown.cancel();
     let _ = stop_serving.send(());
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(result)) => result.context("HTTP server failed")?,
@@ -60,7 +69,13 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+/// The agent every front end of this process shares: the configured policy chain over a fresh
+/// process table. `serve` and `mcp` build it the same way.
+pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
+    Ok(Agent::new(config, PolicyChain::empty()))
+}
+
+pub(crate) async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(tokio::select! {

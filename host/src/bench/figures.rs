@@ -82,7 +82,7 @@ impl LocalAgent {
         let agent = Agent::new(&config, crate::server::sample_chain()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/api/v0/processes", listener.local_addr()?);
-        let app = crate::http::router(agent.clone(), &config);
+        let app = crate::http::router(agent.clone(), &config, None);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::mcp::transport::McpHttpService;
 
 /// What every handler can reach.
 pub struct ApiState {
@@ -22,7 +23,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
 }
 
-pub fn router(agent: Arc<Agent>, config: &Config) -> Router {
+/// The API's routes, plus the MCP endpoint at `/mcp` when given one.
+pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -> Router {
     let state = Arc::new(ApiState {
         agent,
         token: config.token.clone(),
@@ -33,16 +35,22 @@ pub fn router(agent: Arc<Agent>, config: &Config) -> Router {
         .route("/list", get(routes::list))
         .route("/{id}/output", get(routes::output))
         .route("/{id}/signal", post(routes::signal));
-    Router::new()
+    let mut app = Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::deadline,
-        ))
+        ));
+    if let Some(mcp) = mcp {
+        // Added after the deadline layer, so outside it: an MCP call blocks as long as the
+        // model asked (hours for a build) and its SSE streams stay open. It enforces its own
+        // body limit. The token check and the access log below cover it like the API.
+        app = app.route_service("/mcp", mcp);
+    }
+    app.fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_token,

@@ -1,0 +1,12 @@
+//! The MCP front end: the agent's tools for models (`execute`, `process_output`,
+//! `process_list`, `process_signal`) over stdio and streamable HTTP, built on the `rmcp` SDK.
+//!
+//! Like the HTTP API it only translates: every call goes to the shared [`crate::agent::Agent`],
+//! so MCP starts pass through the same policy chain and process manager.
+
+pub mod format;
+pub mod server;
+pub mod tools;
+pub mod transport;
+
+pub use server::{ChatSource, ProcwardenMcp};

@@ -1,0 +1,94 @@
+//! Serving the tools: over stdio for one client that spawned us (`procwarden mcp`), and over
+//! streamable HTTP at `/mcp` beside the HTTP API (`procwarden serve`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use super::server::{ChatSource, ProcwardenMcp};
+use super::tools::MAX_WAIT_SECONDS;
+use crate::agent::Agent;
+use crate::config::Config;
+
+/// The `/mcp` endpoint's service.
+pub type McpHttpService = StreamableHttpService<ProcwardenMcp, LocalSessionManager>;
+
+/// An HTTP session with no traffic for this long is closed. rmcp counts only messages as
+/// traffic, so a session must outlive the longest wait a tool call may make, or a long
+/// `execute` would lose its session (and its answer) halfway.
+const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(MAX_WAIT_SECONDS as u64 + 3600);
+
+/// The streamable HTTP MCP service over `agent`. Each session gets its own handler; calls are
+/// scoped to the session's chat. Cancelling `shutdown` closes every session and open stream,
+/// so the HTTP server can drain.
+pub fn http_service(
+    agent: Arc<Agent>,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> McpHttpService {
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE_TIMEOUT);
+    let mut server_config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown)
+        .with_max_request_body_bytes(config.max_body_bytes);
+    if config.token.is_some() {
+        // The Host and Origin checks below guard an unauthenticated loopback server against
+        // web pages (DNS rebinding, cross-site requests). With a bearer token, which a page
+        // cannot attach, every request is authenticated anyway, and the agent may be reached
+        // under any name its deployment gives it.
+        server_config = server_config.disable_allowed_hosts();
+    } else {
+        // The default Host allow-list is loopback only. Origins: non-browser clients send
+        // none; browser-based clients on this machine are allowed; any other web page is not.
+        server_config = server_config.with_allowed_origins([
+            "http://localhost:*",
+            "http://127.0.0.1:*",
+            "http://[::1]:*",
+        ]);
+    }
+    StreamableHttpService::new(
+        move || Ok(ProcwardenMcp::new(agent.clone(), ChatSource::HttpSession)),
+        Arc::new(sessions),
+        server_config,
+    )
+}
+
+/// `procwarden mcp`: serve one MCP client over stdin/stdout with an agent of our own, until
+/// the client closes stdin or we are told to stop; then stop every process we started.
+pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result<()> {
+    let agent = crate::server::build_agent(&config)?;
+    let reaper = agent.manager().spawn_reaper(config.reap_interval());
+    let chat = chat
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    tracing::info!(chat_id = %chat, "serving MCP over stdio");
+    let handler = ProcwardenMcp::new(agent.clone(), ChatSource::Fixed(chat));
+
+    let outcome = tokio::select! {
+        outcome = run_stdio(handler) => outcome,
+        signal = crate::server::wait_for_shutdown_signal() => {
+            tracing::info!(signal = signal?, "shutting down");
+            Ok(())
+        }
+    };
+    // Whatever ended the session, the processes it started must not outlive it.
+    agent.shutdown().await;
+    reaper.abort();
+    tracing::info!("stopped");
+    outcome
+}
+
+async fn run_stdio(handler: ProcwardenMcp) -> anyhow::Result<()> {
+    let service = handler
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("MCP session over stdio did not start")?;
+    let reason = service.waiting().await.context("MCP session failed")?;
+    tracing::info!(?reason, "MCP client disconnected");
+    Ok(())
+}
