@@ -37,6 +37,55 @@ pub async fn require_token(
     }
 }
 
+/// Without a token, anything that can reach the port can run commands, so keep web pages out:
+/// a cross-site `fetch` (a no-cors POST needs no preflight) carries the page's `Origin`, and a
+/// DNS-rebinding page reaches us under its own host name. Allow only loopback names for both.
+/// With a token, which a page cannot attach, every request is authenticated anyway.
+pub async fn reject_browsers(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.token.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if host.is_some_and(|h| !is_loopback_authority(h)) {
+            return ApiError::new(StatusCode::FORBIDDEN, "Host must be a loopback address.")
+                .with_detail("set a token in the config to serve other host names")
+                .into_response();
+        }
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let foreign_origin = origin.is_some_and(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_none_or(|authority| !is_loopback_authority(authority))
+        });
+        if foreign_origin {
+            return ApiError::new(StatusCode::FORBIDDEN, "Cross-origin requests are refused.")
+                .with_detail("requests from web pages need a token")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Every request gets the server's deadline, except blocking output reads, whose deadline is
 /// extended past the wait cap: a long wait must never be cut by the server's own timeout.
 pub async fn deadline(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -75,6 +124,35 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_authority;
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in [
+            "localhost",
+            "localhost:7077",
+            "127.0.0.1:1",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7077",
+            "10.0.0.1:7077",
+            "[::2]:1",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -55,6 +55,10 @@ pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -
             state.clone(),
             middleware::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::reject_browsers,
+        ))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .with_state(state)
 }
