@@ -4,8 +4,25 @@
 //! [`PolicyContext`], call [`PolicyChain::evaluate`], and hand the allowed request to the
 //! process manager.
 
+mod audit;
+mod cache;
+mod chain;
+pub mod config;
+mod engine;
+mod plugin;
+mod stdio;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::CacheStatus;
+pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
+pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
+pub use plugin::{LoadReport, PluginFailure, PluginHealth};
+
 /// A request to start `sh -c command`, as it travels through the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct StartRequest {
     pub command: String,
     pub workdir: Option<String>,
@@ -32,22 +49,15 @@ pub struct Denial {
 
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "denied by policy plugin \"{}\": {}", self.plugin, self.reason)
+        write!(
+            f,
+            "denied by policy plugin \"{}\": {}",
+            self.plugin, self.reason
+        )
     }
 }
 
-/// An ordered list of policy plugins.
-#[derive(Default)]
-pub struct PolicyChain {}
-
-impl PolicyChain {
-    /// A chain that allows every request unchanged.
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
-    /// Run the request through every plugin in order; the first denial stops the chain.
-    pub fn evaluate(&self, req: StartRequest, _ctx: &PolicyContext) -> Result<StartRequest, Denial> {
-        Ok(req)
-    }
+/// Converts a Wasmtime error into an `anyhow` one, keeping its chain of causes.
+pub(crate) fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_boxed_dyn_error())
 }
