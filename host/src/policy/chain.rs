@@ -96,8 +96,9 @@ impl PolicyChain {
                 "two policy plugins are named \"{name}\": give one a different `name`"
             );
             if let Some(m) = src.max_memory_bytes {
-                config::check_memory(m, "max_memory_bytes")
-                    .with_context(|| format!("policy plugin \"{name}\""))?;
+                config::check_memory(m, "max_memory_bytes").with_context(|| {
+                    format!("policy plugin \"{name}\" ({})", src.code.describe())
+                })?;
                 pool_memory = pool_memory.max(m);
             }
         }
@@ -285,7 +286,12 @@ impl ChainInner {
             let micros = micros_since(start);
             let plugin = &*p.name;
             if !dry_run {
-                p.health.record(&outcome, micros);
+                let failing = p.health.record(&outcome, micros);
+                // A plugin that keeps failing is reported, at 10, 100, 1000, ... in a row.
+                if failing >= 10 && is_power_of_ten(failing) {
+                    tracing::error!(plugin, consecutive_failures = failing, on_error = %p.on_error,
+                        "policy plugin keeps failing; check it with `procwarden plugin check`");
+                }
             }
             let audit = self.audit.as_ref().filter(|_| !dry_run);
             let record = |decision, reason, on_error, after: Option<&StartRequest>| {
@@ -381,9 +387,25 @@ impl ChainInner {
     }
 }
 
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
 fn failure_denial(plugin: &str, failure: &PluginFailure) -> Denial {
     Denial {
         plugin: plugin.to_owned(),
         reason: format!("policy plugin {plugin} failed: {failure}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powers_of_ten() {
+        let hits: Vec<u64> = (0..=1000).filter(|&n| super::is_power_of_ten(n)).collect();
+        assert_eq!(hits, [1, 10, 100, 1000]);
     }
 }

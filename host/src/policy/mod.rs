@@ -1,8 +1,24 @@
 //! The command-policy chain: every start request passes through it before anything spawns.
 //!
 //! This module knows nothing of HTTP. Front ends build a [`StartRequest`] and a
-//! [`PolicyContext`], call [`PolicyChain::evaluate`], and hand the allowed request to the
-//! process manager.
+//! [`PolicyContext`], call [`PolicyChain::evaluate`] (or [`PolicyChain::evaluate_async`] from
+//! async code), and hand the allowed request to the process manager.
+//!
+//! Wiring: deserialize a [`PolicyConfig`] (the `[policy]` table) and [`PluginConfig`]s (the
+//! `[[plugin]]` array), turn each into a [`PluginSource`] (`PluginSource::from(&cfg)`, or
+//! [`PluginSource::bytes`] for components built into the binary), and call
+//! [`PolicyChain::load`] once at startup. Loading validates every component and fails with an
+//! error naming the plugin and its path. [`PolicyChain::plugins`] tells how each was loaded
+//! (cache hit or compiled), [`PolicyChain::health`] gives per-plugin counters and
+//! [`PolicyChain::explain`] is a dry run for `procwarden plugin check`.
+//!
+//! Runtime model (see the submodules): one Wasmtime engine per chain with a pooling allocator;
+//! every call gets a fresh instance from a pre-instantiated component, a CPU budget enforced
+//! with epoch interruption, a memory bound, and WASI with nothing granted (no files,
+//! environment, arguments or sockets; clocks and random numbers only; stdout/stderr captured
+//! for the log). A plugin that traps, runs out of time or memory, or cannot be instantiated
+//! is a failure: by default the request is denied naming the plugin (`on_error = "deny"`),
+//! or it passes that plugin unchanged (`on_error = "allow"`).
 
 mod audit;
 mod cache;

@@ -139,7 +139,8 @@ pub(crate) struct HealthCounters {
 }
 
 impl HealthCounters {
-    pub fn record(&self, outcome: &Result<Verdict, PluginFailure>, micros: u64) {
+    /// Counts one call; returns the number of consecutive failures including this one.
+    pub fn record(&self, outcome: &Result<Verdict, PluginFailure>, micros: u64) -> u64 {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.total_micros.fetch_add(micros, Ordering::Relaxed);
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
@@ -151,13 +152,14 @@ impl HealthCounters {
                     Verdict::Deny(_) => &self.denied,
                 }
                 .fetch_add(1, Ordering::Relaxed);
+                0
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut last) = self.last_failure.lock() {
                     *last = Some(e.to_string());
                 }
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
             }
         }
     }
@@ -372,8 +374,11 @@ impl Plugin {
                     limit_ms: self.timeout_ms,
                 };
             }
+            let message = trap.to_string();
             return PluginFailure::Trap {
-                message: trap.to_string(),
+                message: message
+                    .strip_prefix("wasm trap: ")
+                    .map_or(message.clone(), str::to_owned),
                 stderr: stderr.summary(),
             };
         }

@@ -77,7 +77,9 @@ fn ctx() -> PolicyContext {
 }
 
 fn load_err(sources: &[PluginSource]) -> String {
-    format!("{:#}", PolicyChain::load(&config(), sources).unwrap_err())
+    let e = format!("{:#}", PolicyChain::load(&config(), sources).unwrap_err());
+    println!("load error: {e}");
+    e
 }
 
 #[test]
@@ -169,6 +171,7 @@ fn trap_is_an_error_naming_the_plugin_and_the_chain_keeps_working() {
     let c = chain(&[source("faulty-trap"), source("env")]);
     for _ in 0..3 {
         let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
+        println!("{denial}");
         assert_eq!(denial.plugin, "faulty-trap");
         assert!(
             denial
@@ -221,6 +224,7 @@ fn spin_times_out_near_its_deadline() {
         let start = Instant::now();
         let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
         let took = start.elapsed();
+        println!("{denial}");
         println!("faulty-spin with a 20 ms budget stopped after {took:?}");
         assert_eq!(denial.plugin, "faulty-spin");
         assert!(
@@ -256,6 +260,7 @@ fn hog_runs_out_of_memory() {
     for _ in 0..2 {
         let start = Instant::now();
         let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
+        println!("{denial}");
         println!("faulty-hog with 48 MiB stopped after {:?}", start.elapsed());
         assert_eq!(denial.plugin, "faulty-hog");
         assert!(
