@@ -52,7 +52,8 @@ pub struct PolicyConfig {
     pub cache_dir: Option<PathBuf>,
     /// Append one JSON line per plugin decision to this file.
     pub audit_file: Option<PathBuf>,
-    /// CPU budget of one plugin call unless the plugin sets `timeout_ms`.
+    /// CPU-time budget of one plugin call unless the plugin sets `timeout_ms` (a call is also
+    /// stopped after ten times its budget in real time).
     pub default_timeout_ms: u64,
     /// Memory bound of one plugin instance unless the plugin sets `max_memory_bytes`.
     pub default_max_memory_bytes: u64,
@@ -128,7 +129,8 @@ pub struct PluginConfig {
     /// What a failure of this plugin does to the request. Default: `deny`.
     #[serde(default)]
     pub on_error: OnError,
-    /// CPU budget of one call, in milliseconds. Default: `policy.default_timeout_ms`.
+    /// CPU-time budget of one call, in milliseconds (the call is also stopped after ten times
+    /// this in real time). Default: `policy.default_timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// Memory bound of one instance, in bytes. Default: `policy.default_max_memory_bytes`.

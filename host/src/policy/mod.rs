@@ -23,6 +23,7 @@
 mod audit;
 mod cache;
 mod chain;
+mod clock;
 pub mod config;
 mod engine;
 mod plugin;

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::cache::{ArtifactCache, CacheStatus};
+use super::clock::{self, CallClock, HasCallClock};
 use super::config::{self, OnError, PluginCode, PluginSource, PolicyConfig, flatten_settings};
 use super::engine::PolicyEngine;
 use super::stdio::Capture;
@@ -32,6 +33,10 @@ pub const POLICY_EXPORT: &str = "procwarden:policy/policy@0.1.0";
 /// The world plugins are built against, as named in error messages.
 pub const POLICY_WORLD: &str = "procwarden:policy/policy-plugin@0.1.0";
 
+/// A call is stopped after this many times its CPU budget in real time, however little CPU
+/// it got.
+pub const WALL_CLOCK_FACTOR: u64 = 10;
+
 /// Bytes of a plugin's stdout and of its stderr kept per call (the rest is discarded).
 const STDIO_CAPTURE_BYTES: usize = 4096;
 /// `log` calls honoured per plugin call; later ones are dropped (and counted).
@@ -49,8 +54,9 @@ pub(crate) enum Verdict {
 /// Why a plugin call produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginFailure {
-    /// The call ran past its CPU budget (epoch deadline).
-    Timeout { limit_ms: u64 },
+    /// The call used more than its CPU-time budget, or (`wall_clock`) ran for more than
+    /// [`WALL_CLOCK_FACTOR`] times the budget in real time, e.g. on an overloaded machine.
+    Timeout { limit_ms: u64, wall_clock: bool },
     /// The instance tried to grow its memory beyond its bound.
     OutOfMemory {
         limit_bytes: u64,
@@ -70,12 +76,22 @@ pub enum PluginFailure {
 impl std::fmt::Display for PluginFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PluginFailure::Timeout { limit_ms } => {
-                write!(
-                    f,
-                    "took longer than {limit_ms} ms (CPU time limit) and was stopped"
-                )
-            }
+            PluginFailure::Timeout {
+                limit_ms,
+                wall_clock: false,
+            } => write!(
+                f,
+                "took longer than {limit_ms} ms (its CPU time limit) and was stopped"
+            ),
+            PluginFailure::Timeout {
+                limit_ms,
+                wall_clock: true,
+            } => write!(
+                f,
+                "took longer than {} ms in real time ({WALL_CLOCK_FACTOR} times its {limit_ms} ms \
+                 CPU time limit) and was stopped; it was waiting, or the machine is overloaded",
+                limit_ms * WALL_CLOCK_FACTOR
+            ),
             PluginFailure::OutOfMemory {
                 limit_bytes,
                 requested_bytes,
@@ -197,6 +213,7 @@ pub(crate) struct Plugin {
 pub(crate) fn new_linker(engine: &PolicyEngine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+    clock::add_to_linker(&mut linker).map_err(wasm_err)?;
     PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
         .map_err(wasm_err)?;
     Ok(linker)
@@ -298,6 +315,8 @@ impl Plugin {
     ) -> Result<Verdict, PluginFailure> {
         let stdout = Capture::new(STDIO_CAPTURE_BYTES);
         let stderr = Capture::new(STDIO_CAPTURE_BYTES);
+        let budget = Duration::from_millis(self.timeout_ms);
+        let clock = CallClock::new(budget * WALL_CLOCK_FACTOR as u32);
         let mut store = Store::new(
             engine.engine(),
             HostState {
@@ -309,7 +328,9 @@ impl Plugin {
                     .allow_tcp(false)
                     .allow_udp(false)
                     .allow_ip_name_lookup(false)
+                    .monotonic_clock(clock)
                     .build(),
+                clock,
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter {
                     limit: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
@@ -317,13 +338,11 @@ impl Plugin {
                 },
                 logs_left: LOG_LINES_PER_CALL,
                 logs_dropped: 0,
+                timed_out: None,
             },
         );
         store.limiter(|s| &mut s.limiter);
-        // One tick is about a millisecond; the extra tick makes sure a call gets at least
-        // its full budget even if a tick lands right after the deadline is set.
-        store.set_epoch_deadline(self.timeout_ms + 1);
-        store.epoch_deadline_trap();
+        Self::arm_time_limit(&mut store, budget);
 
         let result = {
             let _running = engine.begin_call();
@@ -355,6 +374,33 @@ impl Plugin {
         }
     }
 
+    /// The time budget is CPU time of the calling thread, so a plugin is not cut short when
+    /// the machine is busy and its thread is preempted; a real-time cap of
+    /// [`WALL_CLOCK_FACTOR`] × the budget still bounds every call. Epoch ticks (about 1 ms)
+    /// are when the budget is checked: the first check comes when the budget could have
+    /// been used up, later ones when the rest of it could have.
+    fn arm_time_limit(store: &mut Store<HostState>, budget: Duration) {
+        let wall_cap = budget * WALL_CLOCK_FACTOR as u32;
+        let wall_start = Instant::now();
+        let cpu_start = thread_cpu_time();
+        store.set_epoch_deadline(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1));
+        store.epoch_deadline_callback(move |mut ctx| {
+            let wall = wall_start.elapsed();
+            let used = match (cpu_start, thread_cpu_time()) {
+                (Some(start), Some(now)) => now.saturating_sub(start),
+                _ => wall,
+            };
+            if used >= budget || wall >= wall_cap {
+                ctx.data_mut().timed_out = Some(used < budget);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let left = (budget - used).as_millis();
+            Ok(UpdateDeadline::Continue(
+                u64::try_from(left).unwrap_or(1).max(1),
+            ))
+        });
+    }
+
     fn classify(
         &self,
         err: wasmtime::Error,
@@ -372,6 +418,7 @@ impl Plugin {
             if *trap == Trap::Interrupt {
                 return PluginFailure::Timeout {
                     limit_ms: self.timeout_ms,
+                    wall_clock: state.timed_out.unwrap_or(false),
                 };
             }
             let message = trap.to_string();
@@ -426,10 +473,13 @@ pub(crate) struct HostState {
     plugin: Arc<str>,
     settings: Arc<BTreeMap<String, String>>,
     wasi: WasiCtx,
+    clock: CallClock,
     table: ResourceTable,
     limiter: MemoryLimiter,
     logs_left: u32,
     logs_dropped: u32,
+    /// Set when the time limit stopped the call: `true` if by the real-time cap.
+    timed_out: Option<bool>,
 }
 
 impl WasiView for HostState {
@@ -438,6 +488,12 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl HasCallClock for HostState {
+    fn call_clock(&mut self) -> (CallClock, &mut ResourceTable) {
+        (self.clock, &mut self.table)
     }
 }
 
@@ -542,6 +598,18 @@ fn to_wit_context(c: &PolicyContext) -> types::Context {
     }
 }
 
+/// CPU time consumed by the calling thread so far.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` that lives across the call, and
+    // `CLOCK_THREAD_CPUTIME_ID` is a clock id the kernel knows; the call writes only `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 pub(crate) fn micros_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
@@ -593,6 +661,19 @@ mod tests {
     }
 
     #[test]
+    fn thread_cpu_time_advances_with_work_not_sleep() {
+        let start = thread_cpu_time().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time().unwrap() - start;
+        assert!(slept < Duration::from_millis(15), "{slept:?}");
+        let begin = Instant::now();
+        while begin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0);
+        }
+        assert!(thread_cpu_time().unwrap() - start >= Duration::from_millis(10));
+    }
+
+    #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("héllo".into(), 2), "h [truncated]");
         assert_eq!(truncate("abc".into(), 3), "abc");
@@ -609,8 +690,12 @@ mod tests {
             "out of memory: tried to grow its memory to 64.1 MiB, over its limit of 64 MiB"
         );
         assert_eq!(
-            PluginFailure::Timeout { limit_ms: 10 }.to_string(),
-            "took longer than 10 ms (CPU time limit) and was stopped"
+            PluginFailure::Timeout {
+                limit_ms: 10,
+                wall_clock: false
+            }
+            .to_string(),
+            "took longer than 10 ms (its CPU time limit) and was stopped"
         );
     }
 }

@@ -36,6 +36,19 @@ fn wasm(name: &str) -> PathBuf {
         })
 }
 
+/// A fixture that may not be built yet: `None` (and a note) if it is missing.
+fn optional_source(name: &str) -> Option<PluginSource> {
+    let file = plugin_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    if !file.is_file() {
+        println!("SKIPPED: fixture {} not found", file.display());
+        return None;
+    }
+    Some(PluginSource {
+        name: Some(name.to_owned()),
+        ..PluginSource::file(file)
+    })
+}
+
 fn source(name: &str) -> PluginSource {
     PluginSource {
         name: Some(name.to_owned()),
@@ -587,6 +600,16 @@ fn bench_chain_cost() {
             })
             .collect()
     }
+    fn vm() -> String {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .filter(|l| l.starts_with("VmSize") || l.starts_with("VmRSS"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    println!("before loading: {}", vm());
     let n = 2000;
     let empty = PolicyChain::empty();
     let samples = chain(&[
@@ -596,6 +619,7 @@ fn bench_chain_cost() {
         source("deny"),
     ]);
     let one = chain(&[source("ampersand")]);
+    println!("two chains loaded (5 plugins): {}", vm());
     run(&samples, 200); // warm up the instance pool
     run(&one, 200);
     for (label, c) in [
@@ -631,4 +655,48 @@ fn bench_chain_cost() {
     println!(
         "4 plugins, evaluate_async from a Tokio task: p50 {p50} µs, p99 {p99} µs, max {max} µs"
     );
+}
+
+/// `faulty-sleep` (mode `sleep`: `std::thread::sleep` for an hour; `sleep-loop`: 1 ms sleeps
+/// forever) waits inside the host, where epoch interruption does not reach. The bounded
+/// clock cuts the sleep at the call's real-time limit (10 × the CPU budget).
+#[test]
+fn sleeping_plugins_are_stopped_at_the_real_time_limit() {
+    let Some(sleep) = optional_source("faulty-sleep") else {
+        return;
+    };
+    for mode in ["sleep", "sleep-loop"] {
+        let c = chain(&[sleep
+            .clone()
+            .with_settings(settings(&format!("mode = '{mode}'")))
+            .with_timeout_ms(10)]);
+        for _ in 0..2 {
+            let start = Instant::now();
+            let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
+            let took = start.elapsed();
+            println!("{mode}: {took:?}: {denial}");
+            assert!(
+                denial
+                    .reason
+                    .contains("took longer than 100 ms in real time"),
+                "{}",
+                denial.reason
+            );
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+            assert!(took < Duration::from_millis(1500), "{took:?}");
+        }
+    }
+}
+
+/// `faulty-sleep` in mode `probe` tries files, environment, arguments, sockets and the
+/// working directory, and denies with what it found.
+#[test]
+fn wasi_grants_nothing() {
+    let Some(probe) = optional_source("faulty-sleep") else {
+        return;
+    };
+    let c = chain(&[probe.with_settings(settings("mode = 'probe'"))]);
+    let found = c.evaluate(req("ls"), &ctx()).unwrap_err().reason;
+    println!("probe found: {found}");
+    assert_eq!(found, "clock+sleep ok (true)");
 }
