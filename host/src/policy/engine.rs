@@ -62,6 +62,11 @@ impl PolicyEngine {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // Reserve only what the largest plugin may use instead of the default 4 GiB
+            // per memory slot (the pool has 2 slots per instance, so the default reserves
+            // about half a TiB of address space). Plugins then get explicit bounds checks,
+            // which costs them little: they are small and short-lived.
+            .memory_reservation(opts.max_memory_bytes)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)
             .map_err(wasm_err)
