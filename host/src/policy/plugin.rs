@@ -378,7 +378,7 @@ impl Plugin {
     /// the machine is busy and its thread is preempted; a real-time cap of
     /// [`WALL_CLOCK_FACTOR`] × the budget still bounds every call. Epoch ticks (about 1 ms)
     /// are when the budget is checked: the first check comes when the budget could have
-    /// been used up, later ones when the rest of it could have.
+    /// been used up, later ones when the rest of it, or the real-time cap, could be reached.
     fn arm_time_limit(store: &mut Store<HostState>, budget: Duration) {
         let wall_cap = budget * WALL_CLOCK_FACTOR as u32;
         let wall_start = Instant::now();
@@ -394,7 +394,8 @@ impl Plugin {
                 ctx.data_mut().timed_out = Some(used < budget);
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let left = (budget - used).as_millis();
+            // Check again when either limit could next be reached.
+            let left = (budget - used).min(wall_cap - wall).as_millis();
             Ok(UpdateDeadline::Continue(
                 u64::try_from(left).unwrap_or(1).max(1),
             ))

@@ -86,7 +86,10 @@ mod tests {
     fn runs_jobs_and_survives_panics() {
         let w = Workers::new(2).unwrap();
         assert_eq!(w.run_blocking(|| 2 + 2), Some(4));
-        assert_eq!(w.run_blocking(|| -> u8 { panic!("boom") }), None);
+        assert_eq!(
+            w.run_blocking(|| -> u8 { panic!("deliberate panic in a worker job (test)") }),
+            None
+        );
         assert_eq!(w.run_blocking(|| "still here"), Some("still here"));
         assert!(!Workers::needed());
         let rt = tokio::runtime::Builder::new_current_thread()
