@@ -188,6 +188,15 @@ impl PluginSource {
         }
     }
 
+    /// The sample plugins built into the binary ([`super::builtin::SAMPLES`]), with default
+    /// settings, in their default order: the chain to load when there is no configuration.
+    pub fn samples() -> Vec<Self> {
+        super::builtin::SAMPLES
+            .iter()
+            .map(|&(name, bytes)| Self::bytes(name, bytes))
+            .collect()
+    }
+
     fn with_code(code: PluginCode) -> Self {
         Self {
             name: None,

@@ -21,6 +21,7 @@
 //! or it passes that plugin unchanged (`on_error = "allow"`).
 
 mod audit;
+pub mod builtin;
 mod cache;
 mod chain;
 mod clock;

@@ -1,8 +1,11 @@
 //! Tests of the policy runtime against real components: the sample plugins and the faulty
-//! fixtures built from `plugins/` (see `scripts/build-plugins.sh`).
+//! fixtures built from `plugins/` by `host/build.rs`, which passes their paths in
+//! `PROCWARDEN_PLUGIN_*` and `PROCWARDEN_FIXTURE_*`.
 //!
-//! Components are looked up in `$PROCWARDEN_TEST_PLUGIN_DIR`, by default
-//! `/work/main/target/plugins/wasm32-wasip2/release`.
+//! `PROCWARDEN_TEST_PLUGIN_DIR` (at test run time) makes the tests load every component
+//! from that directory instead, e.g. to try other builds. Optional fixtures that `build.rs`
+//! does not provide (`faulty-sleep`) are looked up there or in `target/plugins/`; tests that
+//! need them say "SKIPPED" when they are missing.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -13,27 +16,36 @@ use super::*;
 fn plugin_dir() -> PathBuf {
     std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/main/target/plugins/wasm32-wasip2/release"))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/plugins/wasm32-wasip2/release"
+            ))
+        })
 }
 
-/// The component `name` (`faulty-trap` also finds `faulty_trap.wasm`).
+/// The component `name` (`faulty-trap` is the file `faulty_trap.wasm`).
 fn wasm(name: &str) -> PathBuf {
-    let dir = plugin_dir();
-    let candidates = [
-        dir.join(format!("{name}.wasm")),
-        dir.join(format!("{}.wasm", name.replace('-', "_"))),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "test component {name} not found in {} (build the plugins with \
-                 scripts/build-plugins.sh or set PROCWARDEN_TEST_PLUGIN_DIR)",
-                dir.display()
-            )
-        })
+    if std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR").is_some() {
+        let file = plugin_dir().join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(
+            file.is_file(),
+            "test component {} not found",
+            file.display()
+        );
+        return file;
+    }
+    PathBuf::from(match name {
+        "ampersand" => env!("PROCWARDEN_PLUGIN_AMPERSAND"),
+        "env" => env!("PROCWARDEN_PLUGIN_ENV"),
+        "workdir" => env!("PROCWARDEN_PLUGIN_WORKDIR"),
+        "deny" => env!("PROCWARDEN_PLUGIN_DENY"),
+        "faulty-trap" => env!("PROCWARDEN_FIXTURE_TRAP"),
+        "faulty-spin" => env!("PROCWARDEN_FIXTURE_SPIN"),
+        "faulty-hog" => env!("PROCWARDEN_FIXTURE_HOG"),
+        "faulty-wrong-world" => env!("PROCWARDEN_FIXTURE_WRONG_WORLD"),
+        _ => panic!("unknown test component {name}"),
+    })
 }
 
 /// A fixture that may not be built yet: `None` (and a note) if it is missing.
@@ -139,6 +151,26 @@ fn samples_rewrite_in_order() {
     let after = chain(&[source("ampersand"), deny()]);
     let denial = after.evaluate(req("sleep 5 &"), &ctx()).unwrap_err();
     assert_eq!(denial.plugin, "deny");
+}
+
+#[test]
+fn built_in_samples_make_the_default_chain() {
+    let c = chain(&PluginSource::samples());
+    let names: Vec<_> = c.plugins().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["ampersand", "env", "workdir", "deny"]);
+    let out = c.evaluate(req("sleep 5 &"), &ctx()).unwrap();
+    assert_eq!(out.command, "sleep 5");
+    assert!(out.background);
+    assert!(
+        out.env.contains(&("PAGER".into(), "cat".into())),
+        "{:?}",
+        out.env
+    );
+    assert_eq!(out.workdir, ctx().agent_workdir);
+    assert_eq!(
+        c.evaluate(req("rm -rf /"), &ctx()).unwrap_err().plugin,
+        "deny"
+    );
 }
 
 #[test]

@@ -1,0 +1,121 @@
+//! The CLI's HTTP client for a running agent.
+
+use anyhow::{Context, anyhow};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7077";
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    chat: Option<String>,
+}
+
+/// A start request from the command line.
+#[derive(Debug, Default)]
+pub struct RunRequest {
+    pub command: String,
+    pub workdir: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub background: bool,
+    pub timeout_seconds: Option<u32>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>, chat: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            chat,
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v0/processes{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(chat) = &self.chat {
+            req = req.header("Procwarden-Chat-Id", chat);
+        }
+        req
+    }
+
+    async fn send(&self, req: RequestBuilder) -> anyhow::Result<Value> {
+        let response = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the agent at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("the agent answered {status} with a body that is not JSON"))?;
+        if status == StatusCode::OK {
+            return Ok(body);
+        }
+        let message = body["message"].as_str().unwrap_or("request failed");
+        Err(match body["detail"].as_str() {
+            Some(detail) => anyhow!("{message} ({detail})"),
+            None => anyhow!("{message}"),
+        })
+    }
+
+    /// Start a process; returns its ID.
+    pub async fn start(&self, run: &RunRequest) -> anyhow::Result<String> {
+        let env: serde_json::Map<String, Value> = run
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let body = json!({
+            "command": run.command,
+            "workdir": run.workdir,
+            "env": env,
+            "background": run.background,
+            "timeout_seconds": run.timeout_seconds,
+        });
+        let reply = self
+            .send(self.request(Method::POST, "/start").json(&body))
+            .await?;
+        reply["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("the agent's start reply has no id"))
+    }
+
+    pub async fn output(&self, id: &str, wait: bool) -> anyhow::Result<Value> {
+        let query = if wait { "?wait=true" } else { "" };
+        self.send(self.request(Method::GET, &format!("/{id}/output{query}")))
+            .await
+    }
+
+    /// Wait for the shell to exit, waiting again each time the server's cap answers first.
+    pub async fn wait_for_exit(&self, id: &str) -> anyhow::Result<Value> {
+        loop {
+            let reply = self.output(id, true).await?;
+            if reply["running"] == Value::Bool(false) {
+                return Ok(reply);
+            }
+        }
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Value> {
+        self.send(self.request(Method::GET, "/list")).await
+    }
+
+    pub async fn signal(&self, id: &str, signal: &str) -> anyhow::Result<String> {
+        let reply = self
+            .send(
+                self.request(Method::POST, &format!("/{id}/signal"))
+                    .json(&json!({ "signal": signal })),
+            )
+            .await?;
+        Ok(reply["message"].as_str().unwrap_or_default().to_owned())
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors as the API reports them: a status and `{message, detail?}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::agent::AgentError;
+use crate::process::ProcessError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::bad_request("Request body must be valid JSON.").with_detail(detail.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            message: &self.message,
+            detail: self.detail.as_deref(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(err: AgentError) -> Self {
+        match err {
+            AgentError::Invalid(message) => Self::bad_request(message),
+            AgentError::Denied(denial) => Self::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Denied by policy plugin \"{}\": {}",
+                    denial.plugin, denial.reason
+                ),
+            ),
+            AgentError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
+            AgentError::Process(err) => err.into(),
+        }
+    }
+}
+
+impl From<ProcessError> for ApiError {
+    fn from(err: ProcessError) -> Self {
+        match &err {
+            ProcessError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
+            ProcessError::NotRunning(_) => Self::new(StatusCode::CONFLICT, err.to_string()),
+            ProcessError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The agent is shutting down.",
+            ),
+            ProcessError::Spawn(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to start process.",
+            )
+            .with_detail(err.to_string()),
+            ProcessError::Signal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to signal process.",
+            )
+            .with_detail(err.to_string()),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Reading requests: the chat ID header and lenient JSON bodies.
+
+use axum::body::Bytes;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Headers that name the caller's chat, ours first.
+pub const CHAT_HEADERS: [&str; 2] = ["procwarden-chat-id", "coder-chat-id"];
+const MAX_CHAT_ID_BYTES: usize = 256;
+
+/// The caller's chat, if it named one.
+pub struct Chat(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Chat {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        chat_header(&parts.headers).map(Chat)
+    }
+}
+
+impl Chat {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+pub fn chat_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    for name in CHAT_HEADERS {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request(format!("Header {name} must be printable ASCII.")))?
+            .trim();
+        if value.is_empty() {
+            continue;
+        }
+        if value.len() > MAX_CHAT_ID_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "Header {name} is longer than {MAX_CHAT_ID_BYTES} bytes."
+            )));
+        }
+        return Ok(Some(value.to_owned()));
+    }
+    Ok(None)
+}
+
+/// Decode a JSON body whatever its content type (clients of the reference API do not always
+/// set one), mapping every failure to a JSON error: 413 for oversized bodies, 400 otherwise.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            "Request body is too large."
+        } else {
+            "Failed to read the request body."
+        };
+        ApiError::new(status, message).with_detail(rejection.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+}

@@ -1,0 +1,52 @@
+//! The HTTP API (axum): routes compatible with the reference agent's `/api/v0/processes`.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::agent::Agent;
+use crate::config::Config;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub agent: Arc<Agent>,
+    pub token: Option<String>,
+    pub request_timeout: Duration,
+}
+
+pub fn router(agent: Arc<Agent>, config: &Config) -> Router {
+    let state = Arc::new(ApiState {
+        agent,
+        token: config.token.clone(),
+        request_timeout: config.request_timeout(),
+    });
+    let processes = Router::new()
+        .route("/start", post(routes::start))
+        .route("/list", get(routes::list))
+        .route("/{id}/output", get(routes::output))
+        .route("/{id}/signal", post(routes::signal));
+    Router::new()
+        .nest("/api/v0/processes", processes)
+        .route("/api/v0/health", get(routes::health))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_token,
+        ))
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .with_state(state)
+}

@@ -1,0 +1,338 @@
+//! The process table: start, look up, signal, list, reap, shut down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use nix::sys::signal::Signal;
+
+use super::buffer::BufferLimits;
+use super::group::signal_group;
+use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
+use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
+
+/// Tunables of the process table.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    pub buffer: BufferLimits,
+    /// Exited processes older than this are forgotten.
+    pub reap_age: Duration,
+    /// Between SIGTERM and SIGKILL, on timeouts and shutdown.
+    pub kill_grace: Duration,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        Self {
+            buffer: BufferLimits::default(),
+            reap_age: Duration::from_secs(300),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A start request after policy: everything resolved.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub command: String,
+    /// An existing directory.
+    pub workdir: String,
+    pub env: Vec<(String, String)>,
+    pub background: bool,
+    pub timeout: Option<Duration>,
+    pub chat_id: Option<String>,
+}
+
+/// Which signal a client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSignal {
+    Terminate,
+    Kill,
+}
+
+impl GroupSignal {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "terminate" => Some(Self::Terminate),
+            "kill" => Some(Self::Kill),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Terminate => "terminate",
+            Self::Kill => "kill",
+        }
+    }
+
+    fn signal(self) -> Signal {
+        match self {
+            Self::Terminate => Signal::SIGTERM,
+            Self::Kill => Signal::SIGKILL,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("Process \"{0}\" not found.")]
+    NotFound(String),
+    #[error("Process \"{0}\" is not running.")]
+    NotRunning(String),
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+    #[error("start process: {0}")]
+    Spawn(std::io::Error),
+    #[error("signal process: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Which processes a caller may see: a chat sees only its own, no chat sees all.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    All,
+    Chat(&'a str),
+}
+
+impl<'a> Scope<'a> {
+    pub fn from_chat(chat: Option<&'a str>) -> Self {
+        chat.map_or(Scope::All, Scope::Chat)
+    }
+
+    fn admits(&self, process: &Process) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Chat(chat) => process.identity.chat_id.as_deref() == Some(*chat),
+        }
+    }
+}
+
+pub struct ProcessManager {
+    settings: ManagerSettings,
+    table: Mutex<HashMap<String, Arc<Process>>>,
+    sequence: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl ProcessManager {
+    pub fn new(settings: ManagerSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            table: Mutex::default(),
+            sequence: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &ManagerSettings {
+        &self.settings
+    }
+
+    /// Spawn and track a process. Must be called inside a tokio runtime.
+    pub fn start(self: &Arc<Self>, spec: LaunchSpec) -> Result<Arc<Process>, ProcessError> {
+        if self.is_closed() {
+            return Err(ProcessError::ShuttingDown);
+        }
+        let mut env = spec.env;
+        if let Some(chat) = &spec.chat_id {
+            env.push(("PROCWARDEN_CHAT_ID".into(), chat.clone()));
+            env.push(("CODER_CHAT_ID".into(), chat.clone()));
+        }
+        let spawned = spawn(&SpawnSpec {
+            command: &spec.command,
+            workdir: &spec.workdir,
+            env: &env,
+        })
+        .map_err(ProcessError::Spawn)?;
+        let process = Arc::new(Process::new(
+            Identity {
+                id: uuid::Uuid::new_v4().to_string(),
+                chat_id: spec.chat_id,
+                command: spec.command,
+                workdir: spec.workdir,
+                background: spec.background,
+                pgid: spawned.pgid,
+                started_at_unix: unix_now(),
+                sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+            },
+            self.settings.buffer,
+        ));
+        lock(&self.table).insert(process.id().to_owned(), process.clone());
+        tokio::spawn(supervise(process.clone(), spawned));
+        if let Some(limit) = spec.timeout {
+            tokio::spawn(enforce_timeout(
+                process.clone(),
+                limit,
+                self.settings.kill_grace,
+            ));
+        }
+        // Shutdown may have begun while we spawned; make sure this one does not escape it.
+        if self.is_closed() {
+            let _ = signal_group(process.identity.pgid, Signal::SIGKILL);
+            return Err(ProcessError::ShuttingDown);
+        }
+        tracing::info!(
+            id = process.id(),
+            pgid = process.identity.pgid,
+            chat_id = process.identity.chat_id.as_deref().unwrap_or(""),
+            command = %process.identity.command,
+            "process started"
+        );
+        Ok(process)
+    }
+
+    /// A process the caller may see.
+    pub fn get(&self, id: &str, scope: Scope<'_>) -> Result<Arc<Process>, ProcessError> {
+        lock(&self.table)
+            .get(id)
+            .filter(|p| scope.admits(p))
+            .cloned()
+            .ok_or_else(|| ProcessError::NotFound(id.to_owned()))
+    }
+
+    /// Signal the whole group while any member lives (not only while the shell does).
+    pub fn signal(
+        &self,
+        id: &str,
+        scope: Scope<'_>,
+        signal: GroupSignal,
+    ) -> Result<(), ProcessError> {
+        let process = self.get(id, scope)?;
+        if !process.group_alive() {
+            return Err(ProcessError::NotRunning(id.to_owned()));
+        }
+        match signal_group(process.identity.pgid, signal.signal()) {
+            Ok(true) => {
+                tracing::info!(id, signal = signal.name(), "signal sent to process group");
+                Ok(())
+            }
+            Ok(false) => {
+                process.mark_group_gone();
+                Err(ProcessError::NotRunning(id.to_owned()))
+            }
+            Err(err) => Err(ProcessError::Signal(err)),
+        }
+    }
+
+    /// Running processes first, then newest first; at most `cap`.
+    pub fn list(&self, scope: Scope<'_>, cap: usize) -> Vec<ProcessInfo> {
+        self.reap();
+        let mut visible: Vec<Arc<Process>> = lock(&self.table)
+            .values()
+            .filter(|p| scope.admits(p))
+            .cloned()
+            .collect();
+        visible.sort_by_key(|p| {
+            (
+                p.phase() != Phase::Running,
+                std::cmp::Reverse(p.identity.sequence),
+            )
+        });
+        visible.iter().take(cap).map(|p| p.info()).collect()
+    }
+
+    /// Number of tracked processes.
+    pub fn len(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget processes that exited longer ago than the reap age and left no live member.
+    /// Returns how many were forgotten.
+    pub fn reap(&self) -> usize {
+        let candidates: Vec<Arc<Process>> = lock(&self.table)
+            .values()
+            .filter(|p| p.exited_longer_than(self.settings.reap_age))
+            .cloned()
+            .collect();
+        // Checking group liveness reads /proc, so do it outside the table lock.
+        let expired: Vec<&Arc<Process>> = candidates.iter().filter(|p| !p.group_alive()).collect();
+        if expired.is_empty() {
+            return 0;
+        }
+        let mut table = lock(&self.table);
+        for process in &expired {
+            table.remove(process.id());
+        }
+        expired.len()
+    }
+
+    /// Reap on a timer, so memory does not depend on someone listing.
+    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                let reaped = manager.reap();
+                if reaped > 0 {
+                    tracing::debug!(reaped, "reaped exited processes");
+                }
+            }
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Refuse new processes, terminate every live group, kill what is left after the grace
+    /// period, and wait (bounded) until every output pipe has closed.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let all: Vec<Arc<Process>> = lock(&self.table).values().cloned().collect();
+        let live: Vec<Arc<Process>> = all.into_iter().filter(|p| p.group_alive()).collect();
+        tracing::info!(
+            groups = live.len(),
+            "shutting down: terminating process groups"
+        );
+        let grace = self.settings.kill_grace;
+        let stops = live.iter().map(|p| terminate_then_kill(p, grace));
+        join_all(stops).await;
+        // After SIGKILL every member is gone, so pipes close promptly; the bound only matters
+        // for a member that escaped the group (its own setsid) while holding the pipe.
+        let finished = live.iter().map(|p| p.wait_for(Phase::Finished));
+        if tokio::time::timeout(Duration::from_secs(2), join_all(finished))
+            .await
+            .is_err()
+        {
+            tracing::warn!("some output pipes stayed open after their groups were killed");
+        }
+    }
+}
+
+async fn enforce_timeout(process: Arc<Process>, limit: Duration, grace: Duration) {
+    if tokio::time::timeout(limit, process.wait_for(Phase::Finished))
+        .await
+        .is_ok()
+        && !process.group_alive()
+    {
+        return;
+    }
+    if !process.group_alive() {
+        return;
+    }
+    process.mark_timed_out();
+    tracing::info!(
+        id = process.id(),
+        seconds = limit.as_secs_f64(),
+        "timeout reached: stopping process group"
+    );
+    terminate_then_kill(&process, grace).await;
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,221 @@
+//! One tracked process: its identity, lifecycle state and output buffer.
+
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
+use super::group;
+
+/// Where a process is in its life. Ordered: each phase follows the previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// The shell is running.
+    Running,
+    /// The shell has exited and its exit code is known; children may still hold the pipe.
+    Exited,
+    /// The shell has exited and the output pipe is closed: no more output can come.
+    Finished,
+}
+
+/// What a client sees of a process in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub id: String,
+    pub command: String,
+    pub workdir: String,
+    pub background: bool,
+    pub running: bool,
+    pub group_alive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub started_at_unix: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_at_unix: Option<i64>,
+}
+
+/// Output and state of one process at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputSnapshot {
+    pub output: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+    pub running: bool,
+    pub group_alive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub command: String,
+}
+
+/// Fixed facts about a process, known at spawn.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: String,
+    pub chat_id: Option<String>,
+    pub command: String,
+    pub workdir: String,
+    pub background: bool,
+    /// Process group (and session) ID: the shell's PID, since it called `setsid`.
+    pub pgid: i32,
+    pub started_at_unix: i64,
+    /// Start order, to sort processes started within the same second.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Default)]
+struct ExitState {
+    exit_code: Option<i32>,
+    exited_at_unix: Option<i64>,
+    exited_at: Option<Instant>,
+    timed_out: bool,
+    /// Set once no member of the group is alive; never unset (the PGID may be reused).
+    group_gone: bool,
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub identity: Identity,
+    state: Mutex<ExitState>,
+    output: Mutex<HeadTailBuffer>,
+    phase: watch::Sender<Phase>,
+}
+
+impl Process {
+    pub fn new(identity: Identity, limits: BufferLimits) -> Self {
+        Self {
+            identity,
+            state: Mutex::default(),
+            output: Mutex::new(HeadTailBuffer::new(limits)),
+            phase: watch::Sender::new(Phase::Running),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.identity.id
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub fn append_output(&self, data: &[u8]) {
+        lock(&self.output).write(data);
+    }
+
+    /// Record the shell's exit. Callers must have appended all output the shell wrote first,
+    /// so that anyone who sees the exit also sees the final output.
+    pub fn mark_exited(&self, exit_code: i32) {
+        let mut state = lock(&self.state);
+        state.exit_code = Some(exit_code);
+        state.exited_at_unix = Some(unix_now());
+        state.exited_at = Some(Instant::now());
+        drop(state);
+        self.phase
+            .send_if_modified(|phase| advance(phase, Phase::Exited));
+    }
+
+    /// Record that the output pipe closed: the output is complete.
+    pub fn mark_finished(&self) {
+        self.phase
+            .send_if_modified(|phase| advance(phase, Phase::Finished));
+    }
+
+    pub fn mark_timed_out(&self) {
+        lock(&self.state).timed_out = true;
+    }
+
+    /// Wait until the phase reaches `phase` (returns at once if it already has).
+    pub async fn wait_for(&self, phase: Phase) {
+        let mut rx = self.phase.subscribe();
+        // `wait_for` checks the current value first, so no wake-up is lost between a
+        // check and the wait; the sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|current| *current >= phase).await;
+    }
+
+    /// Whether the shell has exited for longer than `age`.
+    pub fn exited_longer_than(&self, age: std::time::Duration) -> bool {
+        lock(&self.state)
+            .exited_at
+            .is_some_and(|at| at.elapsed() > age)
+    }
+
+    /// Whether any member of the process group is alive. Cheap while the shell runs;
+    /// afterwards checks the group, and remembers once it is gone.
+    pub fn group_alive(&self) -> bool {
+        if self.phase() == Phase::Running {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        if state.group_gone {
+            return false;
+        }
+        let alive = group::group_has_live_member(self.identity.pgid);
+        state.group_gone = !alive;
+        alive
+    }
+
+    /// Remember that the group is gone (e.g. a signal found no member).
+    pub fn mark_group_gone(&self) {
+        lock(&self.state).group_gone = true;
+    }
+
+    pub fn info(&self) -> ProcessInfo {
+        let group_alive = self.group_alive();
+        let state = lock(&self.state);
+        ProcessInfo {
+            id: self.identity.id.clone(),
+            command: self.identity.command.clone(),
+            workdir: self.identity.workdir.clone(),
+            background: self.identity.background,
+            running: state.exit_code.is_none(),
+            group_alive,
+            exit_code: state.exit_code,
+            timed_out: state.timed_out,
+            started_at_unix: self.identity.started_at_unix,
+            exited_at_unix: state.exited_at_unix,
+        }
+    }
+
+    /// State first, then the buffer: an exited state then always comes with the final output.
+    pub fn snapshot(&self) -> OutputSnapshot {
+        let info = self.info();
+        let rendered = lock(&self.output).render();
+        OutputSnapshot {
+            output: rendered.text,
+            truncated: rendered.truncated,
+            running: info.running,
+            group_alive: info.group_alive,
+            exit_code: info.exit_code,
+            timed_out: info.timed_out,
+            command: info.command,
+        }
+    }
+}
+
+fn advance(phase: &mut Phase, to: Phase) -> bool {
+    if *phase < to {
+        *phase = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain data; the data is
+/// still usable, and one bad request must not take every later one down with it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,163 @@
+//! Starting `sh -c` in its own session, and supervising it until its output pipe closes.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::Signal;
+use tokio::net::unix::pipe;
+
+use super::group::signal_group;
+use super::os_spawn::{SessionChild, spawn_in_new_session};
+use super::record::{Phase, Process};
+
+/// Read size for the output pipe: a full default pipe buffer per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Most bytes read from one pipe before yielding to other tasks.
+const READ_FAIRNESS_LIMIT: usize = 1024 * 1024;
+
+/// After the shell exits, how much already-written output to drain before reporting the exit.
+/// Bounded so a child that never stops writing cannot delay the exit report forever.
+const EXIT_DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What to run and how.
+pub struct SpawnSpec<'a> {
+    pub command: &'a str,
+    pub workdir: &'a str,
+    /// Added on top of the agent's own environment; later entries win.
+    pub env: &'a [(String, String)],
+}
+
+/// A started shell and the read end of its combined stdout/stderr pipe.
+pub struct Spawned {
+    pub child: SessionChild,
+    pub output: pipe::Receiver,
+    pub pgid: i32,
+}
+
+pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
+    // One pipe for both streams keeps stdout and stderr interleaved in write order.
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let child = spawn_in_new_session(spec.command, spec.workdir, spec.env, &write_end)?;
+    // Our copy of the write end must go, or the pipe would never report end-of-file.
+    drop(write_end);
+    Ok(Spawned {
+        // The shell leads a new session, so its PID is also its process group ID.
+        pgid: child.pid(),
+        child,
+        output: receiver(read_end)?,
+    })
+}
+
+fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    pipe::Receiver::from_owned_fd(fd)
+}
+
+/// Copy output into the process's buffer until the pipe closes, and record the shell's exit
+/// as soon as it happens — without waiting for children that keep the pipe open.
+pub async fn supervise(process: Arc<Process>, spawned: Spawned) {
+    let Spawned {
+        child,
+        output: pipe,
+        ..
+    } = spawned;
+    let mut pipe_open = true;
+    let mut shell_running = true;
+    while pipe_open || shell_running {
+        tokio::select! {
+            ready = pipe.readable(), if pipe_open => {
+                pipe_open = match ready.and_then(|()| read_available(&process, &pipe)) {
+                    Ok(still_open) => still_open,
+                    Err(err) => {
+                        tracing::warn!(id = process.id(), error = %err, "reading process output failed");
+                        false
+                    }
+                };
+            },
+            status = child.wait(), if shell_running => {
+                shell_running = false;
+                if pipe_open {
+                    pipe_open = drain_ready_output(&process, &pipe);
+                }
+                let code = match status {
+                    Ok(code) => code,
+                    Err(err) => {
+                        tracing::warn!(id = process.id(), error = %err, "waiting for the shell failed");
+                        -1
+                    }
+                };
+                process.mark_exited(code);
+            }
+        }
+    }
+    process.mark_finished();
+}
+
+thread_local! {
+    /// Read buffer shared by every pipe served on this thread: an idle process costs no
+    /// read buffer, which matters with a thousand of them.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Read what the pipe has, up to a fairness limit so one chatty process cannot starve the
+/// others on this thread. Returns whether the pipe is still open.
+fn read_available(process: &Process, pipe: &pipe::Receiver) -> std::io::Result<bool> {
+    SCRATCH.with_borrow_mut(|buf| {
+        let mut taken = 0;
+        while taken < READ_FAIRNESS_LIMIT {
+            match pipe.try_read(buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    process.append_output(&buf[..n]);
+                    taken += n;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Read whatever is already in the pipe, without waiting. The shell has been reaped, so every
+/// byte it wrote is in the pipe now. Reads the fd directly: tokio's `try_read` trusts cached
+/// readiness and could report "empty" for bytes the reactor has not noticed yet.
+/// Returns whether the pipe is still open.
+fn drain_ready_output(process: &Process, pipe: &pipe::Receiver) -> bool {
+    SCRATCH.with_borrow_mut(|buf| {
+        let mut drained = 0;
+        while drained < EXIT_DRAIN_LIMIT {
+            match nix::unistd::read(pipe.as_fd(), buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    process.append_output(&buf[..n]);
+                    drained += n;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return true, // EAGAIN: empty for now, a child may still write
+            }
+        }
+        true
+    })
+}
+
+/// Terminate a group politely, then kill what is left after `grace`, unless it finishes first.
+pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) {
+    let pgid = process.identity.pgid;
+    if !matches!(signal_group(pgid, Signal::SIGTERM), Ok(true)) {
+        return;
+    }
+    if tokio::time::timeout(grace, process.wait_for(Phase::Finished))
+        .await
+        .is_ok()
+        && !process.group_alive()
+    {
+        return;
+    }
+    let _ = signal_group(pgid, Signal::SIGKILL);
+}

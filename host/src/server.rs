@@ -1,0 +1,70 @@
+//! `procwarden serve`: bind, serve the API, and shut down without leaving a process behind.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::http;
+use crate::policy::PolicyChain;
+
+/// How long in-flight requests get to finish once every process has been stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() && config.token.is_none() {
+        bail!(
+            "refusing to listen on {listen} without a token: set `token` in the config file, or listen on 127.0.0.1"
+        );
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let agent = Agent::new(&config, PolicyChain::empty());
+    let reaper = agent.manager().spawn_reaper(config.reap_interval());
+    let app = http::router(agent.clone(), &config);
+
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = serving_stopped.await;
+            })
+            .into_future(),
+    );
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "procwarden listening on http://{local}")?;
+    stdout.flush()?;
+    tracing::info!(%local, "serving");
+
+    let signal_name = wait_for_shutdown_signal().await?;
+    tracing::info!(signal = signal_name, "shutting down");
+    // Stop processes first: blocked waiters are answered as their processes exit, and the
+    // HTTP drain below then has nothing long-running left to wait for.
+    agent.shutdown().await;
+    let _ = stop_serving.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(result)) => result.context("HTTP server failed")?,
+        Ok(Err(join)) => bail!("HTTP server task failed: {join}"),
+        Err(_) => tracing::warn!("in-flight requests did not finish; closing them"),
+    }
+    reaper.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
