@@ -3,9 +3,7 @@
 //! `PROCWARDEN_PLUGIN_*` and `PROCWARDEN_FIXTURE_*`.
 //!
 //! `PROCWARDEN_TEST_PLUGIN_DIR` (at test run time) makes the tests load every component
-//! from that directory instead, e.g. to try other builds. Optional fixtures that `build.rs`
-//! does not provide (`faulty-sleep`) are looked up there or in `target/plugins/`; tests that
-//! need them say "SKIPPED" when they are missing.
+//! from that directory instead, e.g. to try other builds.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -13,21 +11,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/plugins/wasm32-wasip2/release"
-            ))
-        })
-}
-
 /// The component `name` (`faulty-trap` is the file `faulty_trap.wasm`).
 fn wasm(name: &str) -> PathBuf {
-    if std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR").is_some() {
-        let file = plugin_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    if let Some(dir) = std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR") {
+        let file = PathBuf::from(dir).join(format!("{}.wasm", name.replace('-', "_")));
         assert!(
             file.is_file(),
             "test component {} not found",
@@ -44,20 +31,8 @@ fn wasm(name: &str) -> PathBuf {
         "faulty-spin" => env!("PROCWARDEN_FIXTURE_SPIN"),
         "faulty-hog" => env!("PROCWARDEN_FIXTURE_HOG"),
         "faulty-wrong-world" => env!("PROCWARDEN_FIXTURE_WRONG_WORLD"),
+        "faulty-sleep" => env!("PROCWARDEN_FIXTURE_SLEEP"),
         _ => panic!("unknown test component {name}"),
-    })
-}
-
-/// A fixture that may not be built yet: `None` (and a note) if it is missing.
-fn optional_source(name: &str) -> Option<PluginSource> {
-    let file = plugin_dir().join(format!("{}.wasm", name.replace('-', "_")));
-    if !file.is_file() {
-        println!("SKIPPED: fixture {} not found", file.display());
-        return None;
-    }
-    Some(PluginSource {
-        name: Some(name.to_owned()),
-        ..PluginSource::file(file)
     })
 }
 
@@ -694,9 +669,7 @@ fn bench_chain_cost() {
 /// clock cuts the sleep at the call's real-time limit (10 × the CPU budget).
 #[test]
 fn sleeping_plugins_are_stopped_at_the_real_time_limit() {
-    let Some(sleep) = optional_source("faulty-sleep") else {
-        return;
-    };
+    let sleep = source("faulty-sleep");
     for (mode, budget_ms) in [("sleep", 10), ("sleep-loop", 10), ("sleep-loop", 60)] {
         let c = chain(&[sleep
             .clone()
@@ -720,10 +693,7 @@ fn sleeping_plugins_are_stopped_at_the_real_time_limit() {
 /// working directory, and denies with what it found.
 #[test]
 fn wasi_grants_nothing() {
-    let Some(probe) = optional_source("faulty-sleep") else {
-        return;
-    };
-    let c = chain(&[probe.with_settings(settings("mode = 'probe'"))]);
+    let c = chain(&[source("faulty-sleep").with_settings(settings("mode = 'probe'"))]);
     let found = c.evaluate(req("ls"), &ctx()).unwrap_err().reason;
     println!("probe found: {found}");
     assert_eq!(found, "clock+sleep ok (true)");
