@@ -3,7 +3,7 @@
 //!
 //! * `PROCWARDEN_PLUGIN_AMPERSAND`, `_ENV`, `_WORKDIR`, `_DENY`: the sample plugins, for
 //!   `include_bytes!(env!("PROCWARDEN_PLUGIN_AMPERSAND"))` (see `src/policy/builtin.rs`);
-//! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`: deliberately faulty
+//! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`: deliberately faulty
 //!   components for the host's fault-containment tests.
 //!
 //! The build is the one `scripts/build-plugins.sh` runs: `cargo build --release --target
@@ -34,6 +34,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("PROCWARDEN_FIXTURE_SPIN", "faulty_spin"),
     ("PROCWARDEN_FIXTURE_HOG", "faulty_hog"),
     ("PROCWARDEN_FIXTURE_WRONG_WORLD", "faulty_wrong_world"),
+    ("PROCWARDEN_FIXTURE_SLEEP", "faulty_sleep"),
 ];
 
 /// Environment the outer cargo sets for this script (or the user sets for the host) that

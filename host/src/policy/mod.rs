@@ -1,11 +1,46 @@
 //! The command-policy chain: every start request passes through it before anything spawns.
 //!
 //! This module knows nothing of HTTP. Front ends build a [`StartRequest`] and a
-//! [`PolicyContext`], call [`PolicyChain::evaluate`], and hand the allowed request to the
-//! process manager.
+//! [`PolicyContext`], call [`PolicyChain::evaluate`] (or [`PolicyChain::evaluate_async`] from
+//! async code), and hand the allowed request to the process manager.
+//!
+//! Wiring: deserialize a [`PolicyConfig`] (the `[policy]` table) and [`PluginConfig`]s (the
+//! `[[plugin]]` array), turn each into a [`PluginSource`] (`PluginSource::from(&cfg)`, or
+//! [`PluginSource::bytes`] for components built into the binary), and call
+//! [`PolicyChain::load`] once at startup. Loading validates every component and fails with an
+//! error naming the plugin and its path. [`PolicyChain::plugins`] tells how each was loaded
+//! (cache hit or compiled), [`PolicyChain::health`] gives per-plugin counters and
+//! [`PolicyChain::explain`] is a dry run for `procwarden plugin check`.
+//!
+//! Runtime model (see the submodules): one Wasmtime engine per chain with a pooling allocator;
+//! every call gets a fresh instance from a pre-instantiated component, a CPU budget enforced
+//! with epoch interruption, a memory bound, and WASI with nothing granted (no files,
+//! environment, arguments or sockets; clocks and random numbers only; stdout/stderr captured
+//! for the log). A plugin that traps, runs out of time or memory, or cannot be instantiated
+//! is a failure: by default the request is denied naming the plugin (`on_error = "deny"`),
+//! or it passes that plugin unchanged (`on_error = "allow"`).
+
+mod audit;
+pub mod builtin;
+mod cache;
+mod chain;
+mod clock;
+pub mod config;
+mod engine;
+mod plugin;
+mod stdio;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::CacheStatus;
+pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
+pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
+pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
 /// A request to start `sh -c command`, as it travels through the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct StartRequest {
     pub command: String,
     pub workdir: Option<String>,
@@ -40,22 +75,7 @@ impl std::fmt::Display for Denial {
     }
 }
 
-/// An ordered list of policy plugins.
-#[derive(Default)]
-pub struct PolicyChain {}
-
-impl PolicyChain {
-    /// A chain that allows every request unchanged.
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
-    /// Run the request through every plugin in order; the first denial stops the chain.
-    pub fn evaluate(
-        &self,
-        req: StartRequest,
-        _ctx: &PolicyContext,
-    ) -> Result<StartRequest, Denial> {
-        Ok(req)
-    }
+/// Converts a Wasmtime error into an `anyhow` one, keeping its chain of causes.
+pub(crate) fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_boxed_dyn_error())
 }

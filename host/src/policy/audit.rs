@@ -1,0 +1,159 @@
+//! The audit file: one JSON line per plugin decision, appended.
+//!
+//! A record names the plugin, the decision (`allow`, `deny` or `error`), the reason, how long
+//! the call took, the command before and after, and which request fields the plugin changed.
+//! Environment values are never written (plugins may add secrets); only changed field names.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::StartRequest;
+
+pub(crate) struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// One line of the audit file.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditRecord<'a> {
+    /// Unix time in seconds, with millisecond precision.
+    pub time_unix: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<&'a str>,
+    pub plugin: &'a str,
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    /// The denial reason or the failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// For `error`: what the failure did to the request (`deny` or `allow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<&'static str>,
+    pub micros: u64,
+    pub command_before: &'a str,
+    /// The command the plugin passed on (absent when the request was denied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_after: Option<&'a str>,
+    /// Request fields the plugin changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<&'static str>,
+}
+
+impl AuditLog {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open the policy audit file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn record(&self, rec: &AuditRecord<'_>) {
+        let mut line = match serde_json::to_vec(rec) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!("cannot encode a policy audit record: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        // One write per record: with O_APPEND, lines from several processes do not interleave.
+        let result = match self.file.lock() {
+            Ok(mut f) => f.write_all(&line),
+            Err(_) => return,
+        };
+        if let Err(e) = result {
+            tracing::warn!(file = %self.path.display(), "cannot write the policy audit file: {e}");
+        }
+    }
+}
+
+pub(crate) fn now_unix() -> f64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// Names of the request fields that differ between `a` and `b`.
+pub(crate) fn changed_fields(a: &StartRequest, b: &StartRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if a.command != b.command {
+        out.push("command");
+    }
+    if a.workdir != b.workdir {
+        out.push("workdir");
+    }
+    if a.env != b.env {
+        out.push("env");
+    }
+    if a.background != b.background {
+        out.push("background");
+    }
+    if a.timeout_seconds != b.timeout_seconds {
+        out.push("timeout_seconds");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_one_json_line_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let before = StartRequest {
+            command: "sleep 1 &".into(),
+            ..Default::default()
+        };
+        let after = StartRequest {
+            command: "sleep 1".into(),
+            background: true,
+            ..Default::default()
+        };
+        for decision in ["allow", "deny"] {
+            log.record(&AuditRecord {
+                time_unix: now_unix(),
+                chat_id: Some("c1"),
+                plugin: "ampersand",
+                decision,
+                reason: None,
+                on_error: None,
+                micros: 12,
+                command_before: &before.command,
+                command_after: Some(&after.command),
+                changed: changed_fields(&before, &after),
+            });
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["plugin"], "ampersand");
+        assert_eq!(lines[0]["chat_id"], "c1");
+        assert_eq!(lines[1]["decision"], "deny");
+        assert_eq!(
+            lines[0]["changed"],
+            serde_json::json!(["command", "background"])
+        );
+        assert!(lines[0].get("reason").is_none());
+    }
+}

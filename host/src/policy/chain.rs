@@ -1,0 +1,411 @@
+//! The ordered chain of plugins every start request passes through.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::audit::{AuditLog, AuditRecord, changed_fields, now_unix};
+use super::cache::ArtifactCache;
+use super::config::{self, OnError, PluginSource, PolicyConfig};
+use super::engine::{EngineOptions, PolicyEngine};
+use super::plugin::{LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since};
+use super::worker::Workers;
+use super::{Denial, PolicyContext, StartRequest};
+
+/// An ordered list of policy plugins. Cloning is cheap and shares the plugins.
+#[derive(Clone, Default)]
+pub struct PolicyChain {
+    inner: Option<Arc<ChainInner>>,
+}
+
+struct ChainInner {
+    plugins: Vec<Plugin>,
+    audit: Option<AuditLog>,
+    workers: Workers,
+    cache_dir: Option<PathBuf>,
+    engine: PolicyEngine,
+}
+
+/// What one plugin did in a dry run ([`PolicyChain::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    pub plugin: String,
+    pub outcome: StepOutcome,
+    /// Time of the call, including creating the instance.
+    pub micros: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum StepOutcome {
+    /// The plugin let the request through, as it is here (possibly rewritten).
+    Allowed { request: StartRequest },
+    /// The plugin refused the request; the chain stops.
+    Denied { reason: String },
+    /// The plugin failed. With `on_error = deny` the chain stops with a denial; with
+    /// `allow` the request went on unchanged.
+    Failed { error: String, on_error: OnError },
+}
+
+/// The steps of a dry run and the result the chain would give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub steps: Vec<StepReport>,
+    pub result: Result<StartRequest, Denial>,
+}
+
+/// A loaded plugin, as configured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// The component's path, or `<built-in NAME>`.
+    pub origin: String,
+    pub on_error: OnError,
+    pub timeout_ms: u64,
+    pub max_memory_bytes: u64,
+    /// Keys the plugin can read with `config` (values are not shown: they may be secrets).
+    pub setting_keys: Vec<String>,
+    pub load: LoadReport,
+}
+
+impl PolicyChain {
+    /// A chain that allows every request unchanged.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Loads `sources`, in order, into a chain. Fails if any plugin cannot be read, is not a
+    /// component, does not implement the `policy-plugin` world, or has invalid limits; the
+    /// error names the plugin and its path. Compiled code is cached per `config`.
+    pub fn load(config: &PolicyConfig, sources: &[PluginSource]) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .context("invalid [policy] configuration")?;
+        if sources.is_empty() {
+            return Ok(Self::empty());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut pool_memory = config.default_max_memory_bytes;
+        for src in sources {
+            let name = src.effective_name();
+            anyhow::ensure!(
+                names.insert(name.clone()),
+                "two policy plugins are named \"{name}\": give one a different `name`"
+            );
+            if let Some(m) = src.max_memory_bytes {
+                config::check_memory(m, "max_memory_bytes").with_context(|| {
+                    format!("policy plugin \"{name}\" ({})", src.code.describe())
+                })?;
+                pool_memory = pool_memory.max(m);
+            }
+        }
+
+        let engine = PolicyEngine::new(EngineOptions {
+            max_instances: config.max_instances,
+            max_memory_bytes: pool_memory,
+        })?;
+        let cache = ArtifactCache::new(config.effective_cache_dir(), engine.fingerprint());
+        let linker = super::plugin::new_linker(&engine)?;
+        let plugins = sources
+            .iter()
+            .map(|src| Plugin::load(&engine, &linker, &cache, src, config))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let audit = config
+            .audit_file
+            .as_deref()
+            .map(AuditLog::open)
+            .transpose()?;
+        let workers = Workers::new(config.workers).context("cannot start policy worker threads")?;
+        Ok(Self {
+            inner: Some(Arc::new(ChainInner {
+                plugins,
+                audit,
+                workers,
+                cache_dir: cache.dir().map(Path::to_owned),
+                engine,
+            })),
+        })
+    }
+
+    /// Whether the chain has no plugins.
+    pub fn is_empty(&self) -> bool {
+        self.inner.as_ref().is_none_or(|i| i.plugins.is_empty())
+    }
+
+    /// Number of plugins.
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.plugins.len())
+    }
+
+    /// Run the request through every plugin in order; the first denial stops the chain.
+    ///
+    /// Synchronous: each plugin call is bounded by its CPU budget (a few ms by default).
+    /// Safe to call from anywhere, including async tasks (the calls then run on the chain's
+    /// worker threads, see `worker.rs`); prefer [`evaluate_async`](Self::evaluate_async) in
+    /// async code so the task's thread is not blocked.
+    pub fn evaluate(&self, req: StartRequest, ctx: &PolicyContext) -> Result<StartRequest, Denial> {
+        let Some(inner) = &self.inner else {
+            return Ok(req);
+        };
+        if !Workers::needed() {
+            return inner.run(req, ctx, None);
+        }
+        let job = {
+            let inner = inner.clone();
+            let ctx = ctx.clone();
+            move || inner.run(req, &ctx, None)
+        };
+        inner
+            .workers
+            .run_blocking(job)
+            .unwrap_or_else(|| Err(runtime_failure()))
+    }
+
+    /// [`evaluate`](Self::evaluate) for async code: the plugins run on the chain's worker
+    /// threads and the calling task waits without blocking its thread.
+    pub async fn evaluate_async(
+        &self,
+        req: StartRequest,
+        ctx: &PolicyContext,
+    ) -> Result<StartRequest, Denial> {
+        let Some(inner) = &self.inner else {
+            return Ok(req);
+        };
+        let job = {
+            let inner = inner.clone();
+            let ctx = ctx.clone();
+            move || inner.run(req, &ctx, None)
+        };
+        inner
+            .workers
+            .run_async(job)
+            .await
+            .unwrap_or_else(|| Err(runtime_failure()))
+    }
+
+    /// Dry run for `procwarden plugin check`: what each plugin decides, step by step, and the
+    /// chain's result. Nothing is audited or counted in [`health`](Self::health).
+    pub fn explain(&self, req: StartRequest, ctx: &PolicyContext) -> Explanation {
+        let Some(inner) = &self.inner else {
+            return Explanation {
+                steps: Vec::new(),
+                result: Ok(req),
+            };
+        };
+        let job = {
+            let inner = inner.clone();
+            let ctx = ctx.clone();
+            move || {
+                let mut steps = Vec::new();
+                let result = inner.run(req, &ctx, Some(&mut steps));
+                Explanation { steps, result }
+            }
+        };
+        if !Workers::needed() {
+            return job();
+        }
+        inner
+            .workers
+            .run_blocking(job)
+            .unwrap_or_else(|| Explanation {
+                steps: Vec::new(),
+                result: Err(runtime_failure()),
+            })
+    }
+
+    /// Per-plugin call counters, in chain order.
+    pub fn health(&self) -> Vec<PluginHealth> {
+        self.inner.as_ref().map_or_else(Vec::new, |i| {
+            i.plugins
+                .iter()
+                .map(|p| p.health.snapshot(&p.name))
+                .collect()
+        })
+    }
+
+    /// The loaded plugins, in chain order, with how each was loaded (cache hit or compile).
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.inner.as_ref().map_or_else(Vec::new, |i| {
+            i.plugins
+                .iter()
+                .map(|p| PluginInfo {
+                    name: p.name.to_string(),
+                    origin: p.origin.clone(),
+                    on_error: p.on_error,
+                    timeout_ms: p.timeout_ms,
+                    max_memory_bytes: p.max_memory_bytes,
+                    setting_keys: p.settings.keys().cloned().collect(),
+                    load: p.load.clone(),
+                })
+                .collect()
+        })
+    }
+
+    /// The directory compiled plugins are cached in, if caching is on and usable.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.inner.as_ref()?.cache_dir.as_deref()
+    }
+}
+
+impl std::fmt::Debug for PolicyChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .inner
+            .as_ref()
+            .map(|i| i.plugins.iter().map(|p| &*p.name).collect())
+            .unwrap_or_default();
+        f.debug_struct("PolicyChain")
+            .field("plugins", &names)
+            .finish()
+    }
+}
+
+fn runtime_failure() -> Denial {
+    Denial {
+        plugin: "policy runtime".into(),
+        reason: "the policy runtime failed unexpectedly while evaluating the request".into(),
+    }
+}
+
+impl ChainInner {
+    /// Runs the chain. With `steps`, a dry run: steps are collected, nothing is recorded.
+    fn run(
+        &self,
+        mut req: StartRequest,
+        ctx: &PolicyContext,
+        mut steps: Option<&mut Vec<StepReport>>,
+    ) -> Result<StartRequest, Denial> {
+        let dry_run = steps.is_some();
+        let chat_id = ctx.chat_id.as_deref();
+        for p in &self.plugins {
+            let start = Instant::now();
+            let outcome = p.call(&self.engine, &req, ctx);
+            let micros = micros_since(start);
+            let plugin = &*p.name;
+            if !dry_run {
+                let failing = p.health.record(&outcome, micros);
+                // A plugin that keeps failing is reported, at 10, 100, 1000, ... in a row.
+                if failing >= 10 && is_power_of_ten(failing) {
+                    tracing::error!(plugin, consecutive_failures = failing, on_error = %p.on_error,
+                        "policy plugin keeps failing; check it with `procwarden plugin check`");
+                }
+            }
+            let audit = self.audit.as_ref().filter(|_| !dry_run);
+            let record = |decision, reason, on_error, after: Option<&StartRequest>| {
+                if let Some(audit) = audit {
+                    audit.record(&AuditRecord {
+                        time_unix: now_unix(),
+                        chat_id,
+                        plugin,
+                        decision,
+                        reason,
+                        on_error,
+                        micros,
+                        command_before: &req.command,
+                        command_after: after.map(|a| a.command.as_str()),
+                        changed: after.map(|a| changed_fields(&req, a)).unwrap_or_default(),
+                    });
+                }
+            };
+            match outcome {
+                Ok(Verdict::Allow(next)) => {
+                    let changed = changed_fields(&req, &next);
+                    tracing::debug!(
+                        plugin,
+                        chat_id,
+                        micros,
+                        ?changed,
+                        dry_run,
+                        "policy decision: allow"
+                    );
+                    record("allow", None, None, Some(&next));
+                    if let Some(steps) = steps.as_deref_mut() {
+                        steps.push(StepReport {
+                            plugin: plugin.to_owned(),
+                            outcome: StepOutcome::Allowed {
+                                request: next.clone(),
+                            },
+                            micros,
+                        });
+                    }
+                    req = next;
+                }
+                Ok(Verdict::Deny(reason)) => {
+                    tracing::info!(
+                        plugin,
+                        chat_id,
+                        micros,
+                        reason,
+                        dry_run,
+                        "policy decision: deny"
+                    );
+                    record("deny", Some(&reason), None, None);
+                    if let Some(steps) = steps.as_deref_mut() {
+                        steps.push(StepReport {
+                            plugin: plugin.to_owned(),
+                            outcome: StepOutcome::Denied {
+                                reason: reason.clone(),
+                            },
+                            micros,
+                        });
+                    }
+                    return Err(Denial {
+                        plugin: plugin.to_owned(),
+                        reason,
+                    });
+                }
+                Err(failure) => {
+                    let error = failure.to_string();
+                    tracing::warn!(plugin, chat_id, micros, on_error = %p.on_error, dry_run,
+                        "policy plugin failed: {error}");
+                    let on_error = match p.on_error {
+                        OnError::Deny => "deny",
+                        OnError::Allow => "allow",
+                    };
+                    let passed = (p.on_error == OnError::Allow).then_some(&req);
+                    record("error", Some(&error), Some(on_error), passed);
+                    if let Some(steps) = steps.as_deref_mut() {
+                        steps.push(StepReport {
+                            plugin: plugin.to_owned(),
+                            outcome: StepOutcome::Failed {
+                                error: error.clone(),
+                                on_error: p.on_error,
+                            },
+                            micros,
+                        });
+                    }
+                    if p.on_error == OnError::Deny {
+                        return Err(failure_denial(plugin, &failure));
+                    }
+                }
+            }
+        }
+        Ok(req)
+    }
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
+fn failure_denial(plugin: &str, failure: &PluginFailure) -> Denial {
+    Denial {
+        plugin: plugin.to_owned(),
+        reason: format!("policy plugin {plugin} failed: {failure}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powers_of_ten() {
+        let hits: Vec<u64> = (0..=1000).filter(|&n| super::is_power_of_ten(n)).collect();
+        assert_eq!(hits, [1, 10, 100, 1000]);
+    }
+}

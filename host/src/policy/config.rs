@@ -1,0 +1,438 @@
+//! Configuration of the policy chain: the `[policy]` table and the `[[plugin]]` entries of the
+//! agent's TOML file, plus [`PluginSource`], the form in which plugins reach
+//! [`PolicyChain::load`](super::PolicyChain::load) (from a file, or bytes built into the binary).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Default CPU budget of one plugin call, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10;
+/// Default bound of one plugin instance's linear memory, in bytes (64 MiB).
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
+/// Largest accepted per-call timeout (one minute): a policy decision must be quick.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Largest accepted memory bound per plugin instance (4 GiB, the 32-bit address space).
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// Smallest accepted memory bound per plugin instance (one 64 KiB wasm page).
+pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
+
+/// What happens to a request when a plugin fails (traps, runs out of time or memory, or
+/// cannot be instantiated). A denial by the plugin is not a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed: the request is denied, naming the plugin and the cause. The default.
+    #[default]
+    Deny,
+    /// Fail open: the failure is logged and the request passes that plugin unchanged.
+    Allow,
+}
+
+impl std::fmt::Display for OnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnError::Deny => "deny",
+            OnError::Allow => "allow",
+        })
+    }
+}
+
+/// The `[policy]` table: settings of the policy runtime as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Whether compiled plugins are cached on disk so restarts skip compilation.
+    pub cache: bool,
+    /// Where compiled plugins are cached. Default: `$XDG_CACHE_HOME/procwarden`, else
+    /// `~/.cache/procwarden`. The directory is created owner-only (0700) and is not used if
+    /// another user owns it or can write to it.
+    pub cache_dir: Option<PathBuf>,
+    /// Append one JSON line per plugin decision to this file.
+    pub audit_file: Option<PathBuf>,
+    /// CPU-time budget of one plugin call unless the plugin sets `timeout_ms` (a call is also
+    /// stopped after ten times its budget in real time).
+    pub default_timeout_ms: u64,
+    /// Memory bound of one plugin instance unless the plugin sets `max_memory_bytes`.
+    pub default_max_memory_bytes: u64,
+    /// How many plugin instances may exist at once (the pooling allocator's size). Each
+    /// running chain holds one instance at a time; a call beyond this fails like a trap.
+    pub max_instances: u32,
+    /// Threads that run plugins when the chain is called from inside a Tokio runtime.
+    pub workers: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            cache: true,
+            cache_dir: None,
+            audit_file: None,
+            default_timeout_ms: DEFAULT_TIMEOUT_MS,
+            default_max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_instances: 64,
+            workers: 2,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The cache directory in effect, or `None` when caching is off or no home is known.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(xdg).join("procwarden"));
+        }
+        non_empty("HOME").map(|home| PathBuf::from(home).join(".cache").join("procwarden"))
+    }
+
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        check_timeout(self.default_timeout_ms, "policy.default_timeout_ms")?;
+        check_memory(
+            self.default_max_memory_bytes,
+            "policy.default_max_memory_bytes",
+        )?;
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.max_instances),
+            "policy.max_instances must be between 1 and 10000 (got {})",
+            self.max_instances
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.workers),
+            "policy.workers must be between 1 and 64 (got {})",
+            self.workers
+        );
+        Ok(())
+    }
+}
+
+/// One `[[plugin]]` entry of the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name used in logs, audit records and denials. Default: the file stem of `path`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    /// The plugin's own settings, readable through the `config` host import.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// What a failure of this plugin does to the request. Default: `deny`.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// CPU-time budget of one call, in milliseconds (the call is also stopped after ten times
+    /// this in real time). Default: `policy.default_timeout_ms`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Memory bound of one instance, in bytes. Default: `policy.default_max_memory_bytes`.
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum PluginCode {
+    /// A component file on disk.
+    File(PathBuf),
+    /// Component bytes held in memory, e.g. built into the binary. `label` names the origin in
+    /// messages (e.g. `built-in ampersand`).
+    Bytes { label: String, bytes: Arc<[u8]> },
+}
+
+impl PluginCode {
+    /// How the origin is shown in messages: the path, or `<label>`.
+    pub fn describe(&self) -> String {
+        match self {
+            PluginCode::File(path) => path.display().to_string(),
+            PluginCode::Bytes { label, .. } => format!("<{label}>"),
+        }
+    }
+}
+
+/// A plugin to load: its code plus everything its `[[plugin]]` entry says.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    /// Name in logs and denials. Default: the file stem (for [`PluginCode::File`]) or the label.
+    pub name: Option<String>,
+    pub code: PluginCode,
+    pub settings: toml::Table,
+    pub on_error: OnError,
+    pub timeout_ms: Option<u64>,
+    pub max_memory_bytes: Option<u64>,
+}
+
+impl PluginSource {
+    /// A component file with default settings.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::with_code(PluginCode::File(path.into()))
+    }
+
+    /// In-memory component bytes (e.g. `include_bytes!`) named `name`, with default settings.
+    pub fn bytes(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
+        let name = name.into();
+        Self {
+            name: Some(name.clone()),
+            ..Self::with_code(PluginCode::Bytes {
+                label: format!("built-in {name}"),
+                bytes: bytes.into(),
+            })
+        }
+    }
+
+    /// The sample plugins built into the binary ([`super::builtin::SAMPLES`]), with default
+    /// settings, in their default order: the chain to load when there is no configuration.
+    pub fn samples() -> Vec<Self> {
+        super::builtin::SAMPLES
+            .iter()
+            .map(|&(name, bytes)| Self::bytes(name, bytes))
+            .collect()
+    }
+
+    fn with_code(code: PluginCode) -> Self {
+        Self {
+            name: None,
+            code,
+            settings: toml::Table::new(),
+            on_error: OnError::default(),
+            timeout_ms: None,
+            max_memory_bytes: None,
+        }
+    }
+
+    /// Replaces the settings table.
+    pub fn with_settings(mut self, settings: toml::Table) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Sets what a failure of this plugin does.
+    pub fn with_on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Sets the per-call CPU budget.
+    pub fn with_timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// Sets the per-instance memory bound.
+    pub fn with_max_memory_bytes(mut self, bytes: u64) -> Self {
+        self.max_memory_bytes = Some(bytes);
+        self
+    }
+
+    /// The name this plugin goes by: the configured name, else the file stem or label.
+    pub fn effective_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.code {
+            PluginCode::File(path) => file_stem(path),
+            PluginCode::Bytes { label, .. } => label.clone(),
+        }
+    }
+}
+
+impl From<PluginConfig> for PluginSource {
+    fn from(c: PluginConfig) -> Self {
+        Self {
+            name: c.name,
+            code: PluginCode::File(c.path),
+            settings: c.settings,
+            on_error: c.on_error,
+            timeout_ms: c.timeout_ms,
+            max_memory_bytes: c.max_memory_bytes,
+        }
+    }
+}
+
+impl From<&PluginConfig> for PluginSource {
+    fn from(c: &PluginConfig) -> Self {
+        c.clone().into()
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+pub(crate) fn check_timeout(ms: u64, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_TIMEOUT_MS).contains(&ms),
+        "{what} must be between 1 and {MAX_TIMEOUT_MS} ms (got {ms})"
+    );
+    Ok(())
+}
+
+pub(crate) fn check_memory(bytes: u64, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&bytes),
+        "{what} must be between {MIN_MEMORY_BYTES} and {MAX_MEMORY_BYTES} bytes (got {bytes})"
+    );
+    Ok(())
+}
+
+/// Flattens a plugin's settings table into the string map the `config` host import serves.
+///
+/// Nested tables join keys with dots (`vars.PAGER`), array items get their index
+/// (`patterns.0`), strings are given as they are, and other scalars in their TOML form
+/// (`42`, `1.5`, `true`, `1979-05-27T07:32:00Z`). Empty tables and arrays yield no keys.
+pub fn flatten_settings(table: &toml::Table) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    walk(&key(k), v, out);
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(&key(&i.to_string()), v, out);
+                }
+            }
+            toml::Value::String(s) => {
+                out.insert(prefix.to_owned(), s.clone());
+            }
+            toml::Value::Integer(i) => {
+                out.insert(prefix.to_owned(), i.to_string());
+            }
+            toml::Value::Boolean(b) => {
+                out.insert(prefix.to_owned(), b.to_string());
+            }
+            // TOML's own rendering: `1.0`, `inf`, `nan`, and RFC 3339 for dates.
+            toml::Value::Float(_) | toml::Value::Datetime(_) => {
+                out.insert(prefix.to_owned(), value.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        walk(k, v, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_flatten_tables_arrays_and_scalars() {
+        let table: toml::Table = toml::from_str(
+            r#"
+            greeting = "hi there"
+            count = 42
+            ratio = 1.5
+            whole = 2.0
+            enabled = true
+            when = 1979-05-27T07:32:00Z
+            patterns = ["rm -rf /", "mkfs"]
+            empty = []
+            [vars]
+            PAGER = "cat"
+            [vars.nested]
+            deep = false
+            [[rules]]
+            name = "a"
+            [[rules]]
+            name = "b"
+            "#,
+        )
+        .unwrap();
+        let flat = flatten_settings(&table);
+        let expect: BTreeMap<String, String> = [
+            ("count", "42"),
+            ("enabled", "true"),
+            ("greeting", "hi there"),
+            ("patterns.0", "rm -rf /"),
+            ("patterns.1", "mkfs"),
+            ("ratio", "1.5"),
+            ("rules.0.name", "a"),
+            ("rules.1.name", "b"),
+            ("vars.PAGER", "cat"),
+            ("vars.nested.deep", "false"),
+            ("when", "1979-05-27T07:32:00Z"),
+            ("whole", "2.0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(flat, expect);
+    }
+
+    #[test]
+    fn config_parses_with_defaults_and_rejects_unknown_keys() {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            policy: PolicyConfig,
+            #[serde(default)]
+            plugin: Vec<PluginConfig>,
+        }
+        let f: File = toml::from_str(
+            r#"
+            [policy]
+            audit_file = "/tmp/audit.jsonl"
+            default_timeout_ms = 20
+            [[plugin]]
+            path = "/opt/plugins/env.wasm"
+            on_error = "allow"
+            settings = { vars = { PAGER = "cat" } }
+            [[plugin]]
+            name = "no-rm"
+            path = "deny.wasm"
+            timeout_ms = 5
+            max_memory_bytes = 1048576
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.policy.default_timeout_ms, 20);
+        assert_eq!(f.policy.default_max_memory_bytes, DEFAULT_MAX_MEMORY_BYTES);
+        assert!(f.policy.cache);
+        assert_eq!(f.plugin.len(), 2);
+        assert_eq!(f.plugin[0].on_error, OnError::Allow);
+        assert_eq!(PluginSource::from(&f.plugin[0]).effective_name(), "env");
+        assert_eq!(f.plugin[1].on_error, OnError::Deny);
+        assert_eq!(PluginSource::from(&f.plugin[1]).effective_name(), "no-rm");
+
+        let bad = toml::from_str::<PluginConfig>("path = \"x.wasm\"\ntimeout = 3\n");
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+        let bad = toml::from_str::<PolicyConfig>("cache_directory = \"/x\"\n");
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn cache_dir_default_and_off() {
+        let mut c = PolicyConfig {
+            cache_dir: Some("/var/cache/pw".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.effective_cache_dir(),
+            Some(PathBuf::from("/var/cache/pw"))
+        );
+        c.cache = false;
+        assert_eq!(c.effective_cache_dir(), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! **Test fixture, not a sample.** A policy plugin that waits inside the host, or probes
+//! what WASI grants it, depending on its `mode` setting:
+//!
+//! * `sleep` (the default): `on-start` sleeps for an hour. A sleep waits in the host (WASI
+//!   `poll`), where epoch interruption does not reach; the host's tests check that the call
+//!   is still stopped at its real-time limit.
+//! * `sleep-loop`: sleeps 1 ms at a time, forever.
+//! * `probe`: tries to list `/`, read `/etc/passwd`, write a file, read environment
+//!   variables and arguments, connect a TCP socket and find a working directory, then denies
+//!   with a `; `-separated list of what worked. A plugin gets WASI with nothing granted, so
+//!   the host's tests expect only the clock check: `clock+sleep ok (true)`.
+
+use procwarden_plugin_sdk::{Context, Decision, Guest, StartRequest, host};
+use std::time::{Duration, Instant};
+
+struct Sleep;
+
+impl Guest for Sleep {
+    fn on_start(req: StartRequest, _ctx: Context) -> Decision {
+        match host::config("mode").as_deref() {
+            Some("sleep-loop") => loop {
+                std::thread::sleep(Duration::from_millis(1));
+            },
+            Some("probe") => Decision::Deny(probe().join("; ")),
+            _ => {
+                std::thread::sleep(Duration::from_secs(3600));
+                Decision::Allow(req)
+            }
+        }
+    }
+}
+
+/// What the plugin could do that a plugin should not be able to.
+fn probe() -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/") {
+        found.push(format!("read_dir / ok ({} entries)", dir.count()));
+    }
+    if std::fs::read("/etc/passwd").is_ok() {
+        found.push("read /etc/passwd ok".into());
+    }
+    if std::fs::write("procwarden-probe.txt", b"x").is_ok() {
+        found.push("wrote a file".into());
+    }
+    let vars = std::env::vars().count();
+    if vars > 0 {
+        found.push(format!("{vars} env vars"));
+    }
+    if std::env::args().next().is_some() {
+        found.push("args".into());
+    }
+    if std::net::TcpStream::connect("127.0.0.1:22").is_ok() {
+        found.push("tcp connect ok".into());
+    }
+    if std::env::current_dir().is_ok_and(|d| d.as_os_str().len() > 1) {
+        found.push("cwd".into());
+    }
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(2));
+    found.push(format!(
+        "clock+sleep ok ({})",
+        start.elapsed() >= Duration::from_millis(2)
+    ));
+    found
+}
+
+procwarden_plugin_sdk::export!(Sleep);
