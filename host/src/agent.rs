@@ -28,6 +28,9 @@ pub struct StartCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub id: String,
+    /// Whether the process runs in the background, after policy (a plugin may have moved
+    /// a trailing-`&` command there).
+    pub background: bool,
     /// The key had already started this process; nothing new was spawned.
     pub reused: bool,
 }
@@ -95,13 +98,18 @@ impl Agent {
     pub async fn start(&self, call: StartCall) -> Result<Started, AgentError> {
         validate(&call.request)?;
         let Some(key) = call.idempotency_key.clone() else {
-            return self.start_new(call).map(|id| Started { id, reused: false });
+            let (id, background) = self.start_new(call).await?;
+            return Ok(Started {
+                id,
+                background,
+                reused: false,
+            });
         };
         let fingerprint = fingerprint(&call.request);
         let slot = (call.chat_id.clone(), key.clone());
         let mut keys = self.idempotency.lock().await;
         if let Some((known, id)) = keys.get(&slot)
-            && self.manager.get(id, Scope::All).is_ok()
+            && let Ok(existing) = self.manager.get(id, Scope::All)
         {
             if *known != fingerprint {
                 return Err(AgentError::Conflict(format!(
@@ -110,19 +118,25 @@ impl Agent {
             }
             return Ok(Started {
                 id: id.clone(),
+                background: existing.identity.background,
                 reused: true,
             });
         }
-        let id = self.start_new(call)?;
+        let (id, background) = self.start_new(call).await?;
         // Keys of reaped processes are dead weight; drop them as the map grows.
         if keys.len() >= 1024 {
             keys.retain(|_, (_, id)| self.manager.get(id, Scope::All).is_ok());
         }
         keys.insert(slot, (fingerprint, id.clone()));
-        Ok(Started { id, reused: false })
+        Ok(Started {
+            id,
+            background,
+            reused: false,
+        })
     }
 
-    fn start_new(&self, call: StartCall) -> Result<String, AgentError> {
+    /// Returns the new process's ID and whether it runs in the background.
+    async fn start_new(&self, call: StartCall) -> Result<(String, bool), AgentError> {
         let context = PolicyContext {
             chat_id: call.chat_id.clone(),
             agent_workdir: self.agent_workdir.as_deref().map(path_string),
@@ -130,7 +144,8 @@ impl Agent {
         };
         let request = self
             .policy
-            .evaluate(call.request, &context)
+            .evaluate_async(call.request, &context)
+            .await
             .map_err(AgentError::Denied)?;
         validate(&request)?;
         let workdir = self.resolve_workdir(request.workdir.as_deref())?;
@@ -144,7 +159,7 @@ impl Agent {
                 .map(|s| Duration::from_secs(s.into())),
             chat_id: call.chat_id,
         })?;
-        Ok(process.id().to_owned())
+        Ok((process.id().to_owned(), process.identity.background))
     }
 
     /// The request's directory (relative ones against the default), else the agent's

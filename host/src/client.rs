@@ -66,8 +66,9 @@ impl Client {
         })
     }
 
-    /// Start a process; returns its ID.
-    pub async fn start(&self, run: &RunRequest) -> anyhow::Result<String> {
+    /// Start a process; returns its ID and whether it runs in the background (the agent's
+    /// policy may have put it there).
+    pub async fn start(&self, run: &RunRequest) -> anyhow::Result<(String, bool)> {
         let env: serde_json::Map<String, Value> = run
             .env
             .iter()
@@ -83,10 +84,11 @@ impl Client {
         let reply = self
             .send(self.request(Method::POST, "/start").json(&body))
             .await?;
-        reply["id"]
+        let id = reply["id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the agent's start reply has no id"))
+            .ok_or_else(|| anyhow!("the agent's start reply has no id"))?;
+        Ok((id, reply["background"] == Value::Bool(true)))
     }
 
     pub async fn output(&self, id: &str, wait: bool) -> anyhow::Result<Value> {

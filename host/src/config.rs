@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::policy::{PluginConfig, PluginSource, PolicyConfig};
 use crate::process::{BufferLimits, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
@@ -35,6 +36,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Between SIGTERM and SIGKILL, on shutdown and timeouts.
     pub shutdown_grace_seconds: f64,
+    /// The policy runtime (`[policy]`).
+    pub policy: PolicyConfig,
+    /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
+    #[serde(rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Directory of the file this came from; relative plugin paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -54,6 +63,9 @@ impl Default for Config {
             request_timeout_seconds: 20.0,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 5.0,
+            policy: PolicyConfig::default(),
+            plugins: Vec::new(),
+            base_dir: None,
         }
     }
 }
@@ -62,7 +74,24 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// The plugins to load: the configured ones, or the built-in samples when none are.
+    pub fn plugin_sources(&self) -> anyhow::Result<Vec<PluginSource>> {
+        if self.plugins.is_empty() {
+            return Ok(PluginSource::samples());
+        }
+        self.plugins
+            .iter()
+            .map(|p| {
+                p.to_source(self.base_dir.as_deref())
+                    .with_context(|| format!("plugin {}", p.path.display()))
+            })
+            .collect()
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -140,10 +169,40 @@ mod tests {
     }
 
     #[test]
+    fn plugins_default_to_the_samples_and_resolve_against_the_file() {
+        let config = Config::default();
+        let names: Vec<String> = config
+            .plugin_sources()
+            .unwrap()
+            .iter()
+            .map(|s| s.effective_name())
+            .collect();
+        assert_eq!(names, ["ampersand", "env", "workdir", "deny"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("procwarden.toml");
+        std::fs::write(
+            &file,
+            "[[plugin]]\npath = \"plugins/mine.wasm\"\n[[plugin]]\npath = \"builtin:deny\"\nsettings = { patterns = [\"git push\"] }\n",
+        )
+        .unwrap();
+        let sources = Config::load(&file).unwrap().plugin_sources().unwrap();
+        assert_eq!(
+            sources[0].code.describe(),
+            dir.path().join("plugins/mine.wasm").display().to_string()
+        );
+        assert_eq!(sources[1].effective_name(), "deny");
+        assert!(sources[1].settings.contains_key("patterns"));
+        let unknown = Config::parse("[[plugin]]\npath = \"builtin:nope\"").unwrap();
+        assert!(unknown.plugin_sources().is_err());
+    }
+
+    #[test]
     fn typos_and_nonsense_are_rejected() {
         assert!(Config::parse("wait_cap = 3").is_err());
         assert!(Config::parse("wait_cap_seconds = -1").is_err());
         assert!(Config::parse("max_line_bytes = 4").is_err());
         assert!(Config::parse("listen = \"nowhere\"").is_err());
+        assert!(Config::parse("[[plugin]]\npath = \"x.wasm\"\nonerror = \"allow\"").is_err());
     }
 }

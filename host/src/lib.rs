@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -89,6 +89,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with policy plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Measure performance figures next to their baselines and print a table.
     Bench {
         /// A shorter run (under a minute) with fewer rounds and smaller loads.
@@ -103,6 +108,38 @@ enum Command {
         id: String,
         #[arg(long)]
         terminate: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Dry-run the policy chain on one request and print each plugin's decision.
+    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when denied.
+    Check {
+        /// A single component to check (default: the built-in sample chain).
+        #[arg(conflicts_with = "config")]
+        plugin: Option<PathBuf>,
+        /// Check the chain this configuration file describes.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Settings for the single component, as a TOML table, e.g. 'patterns = ["git push"]'.
+        #[arg(long, requires = "plugin")]
+        settings: Option<String>,
+        /// The request's working directory.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// A variable in the request's environment (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// The request asks for a background start.
+        #[arg(long)]
+        background: bool,
+        /// Print the dry run as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command, after `--`.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
     },
 }
 
@@ -217,6 +254,56 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin {
+            action:
+                PluginAction::Check {
+                    plugin,
+                    config,
+                    settings,
+                    workdir,
+                    env,
+                    background,
+                    json,
+                    command,
+                },
+        } => {
+            use procwarden::check::{ChainChoice, load_chain, render};
+            let choice = match (plugin, config) {
+                (Some(path), _) => ChainChoice::Component { path, settings },
+                (None, Some(path)) => ChainChoice::ConfigFile(path),
+                (None, None) => ChainChoice::Samples,
+            };
+            let (chain, context) = load_chain(&choice)?;
+            let request = procwarden::policy::StartRequest {
+                command: command.join(" "),
+                workdir,
+                env,
+                background,
+                timeout_seconds: None,
+            };
+            let explanation = chain.explain(request.clone(), &context);
+            if json {
+                let result = match &explanation.result {
+                    Ok(request) => serde_json::json!({ "allowed": true, "request": request }),
+                    Err(denial) => serde_json::json!({
+                        "allowed": false,
+                        "plugin": denial.plugin,
+                        "reason": denial.reason,
+                    }),
+                };
+                print_json(&serde_json::json!({
+                    "steps": explanation.steps,
+                    "result": result,
+                }))?;
+            } else {
+                print!("{}", render(&request, &explanation));
+            }
+            Ok(if explanation.result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Bench { quick, only } => {
             let plan = if quick {
                 procwarden::bench::BenchPlan::quick()
@@ -241,8 +328,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_command(client: &Client, run: &RunRequest) -> anyhow::Result<ExitCode> {
-    let id = client.start(run).await?;
-    if run.background {
+    let (id, background) = client.start(run).await?;
+    if background {
+        if !run.background {
+            eprintln!("procwarden: the agent's policy started this in the background");
+        }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }

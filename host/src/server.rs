@@ -72,7 +72,12 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
 /// The agent every front end of this process shares: the configured policy chain over a fresh
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
-    Ok(Agent::new(config, PolicyChain::empty()))
+    Ok(Agent::new(config, load_policy(config)?))
+}
+
+/// Load the configured plugins (or the samples); loading logs how each was loaded.
+pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
+    PolicyChain::load(&config.policy, &config.plugin_sources()?)
 }
 
 pub(crate) async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
@@ -87,5 +92,5 @@ pub(crate) async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
 /// The policy chain `serve` uses when the config file names no plugins: the sample plugins
 /// built into the binary, with their default settings.
 pub fn sample_chain() -> anyhow::Result<PolicyChain> {
-    Ok(PolicyChain::empty())
+    load_policy(&Config::default())
 }

@@ -40,6 +40,8 @@ struct StartBody {
 pub struct StartReply {
     pub id: String,
     pub started: bool,
+    /// After policy: a plugin may have moved the command to the background.
+    pub background: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
 }
@@ -77,6 +79,7 @@ pub async fn start(
     Ok(Json(StartReply {
         id: started.id,
         started: true,
+        background: started.background,
         reused: started.reused,
     }))
 }

@@ -257,6 +257,40 @@ impl From<PluginConfig> for PluginSource {
     }
 }
 
+/// Prefix of a `[[plugin]]` path that names a sample plugin built into the binary.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+impl PluginConfig {
+    /// Where this plugin's code comes from: `builtin:NAME` for a sample built into the binary
+    /// (so operators can configure one without building it), else a file, relative to
+    /// `base_dir` (the configuration file's directory) unless absolute.
+    pub fn to_source(&self, base_dir: Option<&Path>) -> anyhow::Result<PluginSource> {
+        let mut config = self.clone();
+        let text = config.path.to_string_lossy();
+        if let Some(sample) = text.strip_prefix(BUILTIN_PREFIX) {
+            let Some((name, bytes)) = super::builtin::SAMPLES.iter().find(|(n, _)| *n == sample)
+            else {
+                let known: Vec<&str> = super::builtin::SAMPLES.iter().map(|(n, _)| *n).collect();
+                anyhow::bail!(
+                    "unknown built-in plugin {sample:?} (built-in: {})",
+                    known.join(", ")
+                );
+            };
+            let mut source = PluginSource::bytes(*name, *bytes)
+                .with_settings(config.settings)
+                .with_on_error(config.on_error);
+            source.name = config.name.or(Some((*name).to_owned()));
+            source.timeout_ms = config.timeout_ms;
+            source.max_memory_bytes = config.max_memory_bytes;
+            return Ok(source);
+        }
+        if let Some(base) = base_dir.filter(|_| config.path.is_relative()) {
+            config.path = base.join(&config.path);
+        }
+        Ok(config.into())
+    }
+}
+
 impl From<&PluginConfig> for PluginSource {
     fn from(c: &PluginConfig) -> Self {
         c.clone().into()
