@@ -126,6 +126,10 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     response
 }
 
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_loopback_authority;
@@ -153,8 +157,4 @@ mod tests {
             assert!(!is_loopback_authority(bad), "{bad}");
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

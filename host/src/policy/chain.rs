@@ -69,6 +69,8 @@ pub struct PluginInfo {
     /// Keys the plugin can read with `config` (values are not shown: they may be secrets).
     pub setting_keys: Vec<String>,
     pub load: LoadReport,
+    /// Why the component could not be loaded, if it could not.
+    pub load_error: Option<String>,
 }
 
 impl PolicyChain {
@@ -77,9 +79,12 @@ impl PolicyChain {
         Self::default()
     }
 
-    /// Loads `sources`, in order, into a chain. Fails if any plugin cannot be read, is not a
-    /// component, does not implement the `policy-plugin` world, or has invalid limits; the
-    /// error names the plugin and its path. Compiled code is cached per `config`.
+    /// Loads `sources`, in order, into a chain. Fails for configuration errors (invalid
+    /// `[policy]`, duplicate names, invalid memory limits). A plugin that cannot be loaded
+    /// (unreadable, not a component, wrong world, ...) does not stop the agent: it is logged
+    /// naming the plugin and its path, kept in the chain, and fails every call with that
+    /// error, so its `on_error` applies ([`PluginInfo::load_error`] tells). Compiled code is
+    /// cached per `config`.
     pub fn load(config: &PolicyConfig, sources: &[PluginSource]) -> anyhow::Result<Self> {
         config
             .validate()
@@ -111,8 +116,14 @@ impl PolicyChain {
         let linker = super::plugin::new_linker(&engine)?;
         let plugins = sources
             .iter()
-            .map(|src| Plugin::load(&engine, &linker, &cache, src, config))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|src| {
+                Plugin::load(&engine, &linker, &cache, src, config).unwrap_or_else(|err| {
+                    let error = format!("{err:#}");
+                    tracing::error!(on_error = %src.on_error, "{error}");
+                    Plugin::unloadable(src, config, error)
+                })
+            })
+            .collect::<Vec<_>>();
         let audit = config
             .audit_file
             .as_deref()
@@ -239,6 +250,7 @@ impl PolicyChain {
                     max_memory_bytes: p.max_memory_bytes,
                     setting_keys: p.settings.keys().cloned().collect(),
                     load: p.load.clone(),
+                    load_error: p.load_error.clone(),
                 })
                 .collect()
         })

@@ -71,6 +71,9 @@ pub enum PluginFailure {
     Exit { code: i32 },
     /// No instance could be created (e.g. the instance pool is exhausted).
     Instantiate { message: String },
+    /// The component could not be loaded at start-up (unreadable, not a component, wrong
+    /// world, ...): every call fails this way, so the plugin's `on_error` decides.
+    NotLoaded { message: String },
 }
 
 impl std::fmt::Display for PluginFailure {
@@ -101,6 +104,9 @@ impl std::fmt::Display for PluginFailure {
                 human_bytes(*requested_bytes),
                 human_bytes(*limit_bytes)
             ),
+            PluginFailure::NotLoaded { message } => {
+                write!(f, "could not be loaded: {message}")
+            }
             PluginFailure::Trap { message, stderr } => {
                 write!(f, "trapped: {message}")?;
                 if let Some(stderr) = stderr {
@@ -206,7 +212,9 @@ pub(crate) struct Plugin {
     pub settings: Arc<BTreeMap<String, String>>,
     pub load: LoadReport,
     pub health: HealthCounters,
-    pre: PolicyPluginPre<HostState>,
+    /// Why loading failed; `None` when `pre` is ready.
+    pub load_error: Option<String>,
+    pre: Option<PolicyPluginPre<HostState>>,
 }
 
 /// Builds the linker every plugin is instantiated with: WASI (nothing granted) plus `host`.
@@ -302,8 +310,33 @@ impl Plugin {
             settings: Arc::new(flatten_settings(&src.settings)),
             load,
             health: HealthCounters::default(),
-            pre,
+            load_error: None,
+            pre: Some(pre),
         })
+    }
+
+    /// A plugin whose component could not be loaded. It stays in the chain so a broken file
+    /// is contained instead of stopping the agent: each call fails naming the plugin and the
+    /// cause, and its `on_error` decides (by default every start is denied, fail-closed).
+    pub fn unloadable(src: &PluginSource, defaults: &PolicyConfig, error: String) -> Self {
+        Self {
+            name: src.effective_name().into(),
+            origin: src.code.describe(),
+            on_error: src.on_error,
+            timeout_ms: src.timeout_ms.unwrap_or(defaults.default_timeout_ms),
+            max_memory_bytes: src
+                .max_memory_bytes
+                .unwrap_or(defaults.default_max_memory_bytes),
+            settings: Arc::new(flatten_settings(&src.settings)),
+            load: LoadReport {
+                cache: super::cache::CacheStatus::Off,
+                micros: 0,
+                component_bytes: 0,
+            },
+            health: HealthCounters::default(),
+            load_error: Some(error),
+            pre: None,
+        }
     }
 
     /// Runs `on-start` once in a fresh instance with this plugin's CPU and memory bounds.
@@ -313,6 +346,11 @@ impl Plugin {
         req: &StartRequest,
         ctx: &PolicyContext,
     ) -> Result<Verdict, PluginFailure> {
+        let Some(pre) = &self.pre else {
+            return Err(PluginFailure::NotLoaded {
+                message: self.load_error.clone().unwrap_or_default(),
+            });
+        };
         let stdout = Capture::new(STDIO_CAPTURE_BYTES);
         let stderr = Capture::new(STDIO_CAPTURE_BYTES);
         let budget = Duration::from_millis(self.timeout_ms);
@@ -346,7 +384,7 @@ impl Plugin {
 
         let result = {
             let _running = engine.begin_call();
-            match self.pre.instantiate(&mut store) {
+            match pre.instantiate(&mut store) {
                 Err(e) => Err((e, true)),
                 Ok(instance) => instance
                     .procwarden_policy_policy()

@@ -76,10 +76,46 @@ fn ctx() -> PolicyContext {
     }
 }
 
+/// The error of a configuration that cannot load, or of the plugins that could not be loaded
+/// (those stay in the chain and deny every request, naming themselves and the cause).
 fn load_err(sources: &[PluginSource]) -> String {
-    let e = format!("{:#}", PolicyChain::load(&config(), sources).unwrap_err());
+    let e = match PolicyChain::load(&config(), sources) {
+        Err(err) => format!("{err:#}"),
+        Ok(chain) => {
+            let errors: Vec<String> = chain
+                .plugins()
+                .into_iter()
+                .filter_map(|p| p.load_error)
+                .collect();
+            assert!(!errors.is_empty(), "expected a plugin that failed to load");
+            let denial = chain
+                .evaluate(req("ls"), &ctx())
+                .expect_err("a broken plugin denies");
+            assert!(denial.reason.contains("could not be loaded"), "{denial:?}");
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(&format!("\"{}\"", denial.plugin)))
+            );
+            errors.join("; ")
+        }
+    };
     println!("load error: {e}");
     e
+}
+
+#[test]
+fn a_plugin_that_cannot_load_is_contained_by_its_on_error() {
+    let broken = PluginSource::bytes("broken", b"not wasm".to_vec());
+    let c = chain(&[
+        source("ampersand"),
+        broken.clone().with_on_error(OnError::Allow),
+    ]);
+    assert_eq!(c.evaluate(req("a &"), &ctx()).unwrap().command, "a");
+    let c = chain(&[source("ampersand"), broken]);
+    let denial = c.evaluate(req("a &"), &ctx()).unwrap_err();
+    assert_eq!(denial.plugin, "broken");
+    assert!(denial.reason.contains("could not be loaded"), "{denial:?}");
 }
 
 #[test]

@@ -1,0 +1,291 @@
+//! Policy plugins over HTTP, with the real components: the built-in samples (ampersand, env,
+//! workdir, deny) as `serve` loads them with no configuration, configured samples, and
+//! deliberately faulty components that must be contained (the server keeps answering and the
+//! error names the plugin).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use procwarden_tests::*;
+
+const GONE: Duration = Duration::from_secs(5);
+
+/// A component built by `scripts/build-plugins.sh` / `host/build.rs` (`target/plugins`).
+fn component(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PROCWARDEN_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/plugins/wasm32-wasip2/release")
+        });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is not built", path.display());
+    path
+}
+
+/// A config whose chain is one faulty component, then the ampersand sample.
+fn faulty_chain(path: &std::path::Path, on_error: &str) -> String {
+    format!(
+        "[[plugin]]\npath = {:?}\non_error = {on_error:?}\n{}\n[[plugin]]\npath = \"builtin:ampersand\"\n",
+        path.display().to_string(),
+        // Room for the memory hog to reach its memory bound before its CPU budget runs out.
+        if path.ends_with("faulty_hog.wasm") {
+            "timeout_ms = 2000\n"
+        } else {
+            ""
+        },
+    )
+}
+
+#[tokio::test]
+async fn trailing_ampersand_becomes_a_tracked_background_process_whose_group_dies() {
+    let server = Server::start();
+    let api = server.api();
+    let m = Marker::new();
+    let r = api
+        .start_req(&json!({ "command": format!("{} &  ", m.sleep()) }))
+        .await;
+    r.expect_status(200);
+    assert_eq!(r.body["background"], true, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert!(m.wait_sleeps(1, GONE).await, "the sleep did not start");
+
+    // The shell itself runs the sleep (no `&` left), so the process is tracked as running.
+    let info = api
+        .list()
+        .await
+        .into_iter()
+        .find(|p| p["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(info["command"], m.sleep(), "{info}");
+    assert_eq!(info["background"], true);
+    assert_eq!(info["running"], true);
+    let snapshot = api.output_ok(&id, false).await;
+    assert_eq!(snapshot["running"], true, "{snapshot}");
+
+    api.signal(&id, "kill").await.expect_status(200);
+    m.assert_gone(GONE, "background sleep after kill").await;
+    assert_eq!(api.wait_exit(&id).await["exit_code"], 137);
+}
+
+#[tokio::test]
+async fn ampersands_that_are_not_trailing_are_left_alone() {
+    let server = Server::start();
+    let api = server.api();
+    for command in [
+        "echo a && echo b",
+        "echo 'x &'",
+        "echo x \\&",
+        "echo y 2>&1",
+    ] {
+        let r = api.start_req(&json!({ "command": command })).await;
+        r.expect_status(200);
+        assert_eq!(r.body["background"], false, "{command}: {}", r.body);
+        let id = r.body["id"].as_str().unwrap();
+        let info = api
+            .list()
+            .await
+            .into_iter()
+            .find(|p| p["id"] == id)
+            .unwrap();
+        assert_eq!(info["command"], command);
+    }
+}
+
+#[tokio::test]
+async fn env_sample_adds_agent_defaults_without_overriding_the_request() {
+    let server = Server::start();
+    let api = server.api();
+    let id = api.start("echo \"$PAGER $GIT_PAGER $TERM\"").await;
+    assert_eq!(out(&api.wait_exit(&id).await), "cat cat dumb\n");
+    let id = api
+        .start_with(json!({ "command": "echo $PAGER", "env": { "PAGER": "less" } }))
+        .await;
+    assert_eq!(out(&api.wait_exit(&id).await), "less\n");
+}
+
+#[tokio::test]
+async fn env_sample_takes_variables_from_its_settings() {
+    let server = Server::with_config(
+        "[[plugin]]\npath = \"builtin:env\"\n[plugin.settings.vars]\nPROJECT_MODE = \"agent\"\n",
+    );
+    let api = server.api();
+    let id = api.start("echo \"$PROJECT_MODE $PAGER\"").await;
+    assert_eq!(out(&api.wait_exit(&id).await), "agent cat\n");
+}
+
+#[tokio::test]
+async fn workdir_sample_uses_the_agent_dir_and_refuses_a_missing_request_dir() {
+    let agent_dir = tempfile::tempdir().unwrap();
+    let server = Server::with_config(&format!("workdir = {:?}\n", agent_dir.path()));
+    let api = server.api();
+    let id = api.start("pwd").await;
+    assert_eq!(
+        out(&api.wait_exit(&id).await).trim_end(),
+        agent_dir.path().canonicalize().unwrap().to_str().unwrap()
+    );
+
+    let missing = agent_dir.path().join("missing");
+    let r = api
+        .start_req(&json!({ "command": "pwd", "workdir": missing }))
+        .await;
+    let message = r.error(403);
+    assert!(message.contains("policy plugin \"workdir\""), "{message}");
+    assert!(message.contains("missing"), "{message}");
+}
+
+#[tokio::test]
+async fn deny_sample_refuses_with_403_and_a_reason_the_model_can_act_on() {
+    let server = Server::start();
+    let api = server.api();
+    let message = api
+        .start_req(&json!({ "command": "rm -rf /" }))
+        .await
+        .error(403);
+    assert!(
+        message.contains("Denied by policy plugin \"deny\""),
+        "{message}"
+    );
+    assert!(message.contains("instead"), "{message}");
+    // Deleting a named directory is fine.
+    let dir = tempfile::tempdir().unwrap();
+    let id = api
+        .start(&format!("rm -rf {}/sub && echo ok", dir.path().display()))
+        .await;
+    assert_eq!(out(&api.wait_exit(&id).await), "ok\n");
+    assert!(
+        api.list().await.len() == 1,
+        "the denied start created no process"
+    );
+}
+
+#[tokio::test]
+async fn deny_sample_takes_patterns_from_its_settings() {
+    let server = Server::with_config(
+        "[[plugin]]\npath = \"builtin:deny\"\n[plugin.settings]\npatterns = [\"git push\"]\n",
+    );
+    let api = server.api();
+    let message = api
+        .start_req(&json!({ "command": "git push origin main" }))
+        .await
+        .error(403);
+    assert!(message.contains("git push"), "{message}");
+    api.start("git --version >/dev/null 2>&1; echo fine").await;
+}
+
+#[tokio::test]
+async fn runtime_faults_are_contained_and_name_the_plugin() {
+    for (fixture, symptom) in [
+        ("faulty_trap", "trapped"),
+        ("faulty_spin", "took longer than"),
+        ("faulty_hog", "out of memory"),
+    ] {
+        let server = Server::with_config(&faulty_chain(&component(fixture), "deny"));
+        let api = server.api();
+        for _ in 0..3 {
+            let message = api
+                .start_req(&json!({ "command": "echo hi" }))
+                .await
+                .error(403);
+            assert!(message.contains(&format!("\"{fixture}\"")), "{message}");
+            assert!(message.contains(symptom), "{fixture}: {message}");
+        }
+        // Still serving everything else.
+        assert!(api.list().await.is_empty());
+        assert_eq!(api.health().await["status"], "ok");
+        server.assert_alive();
+
+        // Fail-open when the operator says so: the rest of the chain still runs.
+        let server = Server::with_config(&faulty_chain(&component(fixture), "allow"));
+        let api = server.api();
+        let r = api.start_req(&json!({ "command": "sleep 0 &" })).await;
+        r.expect_status(200);
+        assert_eq!(r.body["background"], true, "ampersand ran after {fixture}");
+    }
+}
+
+#[tokio::test]
+async fn components_that_cannot_load_are_contained_and_name_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0 definitely not a component").unwrap();
+    for (path, name, symptom) in [
+        (
+            component("faulty_wrong_world"),
+            "faulty_wrong_world",
+            "procwarden:policy/policy",
+        ),
+        (corrupt, "corrupt", "not a valid WebAssembly component"),
+        (dir.path().join("absent.wasm"), "absent", "cannot read"),
+    ] {
+        let server = Server::with_config(&faulty_chain(&path, "deny"));
+        let api = server.api();
+        let message = api
+            .start_req(&json!({ "command": "echo hi" }))
+            .await
+            .error(403);
+        assert!(message.contains(&format!("\"{name}\"")), "{message}");
+        assert!(message.contains("could not be loaded"), "{message}");
+        assert!(message.contains(symptom), "{name}: {message}");
+        assert!(server.stderr_text().contains(name), "the log names {name}");
+        assert!(api.list().await.is_empty());
+        server.assert_alive();
+    }
+}
+
+#[tokio::test]
+async fn every_decision_is_audited_with_the_plugin_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let server = Server::with_config(&format!("[policy]\naudit_file = {audit:?}\n"));
+    let api = server.api();
+    api.start("sleep 0 &").await;
+    api.start_req(&json!({ "command": "rm -rf ~" }))
+        .await
+        .error(403);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plugins: Vec<&str> = lines
+        .iter()
+        .map(|l| l["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        plugins,
+        [
+            "ampersand",
+            "env",
+            "workdir",
+            "deny",
+            "ampersand",
+            "env",
+            "workdir",
+            "deny"
+        ]
+    );
+    assert_eq!(lines[0]["command_after"], "sleep 0");
+    assert_eq!(lines[7]["decision"], "deny");
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_across_restarts() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!("[policy]\ncache_dir = {:?}\n", cache.path());
+    let first = Server::with_config(&config);
+    first.api().list().await;
+    assert!(
+        first.stderr_text().contains("cache=miss"),
+        "{}",
+        first.stderr_text()
+    );
+    drop(first);
+    let second = Server::with_config(&config);
+    second.api().list().await;
+    let log = second.stderr_text();
+    assert!(
+        log.contains("cache=hit") && !log.contains("cache=miss"),
+        "{log}"
+    );
+}
