@@ -41,6 +41,28 @@ async fn wait_blocks_until_exit_and_returns_final_output() {
 }
 
 #[tokio::test]
+async fn blocked_waiter_is_answered_within_100_ms_of_the_exit() {
+    let server = Server::start();
+    let api = server.api();
+    // The shell prints the wall-clock time as its very last act; the reply's arrival is
+    // compared with it, so the figure is exit -> reply, whatever the start cost.
+    let id = api.start("sleep 0.2; date +%s.%N").await;
+    let body = api.output_ok(&id, true).await;
+    let replied = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(body["running"], false, "{body}");
+    let exited: f64 = out(&body).trim().parse().expect("a timestamp");
+    let latency = replied - exited;
+    assert!(
+        (0.0..0.1).contains(&latency),
+        "exit -> reply took {:.1} ms",
+        latency * 1e3
+    );
+}
+
+#[tokio::test]
 async fn wait_is_woken_by_exit_not_by_output() {
     let server = Server::start();
     let api = server.api();
