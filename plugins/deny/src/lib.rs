@@ -48,14 +48,52 @@
 
 use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, Settings, StartRequest, log};
 use regex_lite::Regex;
+use std::cell::OnceCell;
 
-/// A built-in rule: a regular expression, and literals at least one of which any match
-/// contains (so most commands are passed without compiling the expression).
+/// A built-in rule: a regular expression, and a cheap test every match passes (so most
+/// commands are passed without compiling the expression: compiling all of them costs far
+/// more than the rest of a call).
 struct BuiltIn {
     name: &'static str,
-    needles: &'static [&'static str],
+    /// A necessary condition for `regex` to match: when it is false, the rule does not apply.
+    prefilter: fn(&str) -> bool,
     regex: &'static str,
     reason: &'static str,
+}
+
+/// `\s` of regex-lite: ASCII whitespace, vertical tab included.
+fn is_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' ')
+}
+
+/// What `before_word!()` accepts before a command word (besides the start).
+fn is_before_word(b: u8) -> bool {
+    is_space(b) || b";&|(`'\"/".contains(&b)
+}
+
+/// Whether `text` has one of `words` at the start or after [`is_before_word`], followed by
+/// whitespace: the necessary part of `before_word!()` `word\s`.
+fn has_word_then_space(text: &str, words: &[&str]) -> bool {
+    let bytes = text.as_bytes();
+    words.iter().any(|word| {
+        text.match_indices(word).any(|(at, _)| {
+            (at == 0 || is_before_word(bytes[at - 1]))
+                && bytes.get(at + word.len()).copied().is_some_and(is_space)
+        })
+    })
+}
+
+fn contains_any(text: &str, needles: &[&str]) -> bool {
+    needles.iter().any(|n| text.contains(n))
+}
+
+/// Whether `text` names a disk device the way `write-block-device` does.
+fn names_disk_device(text: &str) -> bool {
+    const DISKS: &[&str] = &[
+        "sd", "hd", "vd", "xvd", "nvme", "mmcblk", "md", "dm-", "mapper/", "disk/",
+    ];
+    text.match_indices("/dev/")
+        .any(|(at, _)| DISKS.iter().any(|d| text[at + 5..].starts_with(d)))
 }
 
 /// What may stand before a command word: the start, a separator, a quote (`sh -c '...'`) or
@@ -99,7 +137,7 @@ macro_rules! precious_path {
 const BUILT_IN: &[BuiltIn] = &[
     BuiltIn {
         name: "rm-root-or-home",
-        needles: &["rm"],
+        prefilter: |c| has_word_then_space(c, &["rm"]),
         regex: concat!(
             before_word!(),
             r"rm\s(?:[^;&|\n]*\s)?",
@@ -112,7 +150,7 @@ const BUILT_IN: &[BuiltIn] = &[
     },
     BuiltIn {
         name: "recursive-chmod-root",
-        needles: &["chmod", "chown", "chgrp"],
+        prefilter: |c| has_word_then_space(c, &["chmod", "chown", "chgrp"]),
         regex: concat!(
             before_word!(),
             r"(?:chmod|chown|chgrp)\s(?:[^;&|\n]*\s)?(?:-[A-Za-z]*R[A-Za-z]*|--recursive)\s",
@@ -126,13 +164,13 @@ const BUILT_IN: &[BuiltIn] = &[
     },
     BuiltIn {
         name: "fork-bomb",
-        needles: &["("],
+        prefilter: |c| c.contains('(') && c.contains('{') && c.contains('|') && c.contains('&'),
         regex: r"[\w:.-]+\s*\(\s*\)\s*\{\s*[\w:.-]+\s*\|\s*[\w:.-]+\s*&\s*;?\s*\}",
         reason: "this is a fork bomb: it would exhaust the machine's processes. Do not run it.",
     },
     BuiltIn {
         name: "mkfs-device",
-        needles: &["mkfs", "mke2fs", "mkswap"],
+        prefilter: |c| c.contains("/dev/") && contains_any(c, &["mkfs", "mke2fs", "mkswap"]),
         regex: concat!(
             before_word!(),
             r"(?:mkfs(?:\.\w+)?|mke2fs|mkswap)\s[^;&|\n]*/dev/"
@@ -143,7 +181,7 @@ const BUILT_IN: &[BuiltIn] = &[
     },
     BuiltIn {
         name: "write-block-device",
-        needles: &["/dev/"],
+        prefilter: names_disk_device,
         regex: concat!(
             r#"(?:\bof=|>\s*|(?:^|[\s;&|(])tee\s(?:[^;&|\n]*\s)?)["']?"#,
             r"/dev/(?:sd[a-z]|hd[a-z]|vd[a-z]|xvd[a-z]|nvme\d|mmcblk\d|md\d|dm-\d|mapper/|disk/)",
@@ -154,23 +192,31 @@ const BUILT_IN: &[BuiltIn] = &[
     },
     BuiltIn {
         name: "kill-all",
-        needles: &["kill"],
+        prefilter: |c| c.contains("-1") && has_word_then_space(c, &["kill"]),
         regex: concat!(before_word!(), r#"kill\s+(?:-\S+\s+)*-1\s*(?:$|[;&|)`'"])"#),
         reason: "`kill -1` signals every process of this user, including the agent that runs \
                  your commands. Signal the process IDs or process group you mean instead.",
     },
     BuiltIn {
         name: "power",
-        needles: &[
-            "shutdown",
-            "reboot",
-            "halt",
-            "poweroff",
-            "init",
-            "kexec",
-            "suspend",
-            "hibernate",
-        ],
+        // The literals of the original needle list. `systemctl rescue` and `systemctl
+        // emergency` are in the expression but not here, so they are not refused (as before
+        // this prefilter replaced the needles).
+        prefilter: |c| {
+            contains_any(
+                c,
+                &[
+                    "shutdown",
+                    "reboot",
+                    "halt",
+                    "poweroff",
+                    "init",
+                    "kexec",
+                    "suspend",
+                    "hibernate",
+                ],
+            )
+        },
         regex: concat!(
             command_position!(),
             r"(?:shutdown|reboot|halt|poweroff|(?:tel)?init\s+[06]",
@@ -196,13 +242,16 @@ enum Matcher {
     /// A plain pattern, whitespace-normalized.
     Substring(String),
     Regex(Regex),
+    /// A built-in expression, compiled the first time a command passes its prefilter.
+    BuiltIn(&'static str, OnceCell<Regex>),
 }
 
 struct Rule {
     /// Shown in the refusal: the pattern as configured, or the built-in rule's name.
     label: String,
     reason: String,
-    needles: &'static [&'static str],
+    /// A necessary condition for a match, if the rule has one.
+    prefilter: Option<fn(&str) -> bool>,
     matcher: Matcher,
 }
 
@@ -266,7 +315,7 @@ impl Rules {
             rules.push(Rule {
                 label: pattern.to_owned(),
                 reason: reason.to_owned(),
-                needles: &[],
+                prefilter: None,
                 matcher,
             });
         }
@@ -301,11 +350,14 @@ impl Rules {
         self.rules
             .iter()
             .find(|rule| {
-                if !rule.needles.is_empty() && !rule.needles.iter().any(|n| command.contains(n)) {
+                if rule.prefilter.is_some_and(|applies| !applies(command)) {
                     return false;
                 }
                 match &rule.matcher {
                     Matcher::Regex(regex) => regex.is_match(command),
+                    Matcher::BuiltIn(expr, regex) => regex
+                        .get_or_init(|| compile_built_in_expr(expr))
+                        .is_match(command),
                     Matcher::Substring(pattern) => normalized
                         .get_or_insert_with(|| normalize_space(command))
                         .contains(pattern.as_str()),
@@ -324,10 +376,14 @@ fn compile_built_in(rule: &BuiltIn) -> Rule {
     Rule {
         label: rule.name.to_owned(),
         reason: format!("{}{MENTION_NOTE}", rule.reason),
-        needles: rule.needles,
-        // The built-in expressions are tested; a failure here is a bug in this file.
-        matcher: Matcher::Regex(Regex::new(rule.regex).expect("built-in deny rule compiles")),
+        prefilter: Some(rule.prefilter),
+        matcher: Matcher::BuiltIn(rule.regex, OnceCell::new()),
     }
+}
+
+fn compile_built_in_expr(expr: &str) -> Regex {
+    // The built-in expressions are tested; a failure here is a bug in this file.
+    Regex::new(expr).expect("built-in deny rule compiles")
 }
 
 /// `text` with every run of spaces and tabs replaced by one space.
@@ -408,6 +464,95 @@ mod tests {
     #[test]
     fn built_in_rules_compile() {
         assert_eq!(Rules::built_in().rules.len(), BUILT_IN.len());
+        for rule in BUILT_IN {
+            Regex::new(rule.regex).unwrap_or_else(|e| panic!("{}: {e}", rule.name));
+        }
+    }
+
+    /// Commands near every rule, matched and not; each must get the same answer with and
+    /// without the prefilters (which only skip expressions that cannot match).
+    const CORPUS: &[&str] = &[
+        "rm -rf /",
+        "rm\t-rf /",
+        "rm\x0b-rf /",
+        "x;rm -rf ~",
+        "`rm -rf /`",
+        "(rm -rf /usr)",
+        "/bin/rm -rf /",
+        "'rm -rf /'",
+        "farm -rf /",
+        "rm-rf /",
+        "rm",
+        "format /",
+        "npm run x /",
+        "chmod -R 777 /",
+        "chown -R me /usr",
+        "chgrp\n-R x /",
+        "xchmod -R 777 /",
+        "chmod -R",
+        ":(){ :|:& };:",
+        "bomb(){ bomb|bomb& };bomb",
+        "f() { a | b & }",
+        "(a|b)&{",
+        "mkfs.ext4 /dev/sdb1",
+        "mkswap /dev/sda2",
+        "mke2fs /dev/x",
+        "mkfs /tmp/dev/x",
+        "dd of=/dev/sda",
+        "x > /dev/nvme0n1",
+        "tee /dev/mmcblk0",
+        "x >/dev/md0",
+        "x >/dev/dm-1",
+        "tee /dev/mapper/x",
+        "dd of=\"/dev/disk/by-id/x\"",
+        "x >/dev/xvda",
+        "x >/dev/hdb",
+        "x > /dev/vdc",
+        "x > /dev/null",
+        "x > /dev/sd",
+        "dd of=/dev/sdZ",
+        "/dev/sda",
+        "kill -9 -1",
+        "kill -1",
+        "kill\t-1",
+        "pkill -1",
+        "kill -- -1",
+        "kill -9 1234",
+        "skill -1",
+        "(kill -1)",
+        "kill -1;",
+        "kill-1",
+        "reboot",
+        "sudo shutdown -h now",
+        "/sbin/halt",
+        "init 0",
+        "telinit 6",
+        "systemctl reboot",
+        "systemctl --no-wall suspend",
+        "systemctl hibernate",
+        "systemctl kexec",
+        "last reboot",
+        "echo $(poweroff)",
+        "if x; then halt; fi",
+        "FOO=1 reboot",
+        "env -i reboot",
+        "ls",
+        "sleep 30",
+        "cargo build --release",
+        "echo hi > /dev/stderr",
+        "",
+    ];
+
+    #[test]
+    fn prefilters_never_hide_a_match() {
+        for &command in CORPUS {
+            for rule in BUILT_IN {
+                let matched = Regex::new(rule.regex).unwrap().is_match(command);
+                if matched {
+                    assert!((rule.prefilter)(command), "{}: {command:?}", rule.name);
+                }
+            }
+        }
     }
 
     #[test]
