@@ -12,7 +12,7 @@ use super::cache::ArtifactCache;
 use super::config::{self, OnError, PluginSource, PolicyConfig};
 use super::engine::{EngineOptions, PolicyEngine};
 use super::plugin::{LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since};
-use super::worker::Workers;
+use super::worker::{Workers, contained};
 use super::{Denial, PolicyContext, StartRequest};
 
 /// An ordered list of policy plugins. Cloning is cheap and shares the plugins.
@@ -154,20 +154,17 @@ impl PolicyChain {
     /// Run the request through every plugin in order; the first denial stops the chain.
     ///
     /// Synchronous: each plugin call is bounded by its CPU budget (a few ms by default).
-    /// Safe to call from anywhere, including async tasks (the calls then run on the chain's
-    /// worker threads, see `worker.rs`); prefer [`evaluate_async`](Self::evaluate_async) in
-    /// async code so the task's thread is not blocked.
+    /// Safe to call from anywhere. On a plain thread the plugins run on that thread; inside
+    /// a Tokio runtime they run on the chain's worker threads while the thread waits (see
+    /// `worker.rs`), so prefer [`evaluate_async`](Self::evaluate_async) in async code.
     pub fn evaluate(&self, req: StartRequest, ctx: &PolicyContext) -> Result<StartRequest, Denial> {
         let Some(inner) = &self.inner else {
             return Ok(req);
         };
-        if !Workers::needed() {
-            return inner.run(req, ctx, None);
-        }
         let job = {
             let inner = inner.clone();
             let ctx = ctx.clone();
-            move || inner.run(req, &ctx, None)
+            async move { inner.run(req, &ctx, None).await }
         };
         inner
             .workers
@@ -175,8 +172,9 @@ impl PolicyChain {
             .unwrap_or_else(|| Err(runtime_failure()))
     }
 
-    /// [`evaluate`](Self::evaluate) for async code: the plugins run on the chain's worker
-    /// threads and the calling task waits without blocking its thread.
+    /// [`evaluate`](Self::evaluate) for async code: the plugins run on the calling task (on
+    /// a fiber per call), without a thread hop. A plugin that sleeps makes the task wait
+    /// without blocking its thread; a long-running one yields at every budget check.
     pub async fn evaluate_async(
         &self,
         req: StartRequest,
@@ -185,14 +183,7 @@ impl PolicyChain {
         let Some(inner) = &self.inner else {
             return Ok(req);
         };
-        let job = {
-            let inner = inner.clone();
-            let ctx = ctx.clone();
-            move || inner.run(req, &ctx, None)
-        };
-        inner
-            .workers
-            .run_async(job)
+        contained(inner.run(req, ctx, None))
             .await
             .unwrap_or_else(|| Err(runtime_failure()))
     }
@@ -209,15 +200,12 @@ impl PolicyChain {
         let job = {
             let inner = inner.clone();
             let ctx = ctx.clone();
-            move || {
+            async move {
                 let mut steps = Vec::new();
-                let result = inner.run(req, &ctx, Some(&mut steps));
+                let result = inner.run(req, &ctx, Some(&mut steps)).await;
                 Explanation { steps, result }
             }
         };
-        if !Workers::needed() {
-            return job();
-        }
         inner
             .workers
             .run_blocking(job)
@@ -284,7 +272,7 @@ fn runtime_failure() -> Denial {
 
 impl ChainInner {
     /// Runs the chain. With `steps`, a dry run: steps are collected, nothing is recorded.
-    fn run(
+    async fn run(
         &self,
         mut req: StartRequest,
         ctx: &PolicyContext,
@@ -294,7 +282,7 @@ impl ChainInner {
         let chat_id = ctx.chat_id.as_deref();
         for p in &self.plugins {
             let start = Instant::now();
-            let outcome = p.call(&self.engine, &req, ctx);
+            let outcome = p.call(&self.engine, self.workers.handle(), &req, ctx).await;
             let micros = micros_since(start);
             let plugin = &*p.name;
             if !dry_run {

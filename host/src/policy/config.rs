@@ -60,7 +60,8 @@ pub struct PolicyConfig {
     /// How many plugin instances may exist at once (the pooling allocator's size). Each
     /// running chain holds one instance at a time; a call beyond this fails like a trap.
     pub max_instances: u32,
-    /// Threads that run plugins when the chain is called from inside a Tokio runtime.
+    /// Threads of the chain's own runtime: they keep time for plugins that sleep, and run
+    /// plugins when the synchronous API is called from inside a Tokio runtime.
     pub workers: usize,
 }
 

@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::wasm_err;
 
 /// Length of one epoch tick: plugin deadlines are counted in these.
 pub const TICK: Duration = Duration::from_millis(1);
+
+/// Bytes of each memory and table slot kept mapped between instances (reset in place).
+const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 
 /// Sizing of the engine's instance pool.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +59,15 @@ impl PolicyEngine {
             .max_memory_size(usize::try_from(opts.max_memory_bytes).unwrap_or(usize::MAX))
             // Keep no warm slots beyond what is in use: plugin instances are short-lived and
             // the same few plugins are instantiated over and over, so affine reuse is enough.
-            .max_unused_warm_slots(n.min(16));
+            .max_unused_warm_slots(n.min(16))
+            // Reset a slot's memory and tables by rewriting the pages the instance dirtied
+            // (found with PAGEMAP_SCAN on Linux 6.7+) instead of `madvise`-ing them away:
+            // no system call that flushes every thread's TLB, and no page faults to map the
+            // pages again in the next instance. Contents are still reset to the module's
+            // initial image, so every call sees a fresh instance.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto);
 
         let mut config = Config::new();
         config

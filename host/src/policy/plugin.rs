@@ -22,6 +22,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "policy-plugin",
         path: "../wit/policy",
+        // Calls run on a fiber, so a plugin that waits (WASI `poll`) does not block a
+        // thread; the host functions stay synchronous.
+        exports: { default: async },
     });
 }
 
@@ -220,7 +223,7 @@ pub(crate) struct Plugin {
 /// Builds the linker every plugin is instantiated with: WASI (nothing granted) plus `host`.
 pub(crate) fn new_linker(engine: &PolicyEngine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
     clock::add_to_linker(&mut linker).map_err(wasm_err)?;
     PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
         .map_err(wasm_err)?;
@@ -340,9 +343,14 @@ impl Plugin {
     }
 
     /// Runs `on-start` once in a fresh instance with this plugin's CPU and memory bounds.
-    pub fn call(
+    ///
+    /// The call runs on the polling thread (a fiber switch, no thread hop). `timers` is the
+    /// runtime whose clock the plugin's sleeps use: it is entered on every poll, so the
+    /// caller's runtime needs no timers of its own.
+    pub async fn call(
         &self,
         engine: &PolicyEngine,
+        timers: &tokio::runtime::Handle,
         req: &StartRequest,
         ctx: &PolicyContext,
     ) -> Result<Verdict, PluginFailure> {
@@ -380,17 +388,23 @@ impl Plugin {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        Self::arm_time_limit(&mut store, budget);
+        let meter = Arc::new(CpuMeter::default());
+        Self::arm_time_limit(&mut store, budget, meter.clone());
 
         let result = {
             let _running = engine.begin_call();
-            match pre.instantiate(&mut store) {
-                Err(e) => Err((e, true)),
-                Ok(instance) => instance
-                    .procwarden_policy_policy()
-                    .call_on_start(&mut store, &to_wit_request(req), &to_wit_context(ctx))
-                    .map_err(|e| (e, false)),
-            }
+            let (wit_req, wit_ctx) = (to_wit_request(req), to_wit_context(ctx));
+            let run = async {
+                match pre.instantiate_async(&mut store).await {
+                    Err(e) => Err((e, true)),
+                    Ok(instance) => instance
+                        .procwarden_policy_policy()
+                        .call_on_start(&mut store, &wit_req, &wit_ctx)
+                        .await
+                        .map_err(|e| (e, false)),
+                }
+            };
+            meter.run(timers, run).await
         };
 
         let state = store.data();
@@ -412,29 +426,27 @@ impl Plugin {
         }
     }
 
-    /// The time budget is CPU time of the calling thread, so a plugin is not cut short when
-    /// the machine is busy and its thread is preempted; a real-time cap of
-    /// [`WALL_CLOCK_FACTOR`] × the budget still bounds every call. Epoch ticks (about 1 ms)
-    /// are when the budget is checked: the first check comes when the budget could have
-    /// been used up, later ones when the rest of it, or the real-time cap, could be reached.
-    fn arm_time_limit(store: &mut Store<HostState>, budget: Duration) {
+    /// The time budget is CPU time spent polling the call (see [`CpuMeter`]), so a plugin is
+    /// not cut short when the machine is busy and its thread is preempted; a real-time cap
+    /// of [`WALL_CLOCK_FACTOR`] × the budget still bounds every call. Epoch ticks (about
+    /// 1 ms) are when the budget is checked: the first check comes when the budget could
+    /// have been used up, later ones when the rest of it, or the real-time cap, could be
+    /// reached. Between checks the call yields to the executor, so a long call does not
+    /// keep other tasks of its thread waiting.
+    fn arm_time_limit(store: &mut Store<HostState>, budget: Duration, meter: Arc<CpuMeter>) {
         let wall_cap = budget * WALL_CLOCK_FACTOR as u32;
         let wall_start = Instant::now();
-        let cpu_start = thread_cpu_time();
         store.set_epoch_deadline(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1));
         store.epoch_deadline_callback(move |mut ctx| {
             let wall = wall_start.elapsed();
-            let used = match (cpu_start, thread_cpu_time()) {
-                (Some(start), Some(now)) => now.saturating_sub(start),
-                _ => wall,
-            };
+            let used = meter.used().unwrap_or(wall);
             if used >= budget || wall >= wall_cap {
                 ctx.data_mut().timed_out = Some(used < budget);
                 return Ok(UpdateDeadline::Interrupt);
             }
             // Check again when either limit could next be reached.
             let left = (budget - used).min(wall_cap - wall).as_millis();
-            Ok(UpdateDeadline::Continue(
+            Ok(UpdateDeadline::Yield(
                 u64::try_from(left).unwrap_or(1).max(1),
             ))
         });
@@ -635,6 +647,59 @@ fn to_wit_context(c: &PolicyContext) -> types::Context {
         agent_workdir: c.agent_workdir.clone(),
         home: c.home.clone(),
     }
+}
+
+/// CPU time spent running one call. The call is a future that may be polled on different
+/// threads (after a sleep or a yield), so each poll measures its own thread's CPU time: the
+/// total of finished polls plus what the current poll has used so far.
+#[derive(Default)]
+struct CpuMeter {
+    /// Nanoseconds used by finished polls.
+    spent: AtomicU64,
+    /// Thread CPU time, in nanoseconds, when the current poll began; `u64::MAX` if it
+    /// could not be read.
+    poll_start: AtomicU64,
+}
+
+impl CpuMeter {
+    /// Polls `fut` to completion, metering every poll, inside `timers`' runtime context.
+    async fn run<F: Future>(&self, timers: &tokio::runtime::Handle, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let _timers = timers.enter();
+            let start = thread_cpu_time().map_or(u64::MAX, duration_nanos);
+            self.poll_start.store(start, Ordering::Relaxed);
+            let poll = fut.as_mut().poll(cx);
+            if poll.is_pending() {
+                // Only a call that waits or yields is polled again; most finish at once.
+                let used = match thread_cpu_time() {
+                    Some(now) if start != u64::MAX => duration_nanos(now).saturating_sub(start),
+                    _ => 0,
+                };
+                self.spent.fetch_add(used, Ordering::Relaxed);
+            }
+            poll
+        })
+        .await
+    }
+
+    /// CPU time used so far; called from inside a poll (the epoch callback). `None` if the
+    /// thread's CPU clock cannot be read.
+    fn used(&self) -> Option<Duration> {
+        let start = self.poll_start.load(Ordering::Relaxed);
+        let now = thread_cpu_time()?;
+        if start == u64::MAX {
+            return None;
+        }
+        let current = duration_nanos(now).saturating_sub(start);
+        Some(Duration::from_nanos(
+            self.spent.load(Ordering::Relaxed).saturating_add(current),
+        ))
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// CPU time consumed by the calling thread so far.

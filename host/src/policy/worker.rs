@@ -1,80 +1,81 @@
-//! Threads that run plugin calls when the chain is used from inside a Tokio runtime.
+//! The chain's own small Tokio runtime.
 //!
-//! Plugins run synchronously, and Wasmtime's synchronous WASI implementation blocks on a Tokio
-//! runtime for stream and poll operations (a plugin printing, or panicking, writes to stderr).
-//! Doing that on a thread that is driving async tasks would panic ("cannot start a runtime
-//! from within a runtime"), so calls made from such a thread are handed to these plain
-//! threads and the caller waits for the result. Calls from plain threads run inline.
+//! Plugin calls are futures (Wasmtime runs them on a fiber), so async callers run them on
+//! their own task, with no thread hop. This runtime provides the rest:
+//!
+//! * the clock for plugins that sleep (every poll of a call enters this runtime's context,
+//!   so the caller's runtime needs no timer driver, and a plain thread needs no runtime);
+//! * a place to run calls made with the synchronous API: a plain thread drives the call
+//!   itself with `block_on`; a thread inside some other Tokio runtime cannot (`block_on`
+//!   there would panic), so its call is spawned here and the thread waits for the result.
+//!
+//! A panic in the host while a call runs is caught and becomes a failure of that call.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 
-type Job = Box<dyn FnOnce() + Send>;
+use futures::FutureExt as _;
+use tokio::runtime::{Builder, Handle, Runtime};
 
-/// A small fixed pool of plain (non-Tokio) threads.
+/// The runtime; shut down in the background when dropped (dropping a runtime normally
+/// blocks, which panics when the last chain handle goes away inside async code).
 pub(crate) struct Workers {
-    tx: mpsc::Sender<Job>,
+    runtime: Option<Runtime>,
 }
 
 impl Workers {
     pub fn new(count: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..count.max(1) {
-            let rx = rx.clone();
-            // Detached: they exit when `tx` is dropped and the queue is drained.
-            thread::Builder::new()
-                .name(format!("policy-worker-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            // A panicking job drops its reply sender; the caller sees that.
-                            Ok(job) => drop(catch_unwind(AssertUnwindSafe(job))),
-                            Err(_) => return,
-                        }
-                    }
-                })?;
-        }
-        Ok(Self { tx })
+        let runtime = Builder::new_multi_thread()
+            .worker_threads(count.max(1))
+            .thread_name("policy-worker")
+            .enable_time()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
     }
 
-    /// Whether the current thread must not run plugins itself.
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("present until dropped")
+    }
+
+    /// The handle plugin calls take their timers from.
+    pub fn handle(&self) -> &Handle {
+        self.runtime().handle()
+    }
+
+    /// Whether the current thread is inside a Tokio runtime (and so must not `block_on`).
     pub fn needed() -> bool {
-        tokio::runtime::Handle::try_current().is_ok()
+        Handle::try_current().is_ok()
     }
 
-    /// Runs `f` on a worker and blocks until it returns. `None` if it panicked.
-    pub fn run_blocking<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> Option<R> {
-        let (reply, result) = mpsc::sync_channel(1);
-        self.tx
-            .send(Box::new(move || {
-                let _ = reply.send(f());
-            }))
-            .ok()?;
-        result.recv().ok()
+    /// Runs `fut` to completion from synchronous code. On a plain thread the future runs
+    /// right here; inside a Tokio runtime it runs on this runtime's threads while the
+    /// current thread waits. `None` if it panicked.
+    pub fn run_blocking<F>(&self, fut: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if Self::needed() {
+            let task = self.runtime().spawn(fut);
+            futures::executor::block_on(task).ok()
+        } else {
+            self.runtime().block_on(contained(fut))
+        }
     }
+}
 
-    /// Runs `f` on a worker without blocking the calling task. `None` if it panicked.
-    pub async fn run_async<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> Option<R> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Box::new(move || {
-                let _ = reply.send(f());
-            }))
-            .ok()?;
-        result.await.ok()
+/// `fut`, with a panic turned into `None`.
+pub(crate) async fn contained<F: Future>(fut: F) -> Option<F::Output> {
+    AssertUnwindSafe(fut).catch_unwind().await.ok()
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -82,23 +83,32 @@ impl Workers {
 mod tests {
     use super::*;
 
+    async fn boom() -> u8 {
+        panic!("deliberate panic in a worker job (test)")
+    }
+
     #[test]
     fn runs_jobs_and_survives_panics() {
         let w = Workers::new(2).unwrap();
-        assert_eq!(w.run_blocking(|| 2 + 2), Some(4));
-        assert_eq!(
-            w.run_blocking(|| -> u8 { panic!("deliberate panic in a worker job (test)") }),
-            None
-        );
-        assert_eq!(w.run_blocking(|| "still here"), Some("still here"));
+        assert_eq!(w.run_blocking(async { 2 + 2 }), Some(4));
+        assert_eq!(w.run_blocking(boom()), None);
+        assert_eq!(w.run_blocking(async { "still here" }), Some("still here"));
         assert!(!Workers::needed());
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
             assert!(Workers::needed());
-            assert_eq!(w.run_async(Workers::needed).await, Some(false));
-            assert_eq!(w.run_blocking(|| 7), Some(7));
+            assert_eq!(w.run_blocking(async { 7 }), Some(7));
+            assert_eq!(w.run_blocking(boom()), None);
+            assert_eq!(contained(boom()).await, None);
+            // Timers come from the workers' runtime, not this one (which has none).
+            let sleep = {
+                let _timers = w.handle().enter();
+                tokio::time::sleep(std::time::Duration::from_millis(1))
+            };
+            sleep.await;
         });
+        drop(w);
     }
 }
