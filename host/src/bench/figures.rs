@@ -152,24 +152,22 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     local.run("true").await?; // warm the connection and the plugins
     let (mut ours50, mut ours99, mut base50, mut base99) = (vec![], vec![], vec![], vec![]);
     for _ in 0..plan.rounds {
+        // Samples alternate with their baseline, so a machine that slows down for a moment
+        // (common on these shared VMs) slows both sides of the ratio alike.
         let mut ours = Vec::with_capacity(plan.latency_samples);
+        let mut base = Vec::with_capacity(plan.latency_samples);
         for _ in 0..plan.latency_samples {
             let t = Instant::now();
             local.run("true").await?;
             ours.push(t.elapsed());
+            base.push(
+                tokio::task::spawn_blocking(|| {
+                    let t = Instant::now();
+                    sh_true().map(|()| t.elapsed())
+                })
+                .await??,
+            );
         }
-        let base = tokio::task::spawn_blocking({
-            let n = plan.latency_samples;
-            move || -> anyhow::Result<Vec<Duration>> {
-                (0..n)
-                    .map(|_| {
-                        let t = Instant::now();
-                        sh_true().map(|()| t.elapsed())
-                    })
-                    .collect()
-            }
-        })
-        .await??;
         let (ours, base) = (Samples::new(ours), Samples::new(base));
         ours50.push(ours.p50().as_secs_f64());
         ours99.push(ours.p99().as_secs_f64());
