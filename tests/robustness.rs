@@ -96,6 +96,16 @@ async fn body_over_max_body_bytes_is_413() {
     r.error(413);
     let huge = json!({"command": format!("echo {}", "y".repeat(200_000))});
     api.start_req(&huge).await.error(413);
+    // The unread rest of the body makes the server drop the connection: it says so, so that
+    // clients do not send their next request into a closing connection.
+    let reply = reqwest::Client::new()
+        .post(api.url("/api/v0/processes/start"))
+        .body(huge.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 413);
+    assert_eq!(reply.headers()["connection"], "close");
     assert!(api.list().await.is_empty());
 
     // Under the limit still works.

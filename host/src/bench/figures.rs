@@ -95,19 +95,7 @@ impl LocalAgent {
     }
 
     async fn start_process(&self, command: &str) -> anyhow::Result<String> {
-        let reply: Value = self
-            .http
-            .post(format!("{}/start", self.url))
-            .json(&json!({ "command": command }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(reply["id"]
-            .as_str()
-            .context("start reply without id")?
-            .to_owned())
+        start_over_http(&self.http, &self.url, command).await
     }
 
     async fn wait(&self, id: &str) -> anyhow::Result<Value> {
@@ -130,6 +118,26 @@ impl LocalAgent {
         self.agent.shutdown().await;
         self.server.abort();
     }
+}
+
+/// `POST {processes_url}/start` with `command`; returns the new process's ID.
+async fn start_over_http(
+    http: &reqwest::Client,
+    processes_url: &str,
+    command: &str,
+) -> anyhow::Result<String> {
+    let reply: Value = http
+        .post(format!("{processes_url}/start"))
+        .json(&json!({ "command": command }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(reply["id"]
+        .as_str()
+        .context("start reply without id")?
+        .to_owned())
 }
 
 fn micros(d: Duration) -> String {
@@ -449,15 +457,7 @@ async fn measure_memory(plan: &BenchPlan, base: &str, pid: u32) -> anyhow::Resul
     let command = format!("head -c {} /dev/zero; exec sleep 600", plan.rss_bytes_each);
     let mut ids = Vec::with_capacity(plan.rss_processes);
     for _ in 0..plan.rss_processes {
-        let reply: Value = http
-            .post(format!("{url}/start"))
-            .json(&json!({ "command": command }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        ids.push(reply["id"].as_str().context("no id")?.to_owned());
+        ids.push(start_over_http(&http, &url, &command).await?);
     }
     // Wait until every process has printed all of its output.
     let ready_by = Instant::now() + Duration::from_secs(120);

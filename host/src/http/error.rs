@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub detail: Option<String>,
+    /// Tell the client not to reuse the connection (e.g. after a body we did not read).
+    pub close_connection: bool,
 }
 
 #[derive(Serialize)]
@@ -28,7 +30,15 @@ impl ApiError {
             status,
             message: message.into(),
             detail: None,
+            close_connection: false,
         }
+    }
+
+    /// The connection will not be reused: the rest of the request body was not read, so the
+    /// server closes it. Saying so keeps clients from sending the next request into it.
+    pub fn closing_connection(mut self) -> Self {
+        self.close_connection = true;
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -51,7 +61,14 @@ impl IntoResponse for ApiError {
             message: &self.message,
             detail: self.detail.as_deref(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.close_connection {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

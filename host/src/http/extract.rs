@@ -67,7 +67,9 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
         } else {
             "Failed to read the request body."
         };
-        ApiError::new(status, message).with_detail(rejection.body_text())
+        ApiError::new(status, message)
+            .with_detail(rejection.body_text())
+            .closing_connection()
     })?;
     serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
 }

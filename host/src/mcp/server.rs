@@ -80,6 +80,22 @@ impl ProcwardenMcp {
         }
     }
 
+    /// The caller's chat and the trimmed process ID argument, or the tool error to return.
+    fn chat_and_id<'a>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &'a str,
+    ) -> Result<(Option<String>, &'a str), CallToolResult> {
+        let chat = self.chat_of(ctx).map_err(format::tool_error)?;
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(format::tool_error(
+                "id is required: pass the process_id from execute or process_list.",
+            ));
+        }
+        Ok((chat, id))
+    }
+
     /// Wait for the process to exit, up to `limit`, across as many agent wait caps as that
     /// takes. Returns the last snapshot, or `None` if the client cancelled the call (the
     /// process keeps running either way).
@@ -240,16 +256,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessOutputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let chat = match self.chat_of(&ctx) {
-            Ok(chat) => chat,
-            Err(message) => return format::tool_error(message),
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
         };
-        let id = args.id.trim();
-        if id.is_empty() {
-            return format::tool_error(
-                "id is required: pass the process_id from execute or process_list.",
-            );
-        }
         let wait = match seconds_arg(
             "wait_timeout_seconds",
             args.wait_timeout_seconds,
@@ -307,16 +317,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessSignalArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let chat = match self.chat_of(&ctx) {
-            Ok(chat) => chat,
-            Err(message) => return format::tool_error(message),
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
         };
-        let id = args.id.trim();
-        if id.is_empty() {
-            return format::tool_error(
-                "id is required: pass the process_id from execute or process_list.",
-            );
-        }
         let signal = args.signal.into();
         if let Err(err) = self.agent.signal(id, chat.as_deref(), signal) {
             return format::agent_error(&err);
