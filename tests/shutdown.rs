@@ -93,6 +93,18 @@ async fn shutdown_kills_children_left_behind_by_exited_shells() {
 }
 
 #[tokio::test]
+async fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
+    // The handler must be in place before the server says it is listening: a signal in
+    // between would kill it outright, leaving its process groups behind.
+    for _ in 0..5 {
+        let server = Server::start();
+        server.send_signal(Signal::SIGTERM);
+        let status = wait_server_exit(&server, Duration::from_secs(5)).await;
+        assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    }
+}
+
+#[tokio::test]
 async fn idle_server_exits_zero_on_sigterm() {
     let server = Server::start();
     server.api().health().await;

@@ -26,6 +26,7 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
             "refusing to listen on {listen} without a token: set `token` in the config file, or listen on 127.0.0.1"
         );
     }
+    let mut signals = ShutdownSignals::install()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -51,7 +52,7 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     stdout.flush()?;
     tracing::info!(%local, "serving");
 
-    let signal_name = wait_for_shutdown_signal().await?;
+    let signal_name = signals.recv().await;
     tracing::info!(signal = signal_name, "shutting down");
     // Stop processes first: blocked waiters are answered as their processes exit, and the
     // HTTP drain below then has nothing long-running left to wait for.
@@ -80,13 +81,29 @@ pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
     PolicyChain::load(&config.policy, &config.plugin_sources()?)
 }
 
-pub(crate) async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment this is created. Install it before announcing
+/// readiness: a signal that arrives earlier would otherwise kill the agent outright, with
+/// no chance to stop its process groups.
+pub(crate) struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Wait for the next one; returns its name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 /// The policy chain `serve` uses when the config file names no plugins: the sample plugins

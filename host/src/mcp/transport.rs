@@ -61,6 +61,7 @@ pub fn http_service(
 /// `procwarden mcp`: serve one MCP client over stdin/stdout with an agent of our own, until
 /// the client closes stdin or we are told to stop; then stop every process we started.
 pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result<()> {
+    let mut signals = crate::server::ShutdownSignals::install()?;
     let agent = crate::server::build_agent(&config)?;
     let reaper = agent.manager().spawn_reaper(config.reap_interval());
     let chat = chat
@@ -71,8 +72,8 @@ pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result
 
     let outcome = tokio::select! {
         outcome = run_stdio(handler) => outcome,
-        signal = crate::server::wait_for_shutdown_signal() => {
-            tracing::info!(signal = signal?, "shutting down");
+        signal = signals.recv() => {
+            tracing::info!(signal, "shutting down");
             Ok(())
         }
     };
