@@ -337,75 +337,61 @@ async fn signal_stops_the_whole_process_group() {
 #[tokio::test]
 async fn invalid_calls_are_tool_errors_a_model_can_read() {
     let session = stdio_session(&[]).await;
-    let client = &session.client;
-    let text = call(client, "execute", json!({"command": "  "}))
-        .await
-        .err();
-    assert!(text.contains("command is required"), "{text}");
-    let text = call(
-        client,
-        "execute",
-        json!({"command": "true", "timeout_seconds": 0}),
-    )
-    .await
-    .err();
-    assert!(text.contains("timeout_seconds"), "{text}");
-    let text = call(
-        client,
-        "execute",
-        json!({"command": "true", "timeout_seconds": -5}),
-    )
-    .await
-    .err();
-    assert!(text.contains("timeout_seconds"), "{text}");
-    // The reference's argument name: refused by name, so the model can correct itself.
-    let text = call(
-        client,
-        "execute",
-        json!({"command": "true", "timeout": "10s"}),
-    )
-    .await
-    .err();
-    assert!(text.contains("unknown field `timeout`"), "{text}");
-    let text = call(
-        client,
-        "execute",
-        json!({"command": "true", "workdir": "/no/such/dir"}),
-    )
-    .await
-    .err();
-    assert!(text.contains("not a directory"), "{text}");
-    let text = call(client, "process_output", json!({"id": "no-such-process"}))
-        .await
-        .err();
-    assert!(text.contains("not found"), "{text}");
-    let text = call(
-        client,
-        "process_output",
-        json!({"id": "x", "wait_timeout_seconds": -1}),
-    )
-    .await
-    .err();
-    assert!(text.contains("wait_timeout_seconds"), "{text}");
-    let text = call(
-        client,
-        "process_signal",
-        json!({"id": "x", "signal": "SIGTERM"}),
-    )
-    .await
-    .err();
-    assert!(
-        text.contains("terminate") && text.contains("kill"),
-        "{text}"
-    );
-    let text = call(
-        client,
-        "process_signal",
-        json!({"id": "no-such", "signal": "kill"}),
-    )
-    .await
-    .err();
-    assert!(text.contains("not found"), "{text}");
+    // (tool, arguments, what the error text must name)
+    let cases = [
+        (
+            "execute",
+            json!({"command": "  "}),
+            vec!["command is required"],
+        ),
+        (
+            "execute",
+            json!({"command": "true", "timeout_seconds": 0}),
+            vec!["timeout_seconds"],
+        ),
+        (
+            "execute",
+            json!({"command": "true", "timeout_seconds": -5}),
+            vec!["timeout_seconds"],
+        ),
+        // The reference's argument name: refused by name, so the model can correct itself.
+        (
+            "execute",
+            json!({"command": "true", "timeout": "10s"}),
+            vec!["unknown field `timeout`"],
+        ),
+        (
+            "execute",
+            json!({"command": "true", "workdir": "/no/such/dir"}),
+            vec!["not a directory"],
+        ),
+        (
+            "process_output",
+            json!({"id": "no-such-process"}),
+            vec!["not found"],
+        ),
+        (
+            "process_output",
+            json!({"id": "x", "wait_timeout_seconds": -1}),
+            vec!["wait_timeout_seconds"],
+        ),
+        (
+            "process_signal",
+            json!({"id": "x", "signal": "SIGTERM"}),
+            vec!["terminate", "kill"],
+        ),
+        (
+            "process_signal",
+            json!({"id": "no-such", "signal": "kill"}),
+            vec!["not found"],
+        ),
+    ];
+    for (tool, args, expected) in cases {
+        let text = call(&session.client, tool, args.clone()).await.err();
+        for needle in expected {
+            assert!(text.contains(needle), "{tool} {args}: {text}");
+        }
+    }
 }
 
 #[tokio::test]
