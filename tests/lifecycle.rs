@@ -172,6 +172,91 @@ async fn wait_outlives_the_request_timeout() {
     assert!(took >= 1.9, "{took:.3}s");
 }
 
+// ------------------------------------------------------------------------------------------
+// POST start?wait=true: start and wait in one request
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn start_with_wait_returns_the_finished_process_in_one_request() {
+    let server = Server::start();
+    let api = server.api();
+    let r = api
+        .post(
+            "/api/v0/processes/start?wait=true",
+            &json!({"command": "sleep 0.3; echo done; exit 3"}),
+        )
+        .await;
+    r.expect_status(200);
+    let body = &r.body;
+    assert_eq!(body["started"], true, "{body}");
+    assert_eq!(body["background"], false, "{body}");
+    assert_eq!(body["running"], false, "{body}");
+    assert_eq!(body["exit_code"], 3, "{body}");
+    assert_eq!(out(body), "done\n", "{body}");
+    // The id is that of a tracked process, which reports the same.
+    let id = body["id"].as_str().expect("id");
+    let snap = api.output_ok(id, false).await;
+    assert_eq!(snap["exit_code"], 3, "{snap}");
+}
+
+#[tokio::test]
+async fn start_without_wait_returns_no_output_fields() {
+    let server = Server::start();
+    let api = server.api();
+    let r = api.start_req(&json!({"command": "echo hi"})).await;
+    r.expect_status(200);
+    for field in ["output", "running", "exit_code"] {
+        assert!(r.body.get(field).is_none(), "{field} in {}", r.text);
+    }
+    api.wait_exit(r.body["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn start_with_wait_does_not_wait_for_a_background_process() {
+    let server = Server::start();
+    let m = Marker::new();
+    let api = server.api();
+    let t0 = Instant::now();
+    let r = api
+        .post(
+            "/api/v0/processes/start?wait=true",
+            &json!({"command": format!("echo early; {}", m.sleep()), "background": true}),
+        )
+        .await;
+    r.expect_status(200);
+    assert!(secs(t0) < 5.0, "waited for a background process");
+    assert_eq!(r.body["background"], true, "{}", r.text);
+    assert_eq!(r.body["running"], true, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    api.signal(&id, "kill").await.expect_status(200);
+    api.wait_exit(&id).await;
+}
+
+#[tokio::test]
+async fn start_with_wait_is_capped_and_outlives_the_request_timeout() {
+    let server = Server::with_config("request_timeout_seconds = 1\nwait_cap_seconds = 2\n");
+    let m = Marker::new();
+    let api = server.api();
+    let t0 = Instant::now();
+    let r = api
+        .post(
+            "/api/v0/processes/start?wait=true",
+            &json!({"command": format!("echo partial; {}", m.sleep())}),
+        )
+        .await;
+    let took = secs(t0);
+    r.expect_status(200);
+    assert_eq!(r.body["running"], true, "{}", r.text);
+    assert!(out(&r.body).contains("partial"), "{}", r.text);
+    assert!(
+        (1.9..5.0).contains(&took),
+        "the wait must run to the 2 s cap, past the 1 s request timeout: {took:.3}s"
+    );
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    api.signal(&id, "kill").await.expect_status(200);
+    api.wait_exit(&id).await;
+}
+
 #[tokio::test]
 async fn client_disconnect_frees_the_waiter() {
     let server = Server::start();

@@ -86,8 +86,9 @@ fn is_loopback_authority(authority: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Every request gets the server's deadline, except blocking output reads, whose deadline is
-/// extended past the wait cap: a long wait must never be cut by the server's own timeout.
+/// Every request gets the server's deadline, except blocking waits (output reads and starts
+/// with `?wait=true`), whose deadline is extended past the wait cap: a long wait must never
+/// be cut by the server's own timeout.
 pub async fn deadline(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let limit = if is_blocking_wait(&req) {
         state.agent.wait_cap() + WAIT_DEADLINE_HEADROOM
@@ -106,7 +107,9 @@ pub async fn deadline(State(state): State<Arc<ApiState>>, req: Request, next: Ne
 }
 
 fn is_blocking_wait(req: &Request) -> bool {
-    req.uri().path().ends_with("/output") && super::extract::wants_wait(req.uri().query())
+    let path = req.uri().path();
+    (path.ends_with("/output") || path.ends_with("/start"))
+        && super::extract::wants_wait(req.uri().query())
 }
 
 pub async fn access_log(req: Request, next: Next) -> Response {

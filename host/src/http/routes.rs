@@ -44,12 +44,19 @@ pub struct StartReply {
     pub background: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// With `?wait=true`: the output as `GET output?wait=true` would return it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub result: Option<OutputSnapshot>,
 }
 
+/// `?wait=true` runs a foreground command to completion in this one request (up to the wait
+/// cap), saving the client a second round trip. A background command, asked for or moved
+/// there by a plugin, is not waited for: its reply carries a snapshot with `running: true`.
 pub async fn start(
     State(state): State<Arc<ApiState>>,
     chat: Chat,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartReply>, ApiError> {
     let body: StartBody = json_body(body)?;
@@ -72,15 +79,26 @@ pub async fn start(
             background: body.background,
             timeout_seconds: body.timeout_seconds.map(whole_seconds).transpose()?,
         },
-        chat_id: chat.0,
+        chat_id: chat.0.clone(),
         idempotency_key,
     };
     let started = state.agent.start(call).await?;
+    let result = match (wants_wait(query.as_deref()), started.background) {
+        (false, _) => None,
+        (true, true) => Some(state.agent.output(&started.id, chat.as_deref())?),
+        (true, false) => Some(
+            state
+                .agent
+                .wait_output(&started.id, chat.as_deref(), None)
+                .await?,
+        ),
+    };
     Ok(Json(StartReply {
         id: started.id,
         started: true,
         background: started.background,
         reused: started.reused,
+        result,
     }))
 }
 
