@@ -1,4 +1,4 @@
-//! `posix_spawnp` in a new session, and exit waits through a pidfd.
+//! `posix_spawn` of `sh` in a new session, and exit waits through a pidfd.
 //!
 //! Why not `std::process::Command`: creating a session needs a `pre_exec` hook, and any hook
 //! forces std onto fork+exec, which copies the agent's page tables on every start and then
@@ -7,11 +7,12 @@
 //! starting it from a shell does. Waiting on a pidfd wakes exactly the task whose child
 //! exited, instead of every waiting task on every SIGCHLD.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
+use std::sync::OnceLock;
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
@@ -61,10 +62,13 @@ pub fn spawn_in_new_session(
         CString::new("-c")?,
         CString::new(command)?,
     ];
-    let env_owned = environment(env)?;
+    let overrides = env
+        .iter()
+        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
     let workdir = CString::new(workdir)?;
     let argv = null_terminated(&argv_owned);
-    let envp = null_terminated(&env_owned);
+    let envp = environment(&overrides);
 
     let actions = FileActions::new()?;
     actions.open(0, c"/dev/null", libc::O_RDONLY)?;
@@ -74,19 +78,36 @@ pub fn spawn_in_new_session(
     let attrs = SpawnAttrs::new_session_with_default_signals()?;
 
     let mut pid: libc::pid_t = 0;
-    // SAFETY: every pointer is valid for the call: argv and envp are NULL-terminated arrays of
-    // pointers into CStrings that outlive it; actions and attrs are initialised above and
-    // destroyed by their Drop after it.
-    let rc = unsafe {
-        libc::posix_spawnp(
-            &mut pid,
-            c"sh".as_ptr(),
-            &actions.0,
-            &attrs.0,
-            argv.as_ptr(),
-            envp.as_ptr(),
-        )
+    let spawn = |pid: &mut libc::pid_t, path: Option<&CString>| {
+        // SAFETY: every pointer is valid for the call: argv and envp are NULL-terminated
+        // arrays of pointers into CStrings that outlive it (the base environment is static);
+        // actions and attrs are initialised above and destroyed by their Drop after it.
+        unsafe {
+            match path {
+                Some(path) => libc::posix_spawn(
+                    pid,
+                    path.as_ptr(),
+                    &actions.0,
+                    &attrs.0,
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                ),
+                None => libc::posix_spawnp(
+                    pid,
+                    c"sh".as_ptr(),
+                    &actions.0,
+                    &attrs.0,
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                ),
+            }
+        }
     };
+    let mut rc = spawn(&mut pid, shell_path());
+    if rc == libc::ENOENT && shell_path().is_some() {
+        // The shell found at start-up is gone (or the workdir is): search PATH as exec would.
+        rc = spawn(&mut pid, None);
+    }
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -98,21 +119,78 @@ pub fn spawn_in_new_session(
     Ok(SessionChild { pid, pidfd })
 }
 
-/// The agent's environment with `overrides` applied in order.
-fn environment(overrides: &[(String, String)]) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (key, value) in overrides {
-        let key = OsStr::new(key);
-        vars.retain(|(k, _)| k != key);
-        vars.push((key.to_owned(), OsString::from(value)));
-    }
-    vars.into_iter()
-        .map(|(k, v)| {
-            let mut entry = k.into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(v.as_bytes());
-            CString::new(entry).map_err(io::Error::from)
+/// Where `sh` is on the agent's PATH, found once: `posix_spawnp` would try every PATH entry
+/// before it on every start, each a failed `execve` in the child while the agent waits for it.
+/// `None` if PATH has no `sh` (then every start searches, and fails as a shell would).
+fn shell_path() -> Option<&'static CString> {
+    static SHELL: OnceLock<Option<CString>> = OnceLock::new();
+    SHELL
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .filter(|dir| dir.is_absolute())
+                .map(|dir| dir.join("sh"))
+                .find(|candidate| is_executable_file(candidate))
+                .and_then(|found| CString::new(found.into_os_string().into_vec()).ok())
         })
+        .as_ref()
+}
+
+fn is_executable_file(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The agent's own environment as `KEY=value` strings, read once: the agent never changes it,
+/// and copying it for every start showed up in the cost of a start.
+fn base_environment() -> &'static [(OsString, CString)] {
+    static BASE: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(key, value)| {
+                let entry = env_entry(key.as_bytes(), value.as_bytes()).ok()?;
+                Some((key, entry))
+            })
+            .collect()
+    })
+}
+
+/// The `KEY` of a `KEY=value` entry.
+fn key_of(entry: &CString) -> &[u8] {
+    let bytes = entry.as_bytes();
+    let end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+fn env_entry(key: &[u8], value: &[u8]) -> io::Result<CString> {
+    let mut entry = Vec::with_capacity(key.len() + 1 + value.len());
+    entry.extend_from_slice(key);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    CString::new(entry).map_err(io::Error::from)
+}
+
+/// `envp` for the child: the agent's environment with `overrides` (`KEY=value`, later entries
+/// win) applied; pointers into the base environment and into `overrides`.
+fn environment(overrides: &[CString]) -> Vec<*mut libc::c_char> {
+    let overridden = |key: &[u8]| overrides.iter().any(|o| key_of(o) == key);
+    let last_of_its_key = |i: usize| {
+        let key = key_of(&overrides[i]);
+        !overrides[i + 1..].iter().any(|later| key_of(later) == key)
+    };
+    base_environment()
+        .iter()
+        .filter(|(key, _)| !overridden(key.as_bytes()))
+        .map(|(_, entry)| entry)
+        .chain(
+            overrides
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| last_of_its_key(i))
+                .map(|(_, entry)| entry),
+        )
+        .map(|entry| entry.as_ptr().cast_mut())
+        .chain(std::iter::once(ptr::null_mut()))
         .collect()
 }
 
@@ -278,6 +356,31 @@ mod tests {
         let (_read, write) = pipe();
         let child = spawn_in_new_session("kill -9 $$", "/", &[], &write).unwrap();
         assert_eq!(child.wait().await.unwrap(), 137);
+    }
+
+    #[tokio::test]
+    async fn an_override_replaces_the_agent_variable_instead_of_adding_a_second() {
+        let (read, write) = pipe();
+        let child = spawn_in_new_session(
+            "env | grep -c '^HOME='; echo \"$HOME\"",
+            "/",
+            &[("HOME".into(), "/elsewhere".into())],
+            &write,
+        )
+        .unwrap();
+        drop(write);
+        assert_eq!(child.wait().await.unwrap(), 0);
+        assert_eq!(read_all(read), "1\n/elsewhere\n");
+    }
+
+    #[test]
+    fn the_shell_is_found_once_on_path_as_an_absolute_executable() {
+        let sh = shell_path().expect("sh on PATH");
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(sh.as_bytes()));
+        assert!(path.is_absolute(), "{path:?}");
+        assert!(path.ends_with("sh"), "{path:?}");
+        assert!(is_executable_file(path), "{path:?}");
+        assert!(std::ptr::eq(sh, shell_path().unwrap()), "resolved once");
     }
 
     #[test]

@@ -52,9 +52,11 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
 }
 
 fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
-    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
-    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    pipe::Receiver::from_owned_fd(fd)
+    // Only the read end: the write end is the child's stdout, which must stay blocking (the
+    // flag belongs to the open pipe end, which dup2 shares). A fresh pipe end has no other
+    // status flags to preserve.
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Copy output into the process's buffer until the pipe closes, and record the shell's exit
