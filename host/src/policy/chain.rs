@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -11,6 +12,7 @@ use super::audit::{AuditLog, AuditRecord, changed_fields, now_unix};
 use super::cache::ArtifactCache;
 use super::config::{self, OnError, PluginSource, PolicyConfig};
 use super::engine::{EngineOptions, PolicyEngine};
+use super::instance::SpentInstance;
 use super::plugin::{LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since};
 use super::worker::{Workers, contained};
 use super::{Denial, PolicyContext, StartRequest};
@@ -26,6 +28,10 @@ struct ChainInner {
     audit: Option<AuditLog>,
     workers: Workers,
     cache_dir: Option<PathBuf>,
+    /// Spent instances handed to a recycling task and not yet dropped.
+    spent_pending: AtomicUsize,
+    /// Most spent instances left for later at once; beyond this they are dropped at once.
+    max_spent_pending: usize,
     engine: PolicyEngine,
 }
 
@@ -108,8 +114,17 @@ impl PolicyChain {
             }
         }
 
+        // The pool holds, besides `max_instances` instances in calls, one ready instance
+        // per plugin and one being created, and up to `max_instances` spent ones waiting to
+        // be dropped.
+        let plugin_slots = u32::try_from(sources.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(2);
         let engine = PolicyEngine::new(EngineOptions {
-            max_instances: config.max_instances,
+            max_instances: config
+                .max_instances
+                .saturating_mul(2)
+                .saturating_add(plugin_slots),
             max_memory_bytes: pool_memory,
         })?;
         let cache = ArtifactCache::new(config.effective_cache_dir(), engine.fingerprint());
@@ -136,6 +151,8 @@ impl PolicyChain {
                 audit,
                 workers,
                 cache_dir: cache.dir().map(Path::to_owned),
+                spent_pending: AtomicUsize::new(0),
+                max_spent_pending: config.max_instances as usize,
                 engine,
             })),
         })
@@ -144,6 +161,14 @@ impl PolicyChain {
     /// Whether the chain has no plugins.
     pub fn is_empty(&self) -> bool {
         self.inner.as_ref().is_none_or(|i| i.plugins.is_empty())
+    }
+
+    /// Plugins with an instance ready for their next call.
+    #[cfg(test)]
+    pub(crate) fn ready_instances(&self) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.plugins.iter().filter(|p| p.has_spare()).count())
     }
 
     /// Number of plugins.
@@ -273,16 +298,57 @@ fn runtime_failure() -> Denial {
 impl ChainInner {
     /// Runs the chain. With `steps`, a dry run: steps are collected, nothing is recorded.
     async fn run(
+        self: &Arc<Self>,
+        req: StartRequest,
+        ctx: &PolicyContext,
+        steps: Option<&mut Vec<StepReport>>,
+    ) -> Result<StartRequest, Denial> {
+        let mut spent = Vec::with_capacity(self.plugins.len());
+        let result = self.run_plugins(req, ctx, steps, &mut spent).await;
+        self.recycle(spent);
+        result
+    }
+
+    /// Drops spent instances and creates the next ready ones after the request has moved
+    /// on: on a task of the caller's runtime, which runs when the request next waits (for
+    /// its process, say), or else of the chain's own runtime. Nothing is saved in CPU; the
+    /// request just does not wait for it. If too many spent instances are already waiting,
+    /// these are dropped here, which keeps the instance pool from filling up.
+    fn recycle(self: &Arc<Self>, spent: Vec<SpentInstance>) {
+        let count = spent.len();
+        if self.spent_pending.fetch_add(count, Ordering::AcqRel) + count > self.max_spent_pending {
+            drop(spent);
+            self.spent_pending.fetch_sub(count, Ordering::AcqRel);
+            return;
+        }
+        let inner = self.clone();
+        let task = async move {
+            drop(spent);
+            inner.spent_pending.fetch_sub(count, Ordering::AcqRel);
+            for p in &inner.plugins {
+                p.refill(&inner.engine, inner.workers.handle()).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(task)),
+            Err(_) => drop(self.workers.handle().spawn(task)),
+        }
+    }
+
+    async fn run_plugins(
         &self,
         mut req: StartRequest,
         ctx: &PolicyContext,
         mut steps: Option<&mut Vec<StepReport>>,
+        spent: &mut Vec<SpentInstance>,
     ) -> Result<StartRequest, Denial> {
         let dry_run = steps.is_some();
         let chat_id = ctx.chat_id.as_deref();
         for p in &self.plugins {
             let start = Instant::now();
-            let outcome = p.call(&self.engine, self.workers.handle(), &req, ctx).await;
+            let outcome = p
+                .call(&self.engine, self.workers.handle(), &req, ctx, spent)
+                .await;
             let micros = micros_since(start);
             let plugin = &*p.name;
             if !dry_run {

@@ -8,8 +8,11 @@
 //! limit has passed and stops it.
 //!
 //! The clock itself starts at zero for every call (a monotonic clock has no meaningful
-//! origin, and this does not tell plugins how long the host has been up).
+//! origin, and this does not tell plugins how long the host has been up). An instance is
+//! created before its call, so the clock is armed when the call begins, not when the
+//! instance's WASI context is built.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::StoreContextMut;
@@ -23,9 +26,14 @@ use wasmtime_wasi::p2::{DynPollable, Pollable};
 /// this name does not silently bypass the bound.
 const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
-/// The clock of one call and the instant its sleeps must end by.
-#[derive(Debug, Clone, Copy)]
+/// The clock of one call and the instant its sleeps must end by. Clones share the clock.
+#[derive(Debug, Clone)]
 pub(crate) struct CallClock {
+    span: Arc<Mutex<Span>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
     origin: Instant,
     deadline: Instant,
 }
@@ -33,20 +41,39 @@ pub(crate) struct CallClock {
 impl CallClock {
     /// A clock starting now, whose sleeps end at the latest after `limit`.
     pub fn new(limit: Duration) -> Self {
+        let clock = Self {
+            span: Arc::new(Mutex::new(Span {
+                origin: Instant::now(),
+                deadline: Instant::now(),
+            })),
+        };
+        clock.arm(limit);
+        clock
+    }
+
+    /// Restarts the clock at zero now, with sleeps ending at the latest after `limit`.
+    pub fn arm(&self, limit: Duration) {
         let origin = Instant::now();
-        Self {
+        *self.lock() = Span {
             origin,
             deadline: origin + limit,
-        }
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Span> {
+        // A poisoned lock still holds a valid pair of instants.
+        self.span.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let origin = self.lock().origin;
+        u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// How long a requested sleep may really last.
     fn bound(&self, requested: Duration) -> Duration {
-        requested.min(self.deadline.saturating_duration_since(Instant::now()))
+        let deadline = self.lock().deadline;
+        requested.min(deadline.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -114,6 +141,18 @@ impl Pollable for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arming_restarts_the_clock_and_its_deadline() {
+        let c = CallClock::new(Duration::from_millis(1));
+        let shared = c.clone();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.bound(Duration::from_secs(1)), Duration::ZERO);
+        assert!(c.now() >= 5_000_000);
+        shared.arm(Duration::from_secs(60));
+        assert!(c.now() < 5_000_000, "armed clock restarts at zero");
+        assert_eq!(c.bound(Duration::from_secs(1)), Duration::from_secs(1));
+    }
 
     #[test]
     fn sleeps_end_by_the_deadline() {

@@ -27,6 +27,7 @@ mod chain;
 mod clock;
 pub mod config;
 mod engine;
+mod instance;
 mod plugin;
 mod stdio;
 mod worker;

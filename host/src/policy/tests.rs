@@ -734,3 +734,35 @@ fn wasi_grants_nothing() {
     println!("probe found: {found}");
     assert_eq!(found, "clock+sleep ok (true)");
 }
+
+/// Instances are created ahead of their call, but every call still gets one nobody has
+/// called: `faulty-sleep` in mode `count` counts its calls in a static.
+#[test]
+fn every_call_runs_in_an_instance_nobody_called_before() {
+    let c = chain(&[source("faulty-sleep").with_settings(settings("mode = 'count'"))]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for round in 0..4 {
+            let denial = c.evaluate_async(req("ls"), &ctx()).await.unwrap_err();
+            assert_eq!(denial.reason, "call 1 of this instance", "round {round}");
+            // After the first call, the next instance is made ready off the request's path.
+            let start = Instant::now();
+            while c.ready_instances() == 0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "no ready instance"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    // The synchronous path (the chain's own runtime) uses and refills them the same way.
+    for _ in 0..3 {
+        let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
+        assert_eq!(denial.reason, "call 1 of this instance");
+    }
+}

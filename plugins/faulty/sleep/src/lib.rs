@@ -9,9 +9,15 @@
 //!   variables and arguments, connect a TCP socket and find a working directory, then denies
 //!   with a `; `-separated list of what worked. A plugin gets WASI with nothing granted, so
 //!   the host's tests expect only the clock check: `clock+sleep ok (true)`.
+//! * `count`: denies with `call N of this instance`, N counting this instance's calls. The
+//!   host runs every call in a fresh instance, so its tests expect `call 1` every time.
 
 use procwarden_plugin_sdk::{Context, Decision, Guest, StartRequest, host};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Calls this instance has seen (a fresh instance starts at zero).
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 struct Sleep;
 
@@ -22,6 +28,10 @@ impl Guest for Sleep {
                 std::thread::sleep(Duration::from_millis(1));
             },
             Some("probe") => Decision::Deny(probe().join("; ")),
+            Some("count") => {
+                let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                Decision::Deny(format!("call {n} of this instance"))
+            }
             _ => {
                 std::thread::sleep(Duration::from_secs(3600));
                 Decision::Allow(req)

@@ -1,0 +1,424 @@
+//! One instance of a plugin in its own store: the host side of its imports, its memory and
+//! time limits, and its creation ahead of the call that uses it.
+//!
+//! Creating an instance costs about as much as calling it, and so does resetting its pool slot
+//! afterwards. Both are moved off the request's path: a plugin keeps one instance ready,
+//! created after its previous call, and a spent instance is dropped later too (see the
+//! chain). Every call still runs in an instance nobody has called before: only the moment it
+//! was created moved. Creation runs under the same CPU and memory limits as a call, so a
+//! plugin that misbehaves while instantiating is stopped and reported all the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::clock::{CallClock, HasCallClock};
+use super::engine::PolicyEngine;
+use super::plugin::bindings::procwarden::policy::{host, types};
+use super::plugin::bindings::{PolicyPlugin, PolicyPluginPre};
+use super::plugin::{Verdict, WALL_CLOCK_FACTOR, truncate};
+use super::stdio::Capture;
+use super::{PolicyContext, StartRequest};
+
+/// Bytes of a plugin's stdout and of its stderr kept per call (the rest is discarded).
+const STDIO_CAPTURE_BYTES: usize = 4096;
+/// `log` calls honoured per plugin call; later ones are dropped (and counted).
+const LOG_LINES_PER_CALL: u32 = 64;
+/// Longest log message or denial reason kept, in bytes.
+pub(crate) const MAX_TEXT_BYTES: usize = 4096;
+
+/// What every instance of one plugin shares.
+pub(crate) struct InstanceSpec<'a> {
+    pub pre: &'a PolicyPluginPre<HostState>,
+    pub plugin: &'a Arc<str>,
+    pub settings: &'a Arc<BTreeMap<String, String>>,
+    /// CPU time for instantiating, and again for the call.
+    pub budget: Duration,
+    pub max_memory_bytes: u64,
+}
+
+/// Why an instance produced no answer, with what is needed to explain it.
+pub(crate) struct Fault {
+    pub error: wasmtime::Error,
+    /// Whether it happened while instantiating (rather than in `on-start`).
+    pub instantiating: bool,
+    /// A memory growth the limiter refused, in bytes.
+    pub memory_denied: Option<usize>,
+    /// Set when the time limit stopped it: `true` if by the real-time cap.
+    pub timed_out: Option<bool>,
+    /// What the plugin wrote to stderr (a Rust panic message, say).
+    pub stderr: Option<String>,
+}
+
+/// An instance that has never been called.
+pub(crate) struct ReadyInstance {
+    store: Store<HostState>,
+    bindings: PolicyPlugin,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+/// An instance after its call. Dropping it resets its slot in the instance pool, which is
+/// worth doing after the request has moved on.
+pub(crate) struct SpentInstance {
+    _store: Store<HostState>,
+}
+
+impl ReadyInstance {
+    /// Creates an instance in a new store, within the plugin's CPU and memory limits.
+    pub async fn create(
+        spec: &InstanceSpec<'_>,
+        engine: &PolicyEngine,
+        timers: &tokio::runtime::Handle,
+    ) -> Result<Self, Fault> {
+        let stdout = Capture::new(STDIO_CAPTURE_BYTES);
+        let stderr = Capture::new(STDIO_CAPTURE_BYTES);
+        let clock = CallClock::new(spec.budget * WALL_CLOCK_FACTOR as u32);
+        let mut store = Store::new(
+            engine.engine(),
+            HostState {
+                plugin: spec.plugin.clone(),
+                settings: spec.settings.clone(),
+                wasi: WasiCtxBuilder::new()
+                    .stdout(stdout.clone())
+                    .stderr(stderr.clone())
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
+                    .monotonic_clock(clock.clone())
+                    .build(),
+                clock,
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter {
+                    limit: usize::try_from(spec.max_memory_bytes).unwrap_or(usize::MAX),
+                    denied: None,
+                },
+                logs_left: LOG_LINES_PER_CALL,
+                logs_dropped: 0,
+                timed_out: None,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let meter = Arc::new(CpuMeter::default());
+        arm_time_limit(&mut store, spec.budget, meter.clone());
+        let created = {
+            let _running = engine.begin_call();
+            meter
+                .run(timers, spec.pre.instantiate_async(&mut store))
+                .await
+        };
+        match created {
+            Ok(bindings) => Ok(Self {
+                store,
+                bindings,
+                stdout,
+                stderr,
+            }),
+            Err(error) => Err(fault(error, true, store.data(), &stderr)),
+        }
+    }
+
+    /// Runs `on-start` once, with a fresh CPU budget and clock. Returns the answer and the
+    /// spent instance.
+    pub async fn call(
+        mut self,
+        engine: &PolicyEngine,
+        timers: &tokio::runtime::Handle,
+        budget: Duration,
+        req: &StartRequest,
+        ctx: &PolicyContext,
+    ) -> (Result<Verdict, Fault>, SpentInstance) {
+        let state = self.store.data_mut();
+        state.clock.arm(budget * WALL_CLOCK_FACTOR as u32);
+        state.timed_out = None;
+        let meter = Arc::new(CpuMeter::default());
+        arm_time_limit(&mut self.store, budget, meter.clone());
+        let result = {
+            let _running = engine.begin_call();
+            let (wit_req, wit_ctx) = (to_wit_request(req), to_wit_context(ctx));
+            let call = self.bindings.procwarden_policy_policy().call_on_start(
+                &mut self.store,
+                &wit_req,
+                &wit_ctx,
+            );
+            meter.run(timers, call).await
+        };
+        let state = self.store.data();
+        if state.logs_dropped > 0 {
+            tracing::warn!(plugin = %state.plugin, dropped = state.logs_dropped,
+                "policy plugin logged too much; lines dropped");
+        }
+        log_stdio(&state.plugin, "stdout", &self.stdout);
+        log_stdio(&state.plugin, "stderr", &self.stderr);
+        let outcome = match result {
+            Ok(types::Decision::Allow(r)) => Ok(Verdict::Allow(from_wit_request(r))),
+            Ok(types::Decision::Deny(reason)) => {
+                Ok(Verdict::Deny(truncate(reason, MAX_TEXT_BYTES)))
+            }
+            Err(error) => Err(fault(error, false, state, &self.stderr)),
+        };
+        (outcome, SpentInstance { _store: self.store })
+    }
+}
+
+fn fault(
+    error: wasmtime::Error,
+    instantiating: bool,
+    state: &HostState,
+    stderr: &Capture,
+) -> Fault {
+    tracing::debug!(plugin = %state.plugin, instantiating, "policy plugin failed: {error:?}");
+    Fault {
+        error,
+        instantiating,
+        memory_denied: state.limiter.denied,
+        timed_out: state.timed_out,
+        stderr: stderr.summary(),
+    }
+}
+
+/// The time budget is CPU time spent polling the call (see [`CpuMeter`]), so a plugin is
+/// not cut short when the machine is busy and its thread is preempted; a real-time cap
+/// of [`WALL_CLOCK_FACTOR`] × the budget still bounds every call. Epoch ticks (about
+/// 1 ms) are when the budget is checked: the first check comes when the budget could
+/// have been used up, later ones when the rest of it, or the real-time cap, could be
+/// reached. Between checks the call yields to the executor, so a long call does not
+/// keep other tasks of its thread waiting.
+fn arm_time_limit(store: &mut Store<HostState>, budget: Duration, meter: Arc<CpuMeter>) {
+    let wall_cap = budget * WALL_CLOCK_FACTOR as u32;
+    let wall_start = Instant::now();
+    store.set_epoch_deadline(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1));
+    store.epoch_deadline_callback(move |mut ctx| {
+        let wall = wall_start.elapsed();
+        let used = meter.used().unwrap_or(wall);
+        if used >= budget || wall >= wall_cap {
+            ctx.data_mut().timed_out = Some(used < budget);
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // Check again when either limit could next be reached.
+        let left = (budget - used).min(wall_cap - wall).as_millis();
+        Ok(UpdateDeadline::Yield(
+            u64::try_from(left).unwrap_or(1).max(1),
+        ))
+    });
+}
+
+/// Store data of one instance.
+pub(crate) struct HostState {
+    plugin: Arc<str>,
+    settings: Arc<BTreeMap<String, String>>,
+    wasi: WasiCtx,
+    clock: CallClock,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    logs_left: u32,
+    logs_dropped: u32,
+    /// Set when the time limit stopped the call: `true` if by the real-time cap.
+    timed_out: Option<bool>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl HasCallClock for HostState {
+    fn call_clock(&mut self) -> (CallClock, &mut ResourceTable) {
+        (self.clock.clone(), &mut self.table)
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        if self.logs_left == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.logs_left -= 1;
+        let plugin = &*self.plugin;
+        let message = truncate(message, MAX_TEXT_BYTES);
+        match level {
+            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn is_dir(&mut self, path: String) -> bool {
+        !path.is_empty() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.settings.get(&key).cloned()
+    }
+
+    fn config_keys(&mut self) -> Vec<String> {
+        self.settings.keys().cloned().collect()
+    }
+}
+
+/// Bounds one instance's linear memory and remembers a refused growth, so the resulting
+/// trap can be reported as "out of memory".
+struct MemoryLimiter {
+    limit: usize,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = maximum.map_or(self.limit, |m| m.min(self.limit));
+        if desired > limit {
+            // Growth fails (`memory.grow` returns -1); a Rust guest then aborts with a trap.
+            self.denied = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the instance pool's `table_elements`.
+        Ok(true)
+    }
+}
+
+fn log_stdio(plugin: &str, stream: &'static str, capture: &Capture) {
+    if let Some(text) = capture.summary() {
+        tracing::debug!(plugin, stream, "policy plugin output: {text}");
+    }
+}
+
+fn to_wit_request(r: &StartRequest) -> types::StartRequest {
+    types::StartRequest {
+        command: r.command.clone(),
+        workdir: r.workdir.clone(),
+        env: r.env.clone(),
+        background: r.background,
+        timeout_seconds: r.timeout_seconds,
+    }
+}
+
+fn from_wit_request(r: types::StartRequest) -> StartRequest {
+    StartRequest {
+        command: r.command,
+        workdir: r.workdir,
+        env: r.env,
+        background: r.background,
+        timeout_seconds: r.timeout_seconds,
+    }
+}
+
+fn to_wit_context(c: &PolicyContext) -> types::Context {
+    types::Context {
+        chat_id: c.chat_id.clone(),
+        agent_workdir: c.agent_workdir.clone(),
+        home: c.home.clone(),
+    }
+}
+
+/// CPU time spent running one call. The call is a future that may be polled on different
+/// threads (after a sleep or a yield), so each poll measures its own thread's CPU time: the
+/// total of finished polls plus what the current poll has used so far.
+#[derive(Default)]
+struct CpuMeter {
+    /// Nanoseconds used by finished polls.
+    spent: AtomicU64,
+    /// Thread CPU time, in nanoseconds, when the current poll began; `u64::MAX` if it
+    /// could not be read.
+    poll_start: AtomicU64,
+}
+
+impl CpuMeter {
+    /// Polls `fut` to completion, metering every poll, inside `timers`' runtime context.
+    async fn run<F: Future>(&self, timers: &tokio::runtime::Handle, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let _timers = timers.enter();
+            let start = thread_cpu_time().map_or(u64::MAX, duration_nanos);
+            self.poll_start.store(start, Ordering::Relaxed);
+            let poll = fut.as_mut().poll(cx);
+            if poll.is_pending() {
+                // Only a call that waits or yields is polled again; most finish at once.
+                let used = match thread_cpu_time() {
+                    Some(now) if start != u64::MAX => duration_nanos(now).saturating_sub(start),
+                    _ => 0,
+                };
+                self.spent.fetch_add(used, Ordering::Relaxed);
+            }
+            poll
+        })
+        .await
+    }
+
+    /// CPU time used so far; called from inside a poll (the epoch callback). `None` if the
+    /// thread's CPU clock cannot be read.
+    fn used(&self) -> Option<Duration> {
+        let start = self.poll_start.load(Ordering::Relaxed);
+        let now = thread_cpu_time()?;
+        if start == u64::MAX {
+            return None;
+        }
+        let current = duration_nanos(now).saturating_sub(start);
+        Some(Duration::from_nanos(
+            self.spent.load(Ordering::Relaxed).saturating_add(current),
+        ))
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// CPU time consumed by the calling thread so far.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` that lives across the call, and
+    // `CLOCK_THREAD_CPUTIME_ID` is a clock id the kernel knows; the call writes only `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_time_advances_with_work_not_sleep() {
+        let start = thread_cpu_time().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time().unwrap() - start;
+        assert!(slept < Duration::from_millis(15), "{slept:?}");
+        let begin = Instant::now();
+        while thread_cpu_time().unwrap() - start < Duration::from_millis(20) {
+            assert!(
+                begin.elapsed() < Duration::from_secs(20),
+                "thread CPU time does not advance while working"
+            );
+        }
+    }
+}
