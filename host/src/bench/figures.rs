@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use super::client::Connection;
 use super::stats::{Samples, median};
 use super::{BenchPlan, Row};
 use crate::agent::Agent;
@@ -67,6 +68,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
 /// An agent served on a loopback port inside this process, with the sample plugins.
 struct LocalAgent {
     url: String,
+    addr: std::net::SocketAddr,
     agent: Arc<Agent>,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
@@ -81,13 +83,15 @@ impl LocalAgent {
         };
         let agent = Agent::new(&config, crate::server::sample_chain()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/api/v0/processes", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}/api/v0/processes");
         let app = crate::http::router(agent.clone(), &config, None);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self {
             url,
+            addr,
             agent,
             http: reqwest::Client::new(),
             server,
@@ -109,26 +113,38 @@ impl LocalAgent {
             .await?)
     }
 
-    /// Start `command` and wait for it to exit, in one request (`POST start?wait=true`), as
-    /// a client running a foreground command does.
-    async fn run(&self, command: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .http
-            .post(format!("{}/start?wait=true", self.url))
-            .json(&json!({ "command": command }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+    /// A client connection of the load generator.
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        Connection::open(self.addr).await
     }
+}
 
-    /// The same in two requests: start, then `GET output?wait=true`.
-    async fn run_in_two_requests(&self, command: &str) -> anyhow::Result<Value> {
-        let id = self.start_process(command).await?;
-        self.wait(&id).await
-    }
+const PROCESSES: &str = "/api/v0/processes";
 
+/// Start `command` and wait for it to exit, in one request (`POST start?wait=true`), as a
+/// client running a foreground command does.
+async fn run(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
+    conn.post(
+        &format!("{PROCESSES}/start?wait=true"),
+        &json!({ "command": command }),
+    )
+    .await
+}
+
+/// The same in two requests: start, then `GET output?wait=true`.
+async fn run_in_two_requests(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
+    let started = conn
+        .post(
+            &format!("{PROCESSES}/start"),
+            &json!({ "command": command }),
+        )
+        .await?;
+    let id = started["id"].as_str().context("start reply without id")?;
+    conn.get(&format!("{PROCESSES}/{id}/output?wait=true"))
+        .await
+}
+
+impl LocalAgent {
     async fn stop(self) {
         self.agent.shutdown().await;
         self.server.abort();
@@ -173,8 +189,9 @@ fn sh_true() -> anyhow::Result<()> {
 /// one request (`start?wait=true`, judged) and in two (start, then `output?wait=true`).
 async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let local = LocalAgent::start().await?;
-    local.run("true").await?; // warm the connection and the plugins
-    local.run_in_two_requests("true").await?;
+    let mut conn = local.connect().await?;
+    run(&mut conn, "true").await?; // warm the connection and the plugins
+    run_in_two_requests(&mut conn, "true").await?;
     let mut rounds = LatencyRounds::default();
     for _ in 0..plan.rounds {
         // Samples alternate with their baseline, so a machine that slows down for a moment
@@ -184,11 +201,11 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         let mut base = Vec::with_capacity(plan.latency_samples * 2);
         for _ in 0..plan.latency_samples {
             let t = Instant::now();
-            local.run("true").await?;
+            run(&mut conn, "true").await?;
             one.push(t.elapsed());
             base.push(spawn_and_wait_directly().await?);
             let t = Instant::now();
-            local.run_in_two_requests("true").await?;
+            run_in_two_requests(&mut conn, "true").await?;
             two.push(t.elapsed());
             base.push(spawn_and_wait_directly().await?);
         }
@@ -263,18 +280,18 @@ impl LatencyRounds {
 /// Commands per second with concurrent clients, against as many threads spawning directly.
 async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let local = Arc::new(LocalAgent::start().await?);
-    local.run("true").await?;
+    run(&mut local.connect().await?, "true").await?;
     let window = Duration::from_secs_f64(plan.throughput_seconds);
     let (mut ours, mut base) = (vec![], vec![]);
     for _ in 0..plan.rounds {
         let deadline = Instant::now() + window;
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..plan.concurrent_clients {
-            let local = local.clone();
+            let mut conn = local.connect().await?;
             clients.spawn(async move {
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    local.run("true").await?;
+                    run(&mut conn, "true").await?;
                     done += 1;
                 }
                 anyhow::Ok(done)
@@ -433,11 +450,12 @@ async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
 /// Output throughput through the agent, against the same command piped to a plain reader.
 async fn output(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let local = LocalAgent::start().await?;
+    let mut conn = local.connect().await?;
     let command = format!("head -c {} /dev/zero", plan.output_bytes);
     let (mut ours, mut base) = (vec![], vec![]);
     for _ in 0..plan.rounds {
         let t = Instant::now();
-        let reply = local.run(&command).await?;
+        let reply = run(&mut conn, &command).await?;
         let elapsed = t.elapsed();
         let seen = reply["truncated"]["original_bytes"].as_u64().unwrap_or(0);
         anyhow::ensure!(seen == plan.output_bytes, "agent saw {seen} bytes");

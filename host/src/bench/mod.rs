@@ -3,6 +3,7 @@
 //! Absolute times on a shared 2-core machine are noise; ratios against a baseline taken
 //! moments earlier on the same machine are not. Each figure is the median of several rounds.
 
+mod client;
 mod figures;
 mod stats;
 
