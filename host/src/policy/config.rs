@@ -57,8 +57,9 @@ pub struct PolicyConfig {
     pub default_timeout_ms: u64,
     /// Memory bound of one plugin instance unless the plugin sets `max_memory_bytes`.
     pub default_max_memory_bytes: u64,
-    /// How many plugin instances may exist at once (the pooling allocator's size). Each
-    /// running chain holds one instance at a time; a call beyond this fails like a trap.
+    /// How many plugin calls may run at once. Each running chain holds one instance at a
+    /// time; the pool also has room for each plugin's ready instance and for spent ones
+    /// waiting to be dropped. A call beyond this fails like a trap.
     pub max_instances: u32,
     /// Threads of the chain's own runtime: they keep time for plugins that sleep, and run
     /// plugins when the synchronous API is called from inside a Tokio runtime.
