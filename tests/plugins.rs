@@ -68,6 +68,29 @@ async fn trailing_ampersand_becomes_a_tracked_background_process_whose_group_die
     assert_eq!(api.wait_exit(&id).await["exit_code"], 137);
 }
 
+/// `start?wait=true` waits for foreground commands only: one a plugin moved to the
+/// background comes back at once, running.
+#[tokio::test]
+async fn start_with_wait_returns_at_once_for_a_command_a_plugin_moved_to_the_background() {
+    let server = Server::start();
+    let api = server.api();
+    let m = Marker::new();
+    let t0 = std::time::Instant::now();
+    let r = api
+        .post(
+            "/api/v0/processes/start?wait=true",
+            &json!({ "command": format!("{} &", m.sleep()) }),
+        )
+        .await;
+    r.expect_status(200);
+    assert!(t0.elapsed() < GONE, "waited for a background process");
+    assert_eq!(r.body["background"], true, "{}", r.text);
+    assert_eq!(r.body["running"], true, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    api.signal(&id, "kill").await.expect_status(200);
+    api.wait_exit(&id).await;
+}
+
 #[tokio::test]
 async fn ampersands_that_are_not_trailing_are_left_alone() {
     let server = Server::start();
