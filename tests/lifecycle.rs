@@ -181,10 +181,7 @@ async fn start_with_wait_returns_the_finished_process_in_one_request() {
     let server = Server::start();
     let api = server.api();
     let r = api
-        .post(
-            "/api/v0/processes/start?wait=true",
-            &json!({"command": "sleep 0.3; echo done; exit 3"}),
-        )
+        .start_wait_req(&json!({"command": "sleep 0.3; echo done; exit 3"}))
         .await;
     r.expect_status(200);
     let body = &r.body;
@@ -218,8 +215,7 @@ async fn start_with_wait_does_not_wait_for_a_background_process() {
     let api = server.api();
     let t0 = Instant::now();
     let r = api
-        .post(
-            "/api/v0/processes/start?wait=true",
+        .start_wait_req(
             &json!({"command": format!("echo early; {}", m.sleep()), "background": true}),
         )
         .await;
@@ -239,10 +235,7 @@ async fn start_with_wait_is_capped_and_outlives_the_request_timeout() {
     let api = server.api();
     let t0 = Instant::now();
     let r = api
-        .post(
-            "/api/v0/processes/start?wait=true",
-            &json!({"command": format!("echo partial; {}", m.sleep())}),
-        )
+        .start_wait_req(&json!({"command": format!("echo partial; {}", m.sleep())}))
         .await;
     let took = secs(t0);
     r.expect_status(200);

@@ -77,10 +77,7 @@ async fn start_with_wait_returns_at_once_for_a_command_a_plugin_moved_to_the_bac
     let m = Marker::new();
     let t0 = std::time::Instant::now();
     let r = api
-        .post(
-            "/api/v0/processes/start?wait=true",
-            &json!({ "command": format!("{} &", m.sleep()) }),
-        )
+        .start_wait_req(&json!({ "command": format!("{} &", m.sleep()) }))
         .await;
     r.expect_status(200);
     assert!(t0.elapsed() < GONE, "waited for a background process");

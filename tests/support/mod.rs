@@ -518,6 +518,11 @@ impl Api {
         self.post("/api/v0/processes/start", body).await
     }
 
+    /// `POST /start?wait=true` (start and wait in one request) with an arbitrary body.
+    pub async fn start_wait_req(&self, body: &Value) -> Resp {
+        self.post("/api/v0/processes/start?wait=true", body).await
+    }
+
     /// Starts `body` and returns the id (asserts 200, `started: true`, non-empty id).
     #[track_caller]
     pub fn start_with<'a>(&'a self, body: Value) -> impl Future<Output = String> + 'a {
