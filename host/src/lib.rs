@@ -15,3 +15,4 @@ pub mod mcp;
 pub mod policy;
 pub mod process;
 pub mod server;
+mod sync;

@@ -61,8 +61,7 @@ impl CallClock {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Span> {
-        // A poisoned lock still holds a valid pair of instants.
-        self.span.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.span)
     }
 
     fn now_nanos(&self) -> u64 {

@@ -16,6 +16,7 @@ use super::config::{self, OnError, PluginCode, PluginSource, PolicyConfig, flatt
 use super::engine::PolicyEngine;
 use super::instance::{Fault, HostState, InstanceSpec, ReadyInstance, SpentInstance};
 use super::{PolicyContext, StartRequest, wasm_err};
+use crate::sync::lock;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -453,11 +454,6 @@ impl Plugin {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The slot holds no invariant a panic could break.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Rejects bytes that are not a binary component before handing them to the compiler, with

@@ -12,6 +12,7 @@ use super::buffer::BufferLimits;
 use super::group::signal_group;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
+use crate::sync::lock;
 
 /// Tunables of the process table.
 #[derive(Debug, Clone)]
@@ -329,10 +330,4 @@ async fn enforce_timeout(process: Arc<Process>, limit: Duration, grace: Duration
         "timeout reached: stopping process group"
     );
     terminate_then_kill(&process, grace).await;
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

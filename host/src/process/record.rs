@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
 use super::group;
+use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -203,14 +204,6 @@ fn advance(phase: &mut Phase, to: Phase) -> bool {
     } else {
         false
     }
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain data; the data is
-/// still usable, and one bad request must not take every later one down with it.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn unix_now() -> i64 {
