@@ -155,6 +155,30 @@ async fn workdir_sample_uses_the_agent_dir_and_refuses_a_missing_request_dir() {
 }
 
 #[tokio::test]
+async fn a_remembered_answer_does_not_outlive_the_directory_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let server = Server::start();
+    let api = server.api();
+    let body = json!({ "command": "pwd", "workdir": project });
+    for _ in 0..2 {
+        let id = api.start_with(body.clone()).await;
+        assert_eq!(
+            out(&api.wait_exit(&id).await).trim_end(),
+            project.canonicalize().unwrap().to_str().unwrap()
+        );
+    }
+    // The same request again, now that the directory is gone: refused, not the earlier
+    // answer.
+    std::fs::remove_dir(&project).unwrap();
+    let message = api.start_req(&body).await.error(403);
+    assert!(message.contains("policy plugin \"workdir\""), "{message}");
+    std::fs::create_dir(&project).unwrap();
+    api.start_with(body).await;
+}
+
+#[tokio::test]
 async fn deny_sample_refuses_with_403_and_a_reason_the_model_can_act_on() {
     let server = Server::start();
     let api = server.api();
@@ -287,6 +311,24 @@ async fn every_decision_is_audited_with_the_plugin_name() {
     );
     assert_eq!(lines[0]["command_after"], "sleep 0");
     assert_eq!(lines[7]["decision"], "deny");
+    assert!(lines.iter().all(|l| l.get("remembered").is_none()));
+
+    // The same requests again are answered from what each plugin remembers, and the audit
+    // file says so.
+    api.start("sleep 0 &").await;
+    api.start_req(&json!({ "command": "rm -rf ~" }))
+        .await
+        .error(403);
+    let again: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .skip(8)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(again.len(), 8);
+    assert!(again.iter().all(|l| l["remembered"] == true), "{again:?}");
+    assert_eq!(again[0]["command_after"], "sleep 0");
+    assert_eq!(again[7]["decision"], "deny");
 }
 
 #[tokio::test]

@@ -38,6 +38,9 @@ pub(crate) struct AuditRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_error: Option<&'static str>,
     pub micros: u64,
+    /// The plugin was not run: its answer to the same request was remembered.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remembered: bool,
     pub command_before: &'a str,
     /// The command the plugin passed on (absent when the request was denied).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,7 +130,7 @@ mod tests {
             background: true,
             ..Default::default()
         };
-        for decision in ["allow", "deny"] {
+        for (decision, remembered) in [("allow", false), ("deny", true)] {
             log.record(&AuditRecord {
                 time_unix: now_unix(),
                 chat_id: Some("c1"),
@@ -136,6 +139,7 @@ mod tests {
                 reason: None,
                 on_error: None,
                 micros: 12,
+                remembered,
                 command_before: &before.command,
                 command_after: Some(&after.command),
                 changed: changed_fields(&before, &after),
@@ -150,6 +154,9 @@ mod tests {
         assert_eq!(lines[0]["plugin"], "ampersand");
         assert_eq!(lines[0]["chat_id"], "c1");
         assert_eq!(lines[1]["decision"], "deny");
+        // Only a remembered answer says so.
+        assert_eq!(lines[0].get("remembered"), None);
+        assert_eq!(lines[1]["remembered"], true);
         assert_eq!(
             lines[0]["changed"],
             serde_json::json!(["command", "background"])

@@ -13,7 +13,9 @@ use super::cache::ArtifactCache;
 use super::config::{self, OnError, PluginSource, PolicyConfig};
 use super::engine::{EngineOptions, PolicyEngine};
 use super::instance::SpentInstance;
-use super::plugin::{LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since};
+use super::plugin::{
+    Answer, LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since,
+};
 use super::worker::{Workers, contained};
 use super::{Denial, PolicyContext, StartRequest};
 
@@ -347,7 +349,14 @@ impl ChainInner {
         for p in &self.plugins {
             let start = Instant::now();
             let outcome = p
-                .call(&self.engine, self.workers.handle(), &req, ctx, spent)
+                .call(
+                    &self.engine,
+                    self.workers.handle(),
+                    &req,
+                    ctx,
+                    spent,
+                    !dry_run,
+                )
                 .await;
             let micros = micros_since(start);
             let plugin = &*p.name;
@@ -360,6 +369,13 @@ impl ChainInner {
                 }
             }
             let audit = self.audit.as_ref().filter(|_| !dry_run);
+            let remembered = matches!(
+                outcome,
+                Ok(Answer {
+                    remembered: true,
+                    ..
+                })
+            );
             let record = |decision, reason, on_error, after: Option<&StartRequest>| {
                 if let Some(audit) = audit {
                     audit.record(&AuditRecord {
@@ -370,6 +386,7 @@ impl ChainInner {
                         reason,
                         on_error,
                         micros,
+                        remembered,
                         command_before: &req.command,
                         command_after: after.map(|a| a.command.as_str()),
                         changed: after.map(|a| changed_fields(&req, a)).unwrap_or_default(),
@@ -377,7 +394,10 @@ impl ChainInner {
                 }
             };
             match outcome {
-                Ok(Verdict::Allow(next)) => {
+                Ok(Answer {
+                    verdict: Verdict::Allow(next),
+                    ..
+                }) => {
                     let changed = changed_fields(&req, &next);
                     tracing::debug!(
                         plugin,
@@ -385,6 +405,7 @@ impl ChainInner {
                         micros,
                         ?changed,
                         dry_run,
+                        remembered,
                         "policy decision: allow"
                     );
                     record("allow", None, None, Some(&next));
@@ -399,13 +420,17 @@ impl ChainInner {
                     }
                     req = next;
                 }
-                Ok(Verdict::Deny(reason)) => {
+                Ok(Answer {
+                    verdict: Verdict::Deny(reason),
+                    ..
+                }) => {
                     tracing::info!(
                         plugin,
                         chat_id,
                         micros,
                         reason,
                         dry_run,
+                        remembered,
                         "policy decision: deny"
                     );
                     record("deny", Some(&reason), None, None);

@@ -20,6 +20,8 @@ use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::HostMonotonicClock;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
+use super::memo::Nondeterminism;
+
 /// The `monotonic-clock` interface as Wasmtime's WASI registers it. Plugins built against
 /// any 0.2.x version resolve to this definition (the linker matches semver-compatible
 /// versions); a test checks that sleeps really are bounded, so a WASI upgrade that changes
@@ -30,6 +32,8 @@ const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 #[derive(Debug, Clone)]
 pub(crate) struct CallClock {
     span: Arc<Mutex<Span>>,
+    /// Marked when the plugin reads the clock or sleeps.
+    reads: Nondeterminism,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +44,13 @@ struct Span {
 
 impl CallClock {
     /// A clock starting now, whose sleeps end at the latest after `limit`.
-    pub fn new(limit: Duration) -> Self {
+    pub fn new(limit: Duration, reads: Nondeterminism) -> Self {
         let clock = Self {
             span: Arc::new(Mutex::new(Span {
                 origin: Instant::now(),
                 deadline: Instant::now(),
             })),
+            reads,
         };
         clock.arm(limit);
         clock
@@ -65,12 +70,14 @@ impl CallClock {
     }
 
     fn now_nanos(&self) -> u64 {
+        self.reads.mark();
         let origin = self.lock().origin;
         u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// How long a requested sleep may really last.
     fn bound(&self, requested: Duration) -> Duration {
+        self.reads.mark();
         let deadline = self.lock().deadline;
         requested.min(deadline.saturating_duration_since(Instant::now()))
     }
@@ -143,7 +150,7 @@ mod tests {
 
     #[test]
     fn arming_restarts_the_clock_and_its_deadline() {
-        let c = CallClock::new(Duration::from_millis(1));
+        let c = CallClock::new(Duration::from_millis(1), Nondeterminism::default());
         let shared = c.clone();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(c.bound(Duration::from_secs(1)), Duration::ZERO);
@@ -155,7 +162,7 @@ mod tests {
 
     #[test]
     fn sleeps_end_by_the_deadline() {
-        let c = CallClock::new(Duration::from_millis(50));
+        let c = CallClock::new(Duration::from_millis(50), Nondeterminism::default());
         assert!(c.bound(Duration::from_secs(3600)) <= Duration::from_millis(50));
         assert_eq!(c.bound(Duration::from_millis(1)), Duration::from_millis(1));
         let a = c.now();

@@ -64,6 +64,11 @@ pub struct PolicyConfig {
     /// Threads of the chain's own runtime: they keep time for plugins that sleep, and run
     /// plugins when the synchronous API is called from inside a Tokio runtime.
     pub workers: usize,
+    /// Answers each plugin remembers (least recently used forgotten first), so a request it
+    /// has decided before is answered without running it again; 0 turns this off. An
+    /// answer is remembered only if the plugin read no clock and no random numbers, and is
+    /// used only while its `is-dir` questions still get the same answers.
+    pub remembered_answers: usize,
 }
 
 impl Default for PolicyConfig {
@@ -76,6 +81,7 @@ impl Default for PolicyConfig {
             default_max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_instances: 64,
             workers: 2,
+            remembered_answers: 1024,
         }
     }
 }
@@ -111,6 +117,11 @@ impl PolicyConfig {
             (1..=64).contains(&self.workers),
             "policy.workers must be between 1 and 64 (got {})",
             self.workers
+        );
+        anyhow::ensure!(
+            self.remembered_answers <= 1_000_000,
+            "policy.remembered_answers must be at most 1000000 (got {})",
+            self.remembered_answers
         );
         Ok(())
     }

@@ -19,10 +19,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::clock::{CallClock, HasCallClock};
 use super::engine::PolicyEngine;
+use super::memo::{Nondeterminism, Observations};
 use super::plugin::bindings::procwarden::policy::{host, types};
 use super::plugin::bindings::{PolicyPlugin, PolicyPluginPre};
 use super::plugin::{Verdict, WALL_CLOCK_FACTOR, truncate};
 use super::stdio::Capture;
+use super::watched::{WatchedRng, WatchedWallClock};
 use super::{PolicyContext, StartRequest};
 
 /// Bytes of a plugin's stdout and of its stderr kept per call (the rest is discarded).
@@ -31,6 +33,11 @@ const STDIO_CAPTURE_BYTES: usize = 4096;
 const LOG_LINES_PER_CALL: u32 = 64;
 /// Longest log message or denial reason kept, in bytes.
 pub(crate) const MAX_TEXT_BYTES: usize = 4096;
+/// The `insecure-seed` every instance gets. Fixed, so that a guest's hash tables (Rust's
+/// `HashMap` seeds from it) do not make its answers differ from call to call; its purpose,
+/// resisting collision attacks on a long-lived process, does not apply to an instance that
+/// serves one call.
+const INSECURE_SEED: u128 = 0x7072_6f63_7761_7264_656e_2d73_6565_6421;
 
 /// What every instance of one plugin shares.
 pub(crate) struct InstanceSpec<'a> {
@@ -78,7 +85,11 @@ impl ReadyInstance {
     ) -> Result<Self, Fault> {
         let stdout = Capture::new(STDIO_CAPTURE_BYTES);
         let stderr = Capture::new(STDIO_CAPTURE_BYTES);
-        let clock = CallClock::new(spec.budget * WALL_CLOCK_FACTOR as u32);
+        let nondeterminism = Nondeterminism::default();
+        let clock = CallClock::new(
+            spec.budget * WALL_CLOCK_FACTOR as u32,
+            nondeterminism.clone(),
+        );
         let mut store = Store::new(
             engine.engine(),
             HostState {
@@ -91,6 +102,10 @@ impl ReadyInstance {
                     .allow_udp(false)
                     .allow_ip_name_lookup(false)
                     .monotonic_clock(clock.clone())
+                    .wall_clock(WatchedWallClock::new(nondeterminism.clone()))
+                    .secure_random(WatchedRng::new(nondeterminism.clone()))
+                    .insecure_random(WatchedRng::new(nondeterminism.clone()))
+                    .insecure_random_seed(INSECURE_SEED)
                     .build(),
                 clock,
                 table: ResourceTable::new(),
@@ -99,7 +114,8 @@ impl ReadyInstance {
                     denied: None,
                 },
                 logs_left: LOG_LINES_PER_CALL,
-                logs_dropped: 0,
+                observed: Observations::default(),
+                nondeterminism,
                 timed_out: None,
             },
         );
@@ -123,8 +139,9 @@ impl ReadyInstance {
         }
     }
 
-    /// Runs `on-start` once, with a fresh CPU budget and clock. Returns the answer and the
-    /// spent instance.
+    /// Runs `on-start` once, with a fresh CPU budget and clock. Returns the answer, with
+    /// what the call observed if the answer may be remembered (see [`super::memo`]), and
+    /// the spent instance.
     pub async fn call(
         mut self,
         engine: &PolicyEngine,
@@ -132,7 +149,10 @@ impl ReadyInstance {
         budget: Duration,
         req: &StartRequest,
         ctx: &PolicyContext,
-    ) -> (Result<Verdict, Fault>, SpentInstance) {
+    ) -> (
+        Result<(Verdict, Option<Observations>), Fault>,
+        SpentInstance,
+    ) {
         let state = self.store.data_mut();
         state.clock.arm(budget * WALL_CLOCK_FACTOR as u32);
         state.timed_out = None;
@@ -148,19 +168,20 @@ impl ReadyInstance {
             );
             meter.run(timers, call).await
         };
-        let state = self.store.data();
-        if state.logs_dropped > 0 {
-            tracing::warn!(plugin = %state.plugin, dropped = state.logs_dropped,
-                "policy plugin logged too much; lines dropped");
-        }
+        let state = self.store.data_mut();
+        warn_dropped_logs(&state.plugin, state.observed.logs_dropped);
         log_stdio(&state.plugin, "stdout", &self.stdout);
         log_stdio(&state.plugin, "stderr", &self.stderr);
+        // What went to stdout or stderr is only a debugging aid (logged at debug level), so
+        // an answer that also printed may still be remembered.
+        let observed =
+            (!state.nondeterminism.is_marked()).then(|| std::mem::take(&mut state.observed));
         let outcome = match result {
-            Ok(types::Decision::Allow(r)) => Ok(Verdict::Allow(from_wit_request(r))),
+            Ok(types::Decision::Allow(r)) => Ok((Verdict::Allow(from_wit_request(r)), observed)),
             Ok(types::Decision::Deny(reason)) => {
-                Ok(Verdict::Deny(truncate(reason, MAX_TEXT_BYTES)))
+                Ok((Verdict::Deny(truncate(reason, MAX_TEXT_BYTES)), observed))
             }
-            Err(error) => Err(fault(error, false, state, &self.stderr)),
+            Err(error) => Err(fault(error, false, self.store.data(), &self.stderr)),
         };
         (outcome, SpentInstance { _store: self.store })
     }
@@ -217,7 +238,10 @@ pub(crate) struct HostState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     logs_left: u32,
-    logs_dropped: u32,
+    /// What the call observed, to remember its answer with.
+    observed: Observations,
+    /// Marked when the instance reads a clock or random numbers.
+    nondeterminism: Nondeterminism,
     /// Set when the time limit stopped the call: `true` if by the real-time cap.
     timed_out: Option<bool>,
 }
@@ -242,23 +266,22 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn log(&mut self, level: host::LogLevel, message: String) {
         if self.logs_left == 0 {
-            self.logs_dropped += 1;
+            self.observed.logs_dropped += 1;
             return;
         }
         self.logs_left -= 1;
-        let plugin = &*self.plugin;
-        let message = truncate(message, MAX_TEXT_BYTES);
-        match level {
-            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
+        let line = LogLine {
+            level,
+            message: truncate(message, MAX_TEXT_BYTES),
+        };
+        line.emit(&self.plugin);
+        self.observed.logs.push(line);
     }
 
     fn is_dir(&mut self, path: String) -> bool {
-        !path.is_empty() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
+        let answer = is_dir(&path);
+        self.observed.dirs.push((path, answer));
+        answer
     }
 
     fn config(&mut self, key: String) -> Option<String> {
@@ -267,6 +290,43 @@ impl host::Host for HostState {
 
     fn config_keys(&mut self) -> Vec<String> {
         self.settings.keys().cloned().collect()
+    }
+}
+
+/// Whether `path` names a directory, as the `is-dir` import answers.
+pub(crate) fn is_dir(path: &str) -> bool {
+    !path.is_empty() && std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// A line a plugin logged.
+#[derive(Debug, Clone)]
+pub(crate) struct LogLine {
+    level: host::LogLevel,
+    message: String,
+}
+
+impl LogLine {
+    /// Writes the line to the agent's log, naming the plugin.
+    pub fn emit(&self, plugin: &str) {
+        let message = &self.message;
+        match self.level {
+            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Warns that a call logged more lines than it may.
+pub(crate) fn warn_dropped_logs(plugin: &str, dropped: u32) {
+    if dropped > 0 {
+        tracing::warn!(
+            plugin,
+            dropped,
+            "policy plugin logged too much; lines dropped"
+        );
     }
 }
 

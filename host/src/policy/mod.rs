@@ -28,8 +28,10 @@ mod clock;
 pub mod config;
 mod engine;
 mod instance;
+mod memo;
 mod plugin;
 mod stdio;
+mod watched;
 mod worker;
 
 #[cfg(test)]
@@ -41,7 +43,7 @@ pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
 pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
 /// A request to start `sh -c command`, as it travels through the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
 pub struct StartRequest {
     pub command: String,
     pub workdir: Option<String>,
@@ -52,7 +54,7 @@ pub struct StartRequest {
 }
 
 /// Facts plugins decide with.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct PolicyContext {
     pub chat_id: Option<String>,
     pub agent_workdir: Option<String>,

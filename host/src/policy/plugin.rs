@@ -15,6 +15,7 @@ use super::clock;
 use super::config::{self, OnError, PluginCode, PluginSource, PolicyConfig, flatten_settings};
 use super::engine::PolicyEngine;
 use super::instance::{Fault, HostState, InstanceSpec, ReadyInstance, SpentInstance};
+use super::memo::{Memo, Remembered};
 use super::{PolicyContext, StartRequest, wasm_err};
 use crate::sync::lock;
 
@@ -44,6 +45,13 @@ pub const WALL_CLOCK_FACTOR: u64 = 10;
 pub(crate) enum Verdict {
     Allow(StartRequest),
     Deny(String),
+}
+
+/// A plugin's answer to one call, and whether it was remembered rather than computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub verdict: Verdict,
+    pub remembered: bool,
 }
 
 /// Why a plugin call produced no answer.
@@ -140,6 +148,8 @@ pub struct PluginHealth {
     pub consecutive_failures: u64,
     pub total_micros: u64,
     pub max_micros: u64,
+    /// Calls answered with a remembered answer instead of running the plugin.
+    pub remembered: u64,
     pub last_failure: Option<String>,
 }
 
@@ -152,19 +162,23 @@ pub(crate) struct HealthCounters {
     consecutive_failures: AtomicU64,
     total_micros: AtomicU64,
     max_micros: AtomicU64,
+    remembered: AtomicU64,
     last_failure: Mutex<Option<String>>,
 }
 
 impl HealthCounters {
     /// Counts one call; returns the number of consecutive failures including this one.
-    pub fn record(&self, outcome: &Result<Verdict, PluginFailure>, micros: u64) -> u64 {
+    pub fn record(&self, outcome: &Result<Answer, PluginFailure>, micros: u64) -> u64 {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if matches!(outcome, Ok(a) if a.remembered) {
+            self.remembered.fetch_add(1, Ordering::Relaxed);
+        }
         self.total_micros.fetch_add(micros, Ordering::Relaxed);
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
         match outcome {
-            Ok(v) => {
+            Ok(a) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                match v {
+                match a.verdict {
                     Verdict::Allow(_) => &self.allowed,
                     Verdict::Deny(_) => &self.denied,
                 }
@@ -191,6 +205,7 @@ impl HealthCounters {
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             total_micros: self.total_micros.load(Ordering::Relaxed),
             max_micros: self.max_micros.load(Ordering::Relaxed),
+            remembered: self.remembered.load(Ordering::Relaxed),
             last_failure: self.last_failure.lock().ok().and_then(|l| l.clone()),
         }
     }
@@ -215,6 +230,8 @@ pub(crate) struct Plugin {
     spare: Mutex<Option<Result<ReadyInstance, PluginFailure>>>,
     /// A spare is being created (one at a time is enough).
     refilling: AtomicBool,
+    /// Answers given before, by request and context.
+    memo: Memo,
 }
 
 /// Builds the linker every plugin is instantiated with: WASI (nothing granted) plus `host`.
@@ -314,6 +331,7 @@ impl Plugin {
             pre: Some(pre),
             spare: Mutex::new(None),
             refilling: AtomicBool::new(false),
+            memo: Memo::new(defaults.remembered_answers),
         })
     }
 
@@ -340,12 +358,14 @@ impl Plugin {
             pre: None,
             spare: Mutex::new(None),
             refilling: AtomicBool::new(false),
+            memo: Memo::new(0),
         }
     }
 
-    /// Runs `on-start` once in an instance nobody has called, with this plugin's CPU and
-    /// memory bounds. The spent instance goes to `spent`, for the caller to drop after the
-    /// request has moved on.
+    /// Answers `req`: with the answer remembered from an earlier call if there is one
+    /// (`recall`, see [`super::memo`]), else by running `on-start` once in an instance
+    /// nobody has called, with this plugin's CPU and memory bounds. The spent instance goes
+    /// to `spent`, for the caller to drop after the request has moved on.
     ///
     /// The call runs on the polling thread (a fiber switch, no thread hop). `timers` is the
     /// runtime whose clock the plugin's sleeps use: it is entered on every poll, so the
@@ -357,14 +377,34 @@ impl Plugin {
         req: &StartRequest,
         ctx: &PolicyContext,
         spent: &mut Vec<SpentInstance>,
-    ) -> Result<Verdict, PluginFailure> {
+        recall: bool,
+    ) -> Result<Answer, PluginFailure> {
+        if recall && let Some(known) = self.memo.recall(req, ctx) {
+            for line in &known.observed.logs {
+                line.emit(&self.name);
+            }
+            super::instance::warn_dropped_logs(&self.name, known.observed.logs_dropped);
+            return Ok(Answer {
+                verdict: known.verdict.clone(),
+                remembered: true,
+            });
+        }
         let ready = match self.take_spare() {
             Some(ready) => ready?,
             None => self.create_instance(engine, timers).await?,
         };
         let (outcome, used) = ready.call(engine, timers, self.budget(), req, ctx).await;
         spent.push(used);
-        outcome.map_err(|fault| self.classify(fault))
+        let (verdict, observed) = outcome.map_err(|fault| self.classify(fault))?;
+        if recall && let Some(observed) = observed {
+            let verdict = verdict.clone();
+            self.memo
+                .remember(req, ctx, Remembered { verdict, observed });
+        }
+        Ok(Answer {
+            verdict,
+            remembered: false,
+        })
     }
 
     /// Creates the instance the next call will run in, unless one is ready. A failure that

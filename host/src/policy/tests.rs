@@ -747,7 +747,10 @@ fn every_call_runs_in_an_instance_nobody_called_before() {
         .unwrap();
     rt.block_on(async {
         for round in 0..4 {
-            let denial = c.evaluate_async(req("ls"), &ctx()).await.unwrap_err();
+            // A different request each time: an answer to a request seen before would be
+            // remembered instead of run.
+            let command = format!("ls {round}");
+            let denial = c.evaluate_async(req(&command), &ctx()).await.unwrap_err();
             assert_eq!(denial.reason, "call 1 of this instance", "round {round}");
             // After the first call, the next instance is made ready off the request's path.
             let start = Instant::now();
@@ -761,8 +764,207 @@ fn every_call_runs_in_an_instance_nobody_called_before() {
         }
     });
     // The synchronous path (the chain's own runtime) uses and refills them the same way.
-    for _ in 0..3 {
-        let denial = c.evaluate(req("ls"), &ctx()).unwrap_err();
+    for round in 0..3 {
+        let denial = c
+            .evaluate(req(&format!("ls -l {round}")), &ctx())
+            .unwrap_err();
         assert_eq!(denial.reason, "call 1 of this instance");
+    }
+    assert_eq!(c.health()[0].remembered, 0);
+}
+
+// ---- Remembered answers (policy/memo.rs) ----
+
+fn remembered(c: &PolicyChain) -> Vec<u64> {
+    c.health().iter().map(|h| h.remembered).collect()
+}
+
+#[test]
+fn an_answer_given_before_is_remembered_not_run_again() {
+    let c = chain(&[source("ampersand"), source("deny")]);
+    let first = c.evaluate(req("sleep 30 &"), &ctx()).unwrap();
+    assert_eq!(remembered(&c), [0, 0]);
+    let second = c.evaluate(req("sleep 30 &"), &ctx()).unwrap();
+    assert_eq!(second, first);
+    assert!(second.background && second.command == "sleep 30");
+    assert_eq!(remembered(&c), [1, 1]);
+    // A denial is remembered the same way.
+    let denial = c.evaluate(req("rm -rf /"), &ctx()).unwrap_err();
+    assert_eq!(c.evaluate(req("rm -rf /"), &ctx()).unwrap_err(), denial);
+    assert_eq!(remembered(&c), [2, 2]);
+    let h = &c.health()[1];
+    assert_eq!((h.calls, h.allowed, h.denied), (4, 2, 2));
+}
+
+#[test]
+fn an_answer_is_remembered_per_request_and_context() {
+    let c = chain(&[source("ampersand")]);
+    c.evaluate(req("ls"), &ctx()).unwrap();
+    c.evaluate(req("ls -a"), &ctx()).unwrap();
+    let other_chat = PolicyContext {
+        chat_id: Some("chat-2".into()),
+        ..ctx()
+    };
+    c.evaluate(req("ls"), &other_chat).unwrap();
+    let mut background = req("ls");
+    background.background = true;
+    c.evaluate(background, &ctx()).unwrap();
+    assert_eq!(remembered(&c), [0]);
+    c.evaluate(req("ls"), &other_chat).unwrap();
+    assert_eq!(remembered(&c), [1]);
+}
+
+#[test]
+fn a_remembered_answer_is_dropped_when_a_directory_it_checked_changes() {
+    let c = chain(&[source("workdir")]);
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("project");
+    std::fs::create_dir(&workdir).unwrap();
+    let mut r = req("ls");
+    r.workdir = Some(workdir.display().to_string());
+    assert!(c.evaluate(r.clone(), &ctx()).is_ok());
+    assert!(c.evaluate(r.clone(), &ctx()).is_ok());
+    assert_eq!(remembered(&c), [1]);
+    // The plugin asked `is-dir`; the answer changed, so the plugin runs again and refuses.
+    std::fs::remove_dir(&workdir).unwrap();
+    let denial = c.evaluate(r.clone(), &ctx()).unwrap_err();
+    assert_eq!(denial.plugin, "workdir");
+    assert_eq!(remembered(&c), [1]);
+    // And the refusal is remembered while the directory stays missing.
+    assert_eq!(c.evaluate(r.clone(), &ctx()).unwrap_err(), denial);
+    assert_eq!(remembered(&c), [2]);
+    std::fs::create_dir(&workdir).unwrap();
+    assert!(c.evaluate(r, &ctx()).is_ok());
+    assert_eq!(remembered(&c), [2]);
+}
+
+#[test]
+fn an_answer_that_read_a_clock_or_random_numbers_is_not_remembered() {
+    for mode in ["wall-clock", "random"] {
+        let c =
+            chain(&[source("faulty-sleep").with_settings(settings(&format!("mode = '{mode}'")))]);
+        let first = c.evaluate(req("ls"), &ctx()).unwrap_err().reason;
+        let second = c.evaluate(req("ls"), &ctx()).unwrap_err().reason;
+        assert!(!first.starts_with("no random"), "{first}");
+        assert_ne!(
+            first, second,
+            "{mode}: the second answer was not computed afresh"
+        );
+        assert_eq!(remembered(&c), [0], "{mode}");
+    }
+    // A sleep reads the monotonic clock.
+    let c = chain(&[source("faulty-sleep").with_settings(settings("mode = 'probe'"))]);
+    c.evaluate(req("ls"), &ctx()).unwrap_err();
+    c.evaluate(req("ls"), &ctx()).unwrap_err();
+    assert_eq!(remembered(&c), [0]);
+}
+
+#[test]
+fn failures_are_not_remembered() {
+    let c = chain(&[source("faulty-trap")]);
+    for _ in 0..2 {
+        assert_eq!(
+            c.evaluate(req("ls"), &ctx()).unwrap_err().plugin,
+            "faulty-trap"
+        );
+    }
+    let h = &c.health()[0];
+    assert_eq!((h.failures, h.remembered), (2, 0));
+}
+
+#[test]
+fn remembering_can_be_turned_off() {
+    let cfg = PolicyConfig {
+        remembered_answers: 0,
+        ..config()
+    };
+    let c = PolicyChain::load(&cfg, &[source("ampersand")]).unwrap();
+    for _ in 0..3 {
+        c.evaluate(req("ls"), &ctx()).unwrap();
+    }
+    assert_eq!(remembered(&c), [0]);
+    let too_many = PolicyConfig {
+        remembered_answers: 2_000_000,
+        ..config()
+    };
+    let e = PolicyChain::load(&too_many, &[source("ampersand")]).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("policy.remembered_answers"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn dry_runs_neither_use_nor_fill_the_remembered_answers() {
+    let c = chain(&[source("ampersand")]);
+    c.explain(req("ls"), &ctx());
+    c.evaluate(req("ls"), &ctx()).unwrap();
+    assert_eq!(remembered(&c), [0], "a dry run filled the memo");
+    let steps = c.explain(req("ls"), &ctx()).steps;
+    assert_eq!(steps.len(), 1);
+    assert_eq!(remembered(&c), [0]);
+}
+
+#[test]
+fn remembered_answers_are_bounded() {
+    let cfg = PolicyConfig {
+        remembered_answers: 2,
+        ..config()
+    };
+    let c = PolicyChain::load(&cfg, &[source("ampersand")]).unwrap();
+    for command in ["a", "b", "c", "a"] {
+        c.evaluate(req(command), &ctx()).unwrap();
+    }
+    // "a" was forgotten when "c" came in.
+    assert_eq!(remembered(&c), [0]);
+    c.evaluate(req("c"), &ctx()).unwrap();
+    assert_eq!(remembered(&c), [1]);
+}
+
+/// Log output written on this thread while `f` runs.
+fn logs_of(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn a_remembered_answer_logs_what_the_plugin_logged() {
+    let c = chain(&[source("ampersand")]);
+    // On this thread, so the subscriber sees the plugin's log lines.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = || {
+        logs_of(|| {
+            rt.block_on(c.evaluate_async(req("sleep 30 &"), &ctx()))
+                .unwrap();
+        })
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(remembered(&c), [1]);
+    for logs in [&first, &second] {
+        assert!(
+            logs.contains("stripped a trailing `&`") && logs.contains("ampersand"),
+            "{logs}"
+        );
     }
 }

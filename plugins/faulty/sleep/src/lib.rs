@@ -11,6 +11,10 @@
 //!   the host's tests expect only the clock check: `clock+sleep ok (true)`.
 //! * `count`: denies with `call N of this instance`, N counting this instance's calls. The
 //!   host runs every call in a fresh instance, so its tests expect `call 1` every time.
+//! * `wall-clock`: denies with the wall-clock time in nanoseconds.
+//! * `random`: denies with a random number (WASI `get-random-u64`).
+//!
+//!   These two answer differently every time, so the host must not remember their answers.
 
 use procwarden_plugin_sdk::{Context, Decision, Guest, StartRequest, host};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,6 +32,16 @@ impl Guest for Sleep {
                 std::thread::sleep(Duration::from_millis(1));
             },
             Some("probe") => Decision::Deny(probe().join("; ")),
+            Some("wall-clock") => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Decision::Deny(format!("now {}", now.as_nanos()))
+            }
+            Some("random") => match getrandom::u64() {
+                Ok(n) => Decision::Deny(format!("random {n}")),
+                Err(e) => Decision::Deny(format!("no random numbers: {e}")),
+            },
             Some("count") => {
                 let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
                 Decision::Deny(format!("call {n} of this instance"))
