@@ -306,6 +306,11 @@ pub(crate) struct LogLine {
 }
 
 impl LogLine {
+    /// Roughly the heap bytes this takes.
+    pub fn bytes(&self) -> usize {
+        self.message.len() + 8
+    }
+
     /// Writes the line to the agent's log, naming the plugin.
     pub fn emit(&self, plugin: &str) {
         let message = &self.message;

@@ -65,6 +65,12 @@ pub(crate) struct Remembered {
     pub observed: Observations,
 }
 
+/// Largest remembered entry (request, context and what the call observed), in bytes, so
+/// the memory all remembered answers take stays small however large requests get: a
+/// plugin keeps at most `capacity` × this. Commands are usually far shorter; a larger
+/// request is simply run every time.
+const MAX_ENTRY_BYTES: usize = 4096;
+
 /// One plugin's remembered answers, least recently used forgotten first.
 pub(crate) struct Memo {
     /// `None` when remembering is turned off.
@@ -110,9 +116,13 @@ impl Memo {
         Some(entry.remembered.clone())
     }
 
-    /// Remembers the answer to `req` in `ctx`.
+    /// Remembers the answer to `req` in `ctx`, unless the entry would be over
+    /// [`MAX_ENTRY_BYTES`].
     pub fn remember(&self, req: &StartRequest, ctx: &PolicyContext, remembered: Remembered) {
         let Some(entries) = &self.entries else { return };
+        if request_bytes(req) + context_bytes(ctx) + remembered.bytes() > MAX_ENTRY_BYTES {
+            return;
+        }
         let key = self.key(req, ctx);
         let entry = Arc::new(Entry {
             req: req.clone(),
@@ -128,4 +138,29 @@ impl Memo {
         ctx.hash(&mut h);
         h.finish()
     }
+}
+
+impl Remembered {
+    /// Roughly the heap bytes this takes.
+    fn bytes(&self) -> usize {
+        let verdict = match &self.verdict {
+            Verdict::Allow(req) => request_bytes(req),
+            Verdict::Deny(reason) => reason.len(),
+        };
+        let dirs: usize = self.observed.dirs.iter().map(|(p, _)| p.len() + 8).sum();
+        let logs: usize = self.observed.logs.iter().map(|l| l.bytes()).sum();
+        verdict + dirs + logs
+    }
+}
+
+fn request_bytes(req: &StartRequest) -> usize {
+    let env: usize = req.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    req.command.len() + req.workdir.as_ref().map_or(0, String::len) + env
+}
+
+fn context_bytes(ctx: &PolicyContext) -> usize {
+    [&ctx.chat_id, &ctx.agent_workdir, &ctx.home]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum()
 }

@@ -906,6 +906,16 @@ fn dry_runs_neither_use_nor_fill_the_remembered_answers() {
 }
 
 #[test]
+fn a_large_request_is_run_every_time_not_remembered() {
+    let c = chain(&[source("ampersand")]);
+    let long = format!("echo {}", "x".repeat(8 << 10));
+    for _ in 0..2 {
+        c.evaluate(req(&long), &ctx()).unwrap();
+    }
+    assert_eq!(remembered(&c), [0]);
+}
+
+#[test]
 fn remembered_answers_are_bounded() {
     let cfg = PolicyConfig {
         remembered_answers: 2,
