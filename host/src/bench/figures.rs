@@ -283,10 +283,12 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     run(&mut local.connect().await?, "true").await?;
     let window = Duration::from_secs_f64(plan.throughput_seconds);
     let (mut ours, mut distinct, mut base) = (vec![], vec![], vec![]);
+    // Each round's figures are divided by that round's baseline, measured right after the
+    // judged figure: the speed of these shared VMs drifts from second to second, and a
+    // ratio of figures measured side by side is what the target is about.
+    let (mut ratios, mut distinct_ratios) = (vec![], vec![]);
     for _ in 0..plan.rounds {
-        ours.push(commands_per_second(&local, plan, Commands::Same).await?);
-        distinct.push(commands_per_second(&local, plan, Commands::Distinct).await?);
-
+        let same = commands_per_second(&local, plan, Commands::Same).await?;
         let threads = plan.concurrent_clients;
         let spawned = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + window;
@@ -309,12 +311,19 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
                 .sum::<u64>()
         })
         .await?;
-        base.push(spawned as f64 / window.as_secs_f64());
+        let spawned = spawned as f64 / window.as_secs_f64();
+        let new = commands_per_second(&local, plan, Commands::Distinct).await?;
+        ours.push(same);
+        distinct.push(new);
+        base.push(spawned);
+        ratios.push(same / spawned);
+        distinct_ratios.push(new / spawned);
     }
     if let Ok(local) = Arc::try_unwrap(local) {
         local.stop().await;
     }
     let (ours, distinct, base) = (median(ours), median(distinct), median(base));
+    let (ratio, distinct_ratio) = (median(ratios), median(distinct_ratios));
     let baseline = format!(
         "{base:.0}/s ({} threads, sh -c true)",
         plan.concurrent_clients
@@ -324,9 +333,9 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             figure: format!("commands/s, {} concurrent clients", plan.concurrent_clients),
             ours: format!("{ours:.0}/s"),
             baseline: baseline.clone(),
-            ratio: format!("{:.2}×", ours / base),
+            ratio: format!("{ratio:.2}×"),
             target: "≥ 0.8×".into(),
-            pass: ours / base >= 0.8,
+            pass: ratio >= 0.8,
         },
         Row {
             figure: format!(
@@ -335,7 +344,7 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             ),
             ours: format!("{distinct:.0}/s"),
             baseline,
-            ratio: format!("{:.2}×", distinct / base),
+            ratio: format!("{distinct_ratio:.2}×"),
             target: "reported".into(),
             pass: true,
         },

@@ -113,6 +113,10 @@ fn is_blocking_wait(req: &Request) -> bool {
 }
 
 pub async fn access_log(req: Request, next: Next) -> Response {
+    // Skip copying the path and parsing the chat header when nobody reads the line.
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(req).await;
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

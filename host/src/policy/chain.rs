@@ -318,6 +318,11 @@ impl ChainInner {
     /// these are dropped here, which keeps the instance pool from filling up.
     fn recycle(self: &Arc<Self>, spent: Vec<SpentInstance>) {
         let count = spent.len();
+        // Answered from remembered answers, with every plugin's next instance ready: no
+        // task needed.
+        if count == 0 && !self.plugins.iter().any(Plugin::needs_refill) {
+            return;
+        }
         if self.spent_pending.fetch_add(count, Ordering::AcqRel) + count > self.max_spent_pending {
             drop(spent);
             self.spent_pending.fetch_sub(count, Ordering::AcqRel);

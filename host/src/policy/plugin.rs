@@ -424,6 +424,11 @@ impl Plugin {
         self.refilling.store(false, Ordering::Release);
     }
 
+    /// Whether [`Plugin::refill`] has anything to do.
+    pub fn needs_refill(&self) -> bool {
+        self.pre.is_some() && !self.refilling.load(Ordering::Acquire) && lock(&self.spare).is_none()
+    }
+
     #[cfg(test)]
     pub fn has_spare(&self) -> bool {
         matches!(*lock(&self.spare), Some(Ok(_)))
