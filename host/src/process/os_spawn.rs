@@ -1,11 +1,15 @@
-//! `posix_spawn` of `sh` in a new session, and exit waits through a pidfd.
+//! Starting `sh` in a new session with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, and
+//! exit waits through the pidfd.
 //!
 //! Why not `std::process::Command`: creating a session needs a `pre_exec` hook, and any hook
 //! forces std onto fork+exec, which copies the agent's page tables on every start and then
-//! takes copy-on-write faults in the agent. `posix_spawn` uses `CLONE_VFORK` and glibc can
-//! create the session itself (`POSIX_SPAWN_SETSID`), so starting a command costs about what
-//! starting it from a shell does. Waiting on a pidfd wakes exactly the task whose child
-//! exited, instead of every waiting task on every SIGCHLD.
+//! takes copy-on-write faults in the agent. A vfork-style clone, as `posix_spawn` does it,
+//! lets the child borrow the agent's memory until it execs, so starting a command costs
+//! about what starting it from a shell does. Doing the clone here rather than through
+//! `posix_spawn` saves what glibc adds around it: a child stack mapped and unmapped for every
+//! start (the unmap interrupts every CPU running the agent to flush its TLB) and a separate
+//! `pidfd_open`. Waiting on a pidfd wakes exactly the task whose child exited, instead of
+//! every waiting task on every SIGCHLD.
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -13,6 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
@@ -70,68 +75,227 @@ pub fn spawn_in_new_session(
     let argv = null_terminated(&argv_owned);
     let envp = environment(&overrides);
 
-    let actions = FileActions::new()?;
-    actions.open(0, c"/dev/null", libc::O_RDONLY)?;
-    actions.dup2(output.as_raw_fd(), 1)?;
-    actions.dup2(output.as_raw_fd(), 2)?;
-    actions.chdir(&workdir)?;
-    let attrs = SpawnAttrs::new_session_with_default_signals()?;
-
-    let mut pid: libc::pid_t = 0;
-    let spawn = |pid: &mut libc::pid_t, path: Option<&CString>| {
-        // SAFETY: every pointer is valid for the call: argv and envp are NULL-terminated
-        // arrays of pointers into CStrings that outlive it (the base environment is static);
-        // actions and attrs are initialised above and destroyed by their Drop after it.
-        unsafe {
-            match path {
-                Some(path) => libc::posix_spawn(
-                    pid,
-                    path.as_ptr(),
-                    &actions.0,
-                    &attrs.0,
-                    argv.as_ptr(),
-                    envp.as_ptr(),
-                ),
-                None => libc::posix_spawnp(
-                    pid,
-                    c"sh".as_ptr(),
-                    &actions.0,
-                    &attrs.0,
-                    argv.as_ptr(),
-                    envp.as_ptr(),
-                ),
-            }
-        }
+    let workdir_ptr = workdir.as_ptr();
+    let attempt = |shells: &[*const libc::c_char]| {
+        let shells = shells
+            .iter()
+            .copied()
+            .chain(std::iter::once(ptr::null()))
+            .collect::<Vec<_>>();
+        let plan = ChildPlan {
+            shells: shells.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            workdir: workdir_ptr,
+            output: output.as_raw_fd(),
+            failure: AtomicI32::new(0),
+        };
+        clone_child(&plan)
     };
-    let mut rc = spawn(&mut pid, shell_path());
-    if rc == libc::ENOENT && shell_path().is_some() {
-        // The shell found at start-up is gone (or the workdir is): search PATH as exec would.
-        rc = spawn(&mut pid, None);
-    }
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    // The child is ours until we reap it, so its PID cannot be reused before this call.
-    let pidfd = pidfd_open(pid)?;
+    let found = match shell_path() {
+        Some(sh) => attempt(&[sh.as_ptr()]),
+        None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+    };
+    let (pid, pidfd) = match found {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            // The shell found at start-up is gone (or the workdir is): search PATH as exec
+            // would, trying each directory in order.
+            let candidates = shell_candidates();
+            attempt(&candidates.iter().map(|c| c.as_ptr()).collect::<Vec<_>>())?
+        }
+        other => other?,
+    };
     // SAFETY: an OwnedFd always returns the same open fd until dropped, and the AsyncFd owns it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(io::Error::from)?;
     Ok(SessionChild { pid, pidfd })
 }
 
-/// Where `sh` is on the agent's PATH, found once: `posix_spawnp` would try every PATH entry
+/// Everything the child needs, prepared by the parent: between `clone` and `execve` the
+/// child shares the agent's memory and may not allocate, lock or unwind.
+struct ChildPlan {
+    /// Paths to try `execve` on, in order, NULL-terminated.
+    shells: *const *const libc::c_char,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+    workdir: *const libc::c_char,
+    output: RawFd,
+    /// Set by the child when it could not exec: the errno.
+    failure: AtomicI32,
+}
+
+/// Bytes of the stack a child runs on until it execs. What runs there is `child_main` and
+/// the system call wrappers it calls, a few hundred bytes deep.
+const CHILD_STACK_BYTES: usize = 64 << 10;
+
+/// A child's stack, 16-byte aligned as the ABI requires.
+#[repr(C, align(16))]
+struct ChildStack([u8; CHILD_STACK_BYTES]);
+
+thread_local! {
+    /// This thread's child stack, allocated once. `CLONE_VFORK` suspends the thread until
+    /// its child has exec'd or exited, so one stack per thread is never used twice at once.
+    /// (`posix_spawn` maps and unmaps a stack for every child; the unmap makes the kernel
+    /// interrupt every other CPU running the agent to flush its TLB.)
+    static CHILD_STACK: std::cell::Cell<Option<Box<ChildStack>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Starts the child described by `plan` with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`:
+/// like `posix_spawn`, the child borrows the agent's memory instead of copying its page
+/// tables, and this returns once it has exec'd. Returns its PID and pidfd.
+fn clone_child(plan: &ChildPlan) -> io::Result<(libc::pid_t, OwnedFd)> {
+    let mut stack = CHILD_STACK
+        .take()
+        .unwrap_or_else(|| Box::new(ChildStack([0; CHILD_STACK_BYTES])));
+    let mut pidfd: libc::c_int = -1;
+    // Block every signal for the clone: the child starts with them blocked, so no handler of
+    // the agent runs in the child (on the agent's memory) before it has reset them.
+    // SAFETY: an all-zero sigset_t is a valid value; both are filled before being read.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask reads `all` and writes `old`,
+    // both valid for the call. The clone: `stack` is ours, unused by anyone else while the
+    // thread is suspended (CLONE_VFORK), and its top is 16-byte aligned; `plan` and the
+    // strings it points to outlive the call, which returns only after the child has exec'd or
+    // exited; `pidfd` receives the pidfd (CLONE_PIDFD writes it to the parent_tid argument).
+    let pid = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let top = stack
+            .0
+            .as_mut_ptr()
+            .add(CHILD_STACK_BYTES)
+            .cast::<libc::c_void>();
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (plan as *const ChildPlan).cast_mut().cast::<libc::c_void>(),
+            &mut pidfd as *mut libc::c_int,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        if pid < 0 {
+            CHILD_STACK.set(Some(stack));
+            return Err(clone_error);
+        }
+        pid
+    };
+    CHILD_STACK.set(Some(stack));
+    // SAFETY: the kernel just created this pidfd (close-on-exec) for us; nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let failure = plan.failure.load(Ordering::Acquire);
+    if failure != 0 {
+        // The child has exited (status 127) without exec'ing: reap it and report why.
+        let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+        return Err(io::Error::from_raw_os_error(failure));
+    }
+    Ok((pid, pidfd))
+}
+
+/// The child, between `clone` and `execve`: on a borrowed stack and the agent's memory, so
+/// only system calls. Resets every signal disposition to default (ignored ones would survive
+/// exec: the agent ignores SIGPIPE, and `yes | head` would never end), starts a new session,
+/// sets up stdin from /dev/null and stdout and stderr to the output pipe, changes directory,
+/// unblocks every signal and execs. On failure it records errno in the plan and exits 127.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildPlan` the parent passed to clone, alive until we exec or
+    // exit; every pointer in it is valid and NULL-terminated where a list. Only
+    // async-signal-safe system call wrappers are called.
+    unsafe {
+        let plan = &*(arg as *const ChildPlan);
+        let fail = |errno: libc::c_int| -> ! {
+            plan.failure.store(errno.max(1), Ordering::Release);
+            libc::_exit(127)
+        };
+        let errno = || *libc::__errno_location();
+
+        // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, empty mask. The system
+        // call directly, because glibc's wrapper refuses its own signals (32 and 33), which
+        // can be ignored in the agent all the same.
+        let default = [0u64; 4];
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    ptr::null_mut::<u64>(),
+                    8usize,
+                );
+            }
+        }
+        if libc::setsid() < 0 {
+            fail(errno());
+        }
+        // Output first, in case the pipe is fd 0, 1 or 2 (an agent started with those closed).
+        for target in [1, 2] {
+            let copied = if plan.output == target {
+                // dup2 onto itself would keep close-on-exec.
+                libc::fcntl(target, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(plan.output, target)
+            };
+            if copied < 0 {
+                fail(errno());
+            }
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            fail(errno());
+        }
+        if null != 0 {
+            libc::close(null);
+        }
+        if libc::chdir(plan.workdir) < 0 {
+            fail(errno());
+        }
+        // Unblock everything, glibc's own signals included (its wrapper would keep them).
+        let none = 0u64;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            ptr::null_mut::<u64>(),
+            8usize,
+        );
+        let mut last = libc::ENOENT;
+        let mut shell = plan.shells;
+        while !(*shell).is_null() {
+            libc::execve(*shell, plan.argv.cast(), plan.envp.cast());
+            last = errno();
+            if last != libc::ENOENT && last != libc::ENOTDIR {
+                break;
+            }
+            shell = shell.add(1);
+        }
+        fail(last)
+    }
+}
+
+/// `DIR/sh` for every absolute directory on the agent's PATH, in order.
+fn shell_candidates() -> Vec<CString> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .filter_map(|dir| CString::new(dir.join("sh").into_os_string().into_vec()).ok())
+        .collect()
+}
+
+/// Where `sh` is on the agent's PATH, found once: searching would try every PATH entry
 /// before it on every start, each a failed `execve` in the child while the agent waits for it.
 /// `None` if PATH has no `sh` (then every start searches, and fails as a shell would).
 fn shell_path() -> Option<&'static CString> {
     static SHELL: OnceLock<Option<CString>> = OnceLock::new();
     SHELL
         .get_or_init(|| {
-            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-            std::env::split_paths(&path)
-                .filter(|dir| dir.is_absolute())
-                .map(|dir| dir.join("sh"))
-                .find(|candidate| is_executable_file(candidate))
-                .and_then(|found| CString::new(found.into_os_string().into_vec()).ok())
+            shell_candidates().into_iter().find(|candidate| {
+                is_executable_file(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                    candidate.as_bytes(),
+                )))
+            })
         })
         .as_ref()
 }
@@ -200,106 +364,6 @@ fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
         .map(|s| s.as_ptr().cast_mut())
         .chain(std::iter::once(ptr::null_mut()))
         .collect()
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1; no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us (pidfds are close-on-exec), nobody else
-    // owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// `posix_spawn_file_actions_t`, destroyed on drop.
-struct FileActions(libc::posix_spawn_file_actions_t);
-
-impl FileActions {
-    fn new() -> io::Result<Self> {
-        // SAFETY: a zeroed value is a valid argument to init, which fully initialises it.
-        let mut actions: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
-        check(unsafe { libc::posix_spawn_file_actions_init(&mut actions) })?;
-        Ok(Self(actions))
-    }
-
-    fn open(&self, fd: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<()> {
-        // SAFETY: self.0 is initialised; glibc copies the path.
-        check(unsafe {
-            libc::posix_spawn_file_actions_addopen(self.ptr(), fd, path.as_ptr(), flags, 0)
-        })
-    }
-
-    fn dup2(&self, fd: RawFd, target: RawFd) -> io::Result<()> {
-        // SAFETY: self.0 is initialised. dup2 onto another number clears close-on-exec on
-        // the copy, so the child inherits only 0, 1 and 2 from us.
-        check(unsafe { libc::posix_spawn_file_actions_adddup2(self.ptr(), fd, target) })
-    }
-
-    fn chdir(&self, dir: &std::ffi::CStr) -> io::Result<()> {
-        // SAFETY: self.0 is initialised; glibc (2.29+) copies the path.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(self.ptr(), dir.as_ptr()) })
-    }
-
-    fn ptr(&self) -> *mut libc::posix_spawn_file_actions_t {
-        (&self.0 as *const libc::posix_spawn_file_actions_t).cast_mut()
-    }
-}
-
-impl Drop for FileActions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new and destroyed exactly once.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-/// `posix_spawnattr_t`, destroyed on drop.
-struct SpawnAttrs(libc::posix_spawnattr_t);
-
-impl SpawnAttrs {
-    /// A new session; an empty signal mask; every signal at its default disposition. The
-    /// agent ignores SIGPIPE (as every Rust program does), and ignored dispositions survive
-    /// exec: without the reset, `yes | head` would never end.
-    fn new_session_with_default_signals() -> io::Result<Self> {
-        // SAFETY: a zeroed value is a valid argument to init, which fully initialises it;
-        // sigset_t values are initialised by sigemptyset/sigfillset before use.
-        unsafe {
-            let mut attrs: libc::posix_spawnattr_t = std::mem::zeroed();
-            check(libc::posix_spawnattr_init(&mut attrs))?;
-            let attrs = Self(attrs);
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigfillset(&mut all);
-            let flags = libc::POSIX_SPAWN_SETSID
-                | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
-                | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
-            check(libc::posix_spawnattr_setflags(attrs.ptr(), flags))?;
-            check(libc::posix_spawnattr_setsigmask(attrs.ptr(), &empty))?;
-            check(libc::posix_spawnattr_setsigdefault(attrs.ptr(), &all))?;
-            Ok(attrs)
-        }
-    }
-
-    fn ptr(&self) -> *mut libc::posix_spawnattr_t {
-        (&self.0 as *const libc::posix_spawnattr_t).cast_mut()
-    }
-}
-
-impl Drop for SpawnAttrs {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new and destroyed exactly once.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
 }
 
 #[cfg(test)]
@@ -381,6 +445,94 @@ mod tests {
         assert!(path.ends_with("sh"), "{path:?}");
         assert!(is_executable_file(path), "{path:?}");
         assert!(std::ptr::eq(sh, shell_path().unwrap()), "resolved once");
+    }
+
+    /// Runs `command` through [`clone_child`] with the given shells to try.
+    fn run_with_shells(shells: &[&std::ffi::CStr], command: &str) -> io::Result<(i32, String)> {
+        let (read, write) = pipe();
+        let argv_owned = [c"sh".to_owned(), c"-c".to_owned(), CString::new(command)?];
+        let argv = null_terminated(&argv_owned);
+        let envp = environment(&[]);
+        let shells: Vec<_> = shells
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(ptr::null()))
+            .collect();
+        let plan = ChildPlan {
+            shells: shells.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            workdir: c"/".as_ptr(),
+            output: write.as_raw_fd(),
+            failure: AtomicI32::new(0),
+        };
+        let (_pid, pidfd) = clone_child(&plan)?;
+        drop(write);
+        let status = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED)?;
+        let WaitStatus::Exited(_, code) = status else {
+            panic!("{status:?}");
+        };
+        Ok((code, read_all(read)))
+    }
+
+    #[test]
+    fn shells_are_tried_in_order_like_a_path_search() {
+        let sh = shell_path().expect("sh on PATH");
+        let (code, out) =
+            run_with_shells(&[c"/definitely/not/here/sh", sh.as_c_str()], "echo found").unwrap();
+        assert_eq!((code, out.as_str()), (0, "found\n"));
+        let err = run_with_shells(&[c"/definitely/not/here/sh"], "true").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_child_unblocks_and_resets_every_signal_the_agent_blocks_or_ignores() {
+        // Rust ignores SIGPIPE in the agent; this thread also blocks SIGUSR1 and SIGTERM.
+        let shown = std::thread::spawn(|| {
+            let mut blocked: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `blocked` is initialised by sigemptyset before use; the mask change is
+            // confined to this thread.
+            unsafe {
+                libc::sigemptyset(&mut blocked);
+                libc::sigaddset(&mut blocked, libc::SIGUSR1);
+                libc::sigaddset(&mut blocked, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, ptr::null_mut());
+            }
+            let sh = shell_path().expect("sh on PATH");
+            run_with_shells(
+                &[sh.as_c_str()],
+                // Builtins only: a forked command would show the shell's mask while forking.
+                "while read -r k v; do case $k in SigBlk:|SigIgn:) echo \"$k $v\";; esac; \
+                 done < /proc/$$/status",
+            )
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(shown.0, 0);
+        for line in shown.1.lines() {
+            let mask = line.split_whitespace().nth(1).unwrap();
+            assert!(mask.chars().all(|c| c == '0'), "{line}");
+        }
+    }
+
+    #[test]
+    fn threads_spawning_at_once_each_get_their_own_child() {
+        let sh = shell_path().expect("sh on PATH");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let (code, out) =
+                            run_with_shells(&[sh.as_c_str()], &format!("echo {t}-{i}")).unwrap();
+                        assert_eq!((code, out), (0, format!("{t}-{i}\n")));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]
