@@ -415,13 +415,15 @@ impl Plugin {
         if self.pre.is_none() || self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Cleared however this ends: a refill dropped part-way (its runtime shutting down)
+        // must not leave the plugin without ready instances for good.
+        let _refilling = ClearOnDrop(&self.refilling);
         if lock(&self.spare).is_none() {
             let created = self.create_instance(engine, timers).await;
             if !matches!(created, Err(PluginFailure::Instantiate { .. })) {
                 lock(&self.spare).get_or_insert(created);
             }
         }
-        self.refilling.store(false, Ordering::Release);
     }
 
     /// Whether [`Plugin::refill`] has anything to do.
@@ -498,6 +500,15 @@ impl Plugin {
                 stderr: fault.stderr,
             }
         }
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
