@@ -277,6 +277,15 @@ async fn components_that_cannot_load_are_contained_and_name_the_plugin() {
     }
 }
 
+/// The records of an audit file, one per line.
+fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn every_decision_is_audited_with_the_plugin_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,11 +296,7 @@ async fn every_decision_is_audited_with_the_plugin_name() {
     api.start_req(&json!({ "command": "rm -rf ~" }))
         .await
         .error(403);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = audit_records(&audit);
     let plugins: Vec<&str> = lines
         .iter()
         .map(|l| l["plugin"].as_str().unwrap())
@@ -319,12 +324,7 @@ async fn every_decision_is_audited_with_the_plugin_name() {
     api.start_req(&json!({ "command": "rm -rf ~" }))
         .await
         .error(403);
-    let again: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .skip(8)
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let again = audit_records(&audit).split_off(8);
     assert_eq!(again.len(), 8);
     assert!(again.iter().all(|l| l["remembered"] == true), "{again:?}");
     assert_eq!(again[0]["command_after"], "sleep 0");

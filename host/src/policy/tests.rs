@@ -775,6 +775,15 @@ fn every_call_runs_in_an_instance_nobody_called_before() {
 
 // ---- Remembered answers (policy/memo.rs) ----
 
+/// A chain whose plugins remember up to `answers` answers each.
+fn remembering(answers: usize, sources: &[PluginSource]) -> anyhow::Result<PolicyChain> {
+    let cfg = PolicyConfig {
+        remembered_answers: answers,
+        ..config()
+    };
+    PolicyChain::load(&cfg, sources)
+}
+
 fn remembered(c: &PolicyChain) -> Vec<u64> {
     c.health().iter().map(|h| h.remembered).collect()
 }
@@ -874,20 +883,12 @@ fn failures_are_not_remembered() {
 
 #[test]
 fn remembering_can_be_turned_off() {
-    let cfg = PolicyConfig {
-        remembered_answers: 0,
-        ..config()
-    };
-    let c = PolicyChain::load(&cfg, &[source("ampersand")]).unwrap();
+    let c = remembering(0, &[source("ampersand")]).unwrap();
     for _ in 0..3 {
         c.evaluate(req("ls"), &ctx()).unwrap();
     }
     assert_eq!(remembered(&c), [0]);
-    let too_many = PolicyConfig {
-        remembered_answers: 2_000_000,
-        ..config()
-    };
-    let e = PolicyChain::load(&too_many, &[source("ampersand")]).unwrap_err();
+    let e = remembering(2_000_000, &[source("ampersand")]).unwrap_err();
     assert!(
         format!("{e:#}").contains("policy.remembered_answers"),
         "{e:#}"
@@ -917,11 +918,7 @@ fn a_large_request_is_run_every_time_not_remembered() {
 
 #[test]
 fn remembered_answers_are_bounded() {
-    let cfg = PolicyConfig {
-        remembered_answers: 2,
-        ..config()
-    };
-    let c = PolicyChain::load(&cfg, &[source("ampersand")]).unwrap();
+    let c = remembering(2, &[source("ampersand")]).unwrap();
     for command in ["a", "b", "c", "a"] {
         c.evaluate(req(command), &ctx()).unwrap();
     }
