@@ -523,6 +523,31 @@ impl Api {
         self.post("/api/v0/processes/start?wait=true", body).await
     }
 
+    /// `POST /start?wait=true` of a command that ends up in the background: asserts the
+    /// reply comes within 5 s, with `background` and `running` true, then kills the process
+    /// and waits for it to exit.
+    #[track_caller]
+    pub fn start_wait_expecting_background<'a>(
+        &'a self,
+        body: Value,
+    ) -> impl Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let t0 = Instant::now();
+            let r = self.start_wait_req(&body).await;
+            r.expect_status(200);
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{caller}: waited for a background process"
+            );
+            assert_eq!(r.body["background"], true, "{caller}: {}", r.text);
+            assert_eq!(r.body["running"], true, "{caller}: {}", r.text);
+            let id = r.body["id"].as_str().unwrap().to_owned();
+            self.signal(&id, "kill").await.expect_status(200);
+            self.wait_exit(&id).await;
+        }
+    }
+
     /// Starts `body` and returns the id (asserts 200, `started: true`, non-empty id).
     #[track_caller]
     pub fn start_with<'a>(&'a self, body: Value) -> impl Future<Output = String> + 'a {
