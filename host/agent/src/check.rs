@@ -1,0 +1,165 @@
+//! `procwarden plugin check`: a dry run of the policy chain on one request, printing what each
+//! plugin decided. Nothing is spawned. This is how operators test their plugins.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use procwarden_extensions::policy::{
+    Explanation, PluginSource, PolicyChain, PolicyConfig, PolicyContext, StartRequest, StepOutcome,
+};
+
+/// Which chain to check.
+pub enum ChainChoice {
+    /// One component file, with optional settings (a TOML table).
+    Component {
+        path: PathBuf,
+        settings: Option<String>,
+    },
+    /// The chain a configuration file describes.
+    ConfigFile(PathBuf),
+    /// The built-in samples, as `serve` loads them with no configuration.
+    Samples,
+}
+
+pub fn load_chain(choice: &ChainChoice) -> anyhow::Result<(PolicyChain, PolicyContext)> {
+    let (config, sources) = match choice {
+        ChainChoice::Component { path, settings } => {
+            let table: toml::Table = match settings {
+                Some(text) => toml::from_str(text).context("--settings is not a TOML table")?,
+                None => toml::Table::new(),
+            };
+            let config = Config::default();
+            let sources = vec![PluginSource::file(path).with_settings(table)];
+            (config, sources)
+        }
+        ChainChoice::ConfigFile(path) => {
+            let config = Config::load(path)?;
+            let sources = config.plugin_sources()?;
+            (config, sources)
+        }
+        ChainChoice::Samples => {
+            let config = Config::default();
+            let sources = config.plugin_sources()?;
+            (config, sources)
+        }
+    };
+    // A dry run must not write the operator's audit trail.
+    let policy = PolicyConfig {
+        audit_file: None,
+        ..config.policy.clone()
+    };
+    let chain = PolicyChain::load(&policy, &sources)?;
+    let context = PolicyContext {
+        chat_id: None,
+        agent_workdir: config
+            .workdir
+            .as_deref()
+            .map(|p| p.to_string_lossy().into_owned()),
+        home: std::env::var("HOME").ok(),
+    };
+    Ok((chain, context))
+}
+
+/// The dry run as text: one line per plugin, then the result.
+pub fn render(request: &StartRequest, explanation: &Explanation) -> String {
+    let mut out = String::new();
+    let width = explanation
+        .steps
+        .iter()
+        .map(|s| s.plugin.len())
+        .max()
+        .unwrap_or(0);
+    let mut current = request.clone();
+    for step in &explanation.steps {
+        let (decision, detail) = match &step.outcome {
+            StepOutcome::Allowed { request: next } => {
+                let changes = describe_changes(&current, next);
+                current = next.clone();
+                ("allow", changes)
+            }
+            StepOutcome::Denied { reason } => ("DENY", reason.clone()),
+            StepOutcome::Failed { error, on_error } => {
+                ("FAILED", format!("{error} (on_error = {on_error})"))
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<6}  {:>6} µs  {}",
+            step.plugin,
+            decision,
+            step.micros,
+            detail.trim_end()
+        );
+    }
+    match &explanation.result {
+        Ok(final_request) => {
+            let _ = writeln!(out, "result: allowed: {}", summarize(final_request));
+        }
+        Err(denial) => {
+            let _ = writeln!(out, "result: {denial}");
+        }
+    }
+    out
+}
+
+fn describe_changes(before: &StartRequest, after: &StartRequest) -> String {
+    let mut changes = Vec::new();
+    if before.command != after.command {
+        changes.push(format!(
+            "command {:?} -> {:?}",
+            before.command, after.command
+        ));
+    }
+    if before.background != after.background {
+        changes.push(format!(
+            "background {} -> {}",
+            before.background, after.background
+        ));
+    }
+    if before.workdir != after.workdir {
+        changes.push(format!(
+            "workdir {} -> {}",
+            before.workdir.as_deref().unwrap_or("(default)"),
+            after.workdir.as_deref().unwrap_or("(default)")
+        ));
+    }
+    if before.env != after.env {
+        let added: Vec<String> = after
+            .env
+            .iter()
+            .filter(|pair| !before.env.contains(pair))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        changes.push(format!("env +[{}]", added.join(", ")));
+    }
+    if before.timeout_seconds != after.timeout_seconds {
+        changes.push(format!(
+            "timeout {:?} -> {:?} s",
+            before.timeout_seconds, after.timeout_seconds
+        ));
+    }
+    if changes.is_empty() {
+        "unchanged".into()
+    } else {
+        changes.join("; ")
+    }
+}
+
+fn summarize(request: &StartRequest) -> String {
+    format!(
+        "sh -c {:?} in {}{}",
+        request.command,
+        request
+            .workdir
+            .as_deref()
+            .unwrap_or("(the agent's default directory)"),
+        if request.background {
+            ", in the background"
+        } else {
+            ""
+        }
+    )
+}

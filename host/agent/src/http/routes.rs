@@ -1,0 +1,202 @@
+//! Handlers of `/api/v0/processes/...`: translate HTTP to agent calls and back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::extract::{Chat, json_body, wants_wait};
+use crate::agent::StartCall;
+use procwarden_extensions::policy::StartRequest;
+use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo};
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+#[derive(Debug, Deserialize)]
+struct StartBody {
+    #[serde(default)]
+    command: String,
+    #[serde(default)]
+    workdir: Option<String>,
+    #[serde(default)]
+    env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    background: bool,
+    /// Seconds; fractions are rounded up to whole seconds.
+    #[serde(default)]
+    timeout_seconds: Option<f64>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StartReply {
+    pub id: String,
+    pub started: bool,
+    /// After policy: a plugin may have moved the command to the background.
+    pub background: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
+    /// With `?wait=true`: the output as `GET output?wait=true` would return it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub result: Option<OutputSnapshot>,
+}
+
+/// `?wait=true` runs a foreground command to completion in this one request (up to the wait
+/// cap), saving the client a second round trip. A background command, asked for or moved
+/// there by a plugin, is not waited for: its reply carries a snapshot with `running: true`.
+pub async fn start(
+    State(state): State<Arc<ApiState>>,
+    chat: Chat,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<StartReply>, ApiError> {
+    let body: StartBody = json_body(body)?;
+    let header_key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::bad_request("Header Idempotency-Key must be printable ASCII.")
+            })
+        })
+        .transpose()?;
+    let idempotency_key = header_key
+        .or(body.idempotency_key)
+        .filter(|k| !k.is_empty());
+    let call = StartCall {
+        request: StartRequest {
+            command: body.command,
+            workdir: body.workdir.filter(|w| !w.is_empty()),
+            env: body.env.unwrap_or_default().into_iter().collect(),
+            background: body.background,
+            timeout_seconds: body.timeout_seconds.map(whole_seconds).transpose()?,
+        },
+        chat_id: chat.0.clone(),
+        idempotency_key,
+    };
+    let started = state.agent.start(call).await?;
+    let result = match (wants_wait(query.as_deref()), started.background) {
+        (false, _) => None,
+        (true, true) => Some(state.agent.output(&started.id, chat.as_deref())?),
+        (true, false) => Some(
+            state
+                .agent
+                .wait_output(&started.id, chat.as_deref(), None)
+                .await?,
+        ),
+    };
+    Ok(Json(StartReply {
+        id: started.id,
+        started: true,
+        background: started.background,
+        reused: started.reused,
+        result,
+    }))
+}
+
+/// A positive number of seconds, rounded up: a limit is never shorter than asked.
+fn whole_seconds(seconds: f64) -> Result<u32, ApiError> {
+    if seconds.is_finite() && seconds > 0.0 && seconds <= f64::from(u32::MAX) {
+        Ok(seconds.ceil() as u32)
+    } else {
+        Err(ApiError::bad_request(
+            "timeout_seconds must be a positive number of seconds.",
+        ))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListReply {
+    pub processes: Vec<ProcessInfo>,
+}
+
+pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListReply> {
+    Json(ListReply {
+        processes: state.agent.list(chat.as_deref()),
+    })
+}
+
+pub async fn output(
+    State(state): State<Arc<ApiState>>,
+    chat: Chat,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<OutputSnapshot>, ApiError> {
+    let snapshot = if wants_wait(query.as_deref()) {
+        state.agent.wait_output(&id, chat.as_deref(), None).await?
+    } else {
+        state.agent.output(&id, chat.as_deref())?
+    };
+    Ok(Json(snapshot))
+}
+
+#[derive(Debug, Deserialize)]
+struct SignalBody {
+    #[serde(default)]
+    signal: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageReply {
+    pub message: String,
+}
+
+pub async fn signal(
+    State(state): State<Arc<ApiState>>,
+    chat: Chat,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MessageReply>, ApiError> {
+    let body: SignalBody = json_body(body)?;
+    if body.signal.is_empty() {
+        return Err(ApiError::bad_request("Signal is required."));
+    }
+    let Some(signal) = GroupSignal::parse(&body.signal) else {
+        return Err(ApiError::bad_request(format!(
+            "Unsupported signal \"{}\". Use \"kill\" or \"terminate\".",
+            body.signal
+        )));
+    };
+    state.agent.signal(&id, chat.as_deref(), signal)?;
+    Ok(Json(MessageReply {
+        message: format!("Signal \"{}\" sent to process \"{id}\".", signal.name()),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthReply {
+    pub status: &'static str,
+    pub processes: usize,
+    pub waiters: usize,
+}
+
+pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
+    Json(HealthReply {
+        status: if state.agent.manager().is_closed() {
+            "shutting_down"
+        } else {
+            "ok"
+        },
+        processes: state.agent.manager().len(),
+        waiters: state.agent.waiters(),
+    })
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "No such route.")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed on this route.",
+    )
+}

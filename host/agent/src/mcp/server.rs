@@ -1,0 +1,380 @@
+//! The MCP server: four tools over the shared [`Agent`]. One handler value serves one MCP
+//! session (stdio: the whole process; HTTP: one `Mcp-Session-Id`), and every call is scoped to
+//! that session's chat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::request::Parts;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
+
+use super::format::{self, ListReport, Report, Situation};
+use super::tools::{
+    DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs,
+    PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION, PROCESS_SIGNAL_DESCRIPTION,
+    ProcessOutputArgs, ProcessSignalArgs, SERVER_INSTRUCTIONS, seconds_arg,
+};
+use crate::agent::{Agent, AgentError, StartCall};
+use crate::http::extract::chat_header;
+use procwarden_extensions::policy::StartRequest;
+use procwarden_process::OutputSnapshot;
+
+/// How often a long wait tells a client that asked for progress that the call is alive, so
+/// clients that time out idle calls keep waiting.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
+/// How long `process_signal` waits to report whether the process has exited.
+const SIGNAL_SETTLE: Duration = Duration::from_secs(3);
+
+/// Where a call's chat ID comes from.
+#[derive(Debug, Clone)]
+pub enum ChatSource {
+    /// One chat for every call: stdio, where the server process is the session.
+    Fixed(String),
+    /// Per HTTP request: the chat header if the client sent one, else the MCP session ID.
+    HttpSession,
+}
+
+#[derive(Clone)]
+pub struct ProcwardenMcp {
+    agent: Arc<Agent>,
+    chat: ChatSource,
+    tool_router: ToolRouter<Self>,
+}
+
+impl ProcwardenMcp {
+    pub fn new(agent: Arc<Agent>, chat: ChatSource) -> Self {
+        Self {
+            agent,
+            chat,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The chat this call acts for. Over HTTP: an explicit chat header wins, so a client can
+    /// share one chat across sessions; else the session's own ID isolates the session. A
+    /// stateless request (protocol versions without sessions) that names no chat is unscoped,
+    /// like an HTTP API request without a chat header.
+    fn chat_of(&self, ctx: &RequestContext<RoleServer>) -> Result<Option<String>, String> {
+        match &self.chat {
+            ChatSource::Fixed(chat) => Ok(Some(chat.clone())),
+            ChatSource::HttpSession => {
+                let Some(parts) = ctx.extensions.get::<Parts>() else {
+                    return Ok(None);
+                };
+                if let Some(chat) = chat_header(&parts.headers).map_err(|e| e.message)? {
+                    return Ok(Some(chat));
+                }
+                Ok(parts
+                    .headers
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned))
+            }
+        }
+    }
+
+    /// The caller's chat and the trimmed process ID argument, or the tool error to return.
+    fn chat_and_id<'a>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &'a str,
+    ) -> Result<(Option<String>, &'a str), CallToolResult> {
+        let chat = self.chat_of(ctx).map_err(format::tool_error)?;
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(format::tool_error(
+                "id is required: pass the process_id from execute or process_list.",
+            ));
+        }
+        Ok((chat, id))
+    }
+
+    /// Wait for the process to exit, up to `limit`, across as many agent wait caps as that
+    /// takes. Returns the last snapshot, or `None` if the client cancelled the call (the
+    /// process keeps running either way).
+    async fn wait_until_exit(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        limit: Duration,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Option<OutputSnapshot>, AgentError> {
+        let started = Instant::now();
+        let deadline = started + limit;
+        let progress = ctx.meta.get_progress_token();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // With a progress token, wake up now and then to report; the agent caps each wait
+            // at its own wait cap anyway, and we simply wait again.
+            let slice = if progress.is_some() {
+                remaining.min(PROGRESS_INTERVAL)
+            } else {
+                remaining
+            };
+            let snapshot = tokio::select! {
+                snapshot = self.agent.wait_output(id, chat, Some(slice)) => snapshot?,
+                () = ctx.ct.cancelled() => return Ok(None),
+            };
+            if !snapshot.running || Instant::now() >= deadline {
+                return Ok(Some(snapshot));
+            }
+            if let Some(token) = &progress {
+                let waited = started.elapsed();
+                let param = ProgressNotificationParam::new(token.clone(), waited.as_secs_f64())
+                    .with_total(limit.as_secs_f64())
+                    .with_message(format!(
+                        "still running after {}",
+                        format::seconds(Duration::from_secs(waited.as_secs()))
+                    ));
+                // Progress is a courtesy: a client that stopped listening is not an error.
+                let _ = ctx.peer.notify_progress(param).await;
+            }
+        }
+    }
+}
+
+#[tool_router]
+impl ProcwardenMcp {
+    #[tool(
+        description = EXECUTE_DESCRIPTION,
+        annotations(title = "Run a shell command", read_only_hint = false, destructive_hint = true, open_world_hint = true)
+    )]
+    async fn execute(
+        &self,
+        Parameters(args): Parameters<ExecuteArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let chat = match self.chat_of(&ctx) {
+            Ok(chat) => chat,
+            Err(message) => return format::tool_error(message),
+        };
+        if args.command.trim().is_empty() {
+            return format::tool_error(
+                "command is required: pass the shell command to run, e.g. \"ls -la\".",
+            );
+        }
+        let background = args.run_in_background.unwrap_or(false);
+        let timeout = match seconds_arg(
+            "timeout_seconds",
+            args.timeout_seconds,
+            DEFAULT_EXECUTE_TIMEOUT,
+            false,
+        ) {
+            Ok(timeout) => timeout,
+            Err(message) => return format::tool_error(message),
+        };
+        let requested_command = args.command.clone();
+        let started_at = Instant::now();
+        let call = StartCall {
+            request: StartRequest {
+                command: args.command,
+                workdir: args.workdir.filter(|w| !w.is_empty()),
+                env: args.env.unwrap_or_default().into_iter().collect(),
+                background,
+                // The tool's timeout is how long to wait, never a kill switch.
+                timeout_seconds: None,
+            },
+            chat_id: chat.clone(),
+            idempotency_key: None,
+        };
+        let id = match self.agent.start(call).await {
+            Ok(started) => started.id,
+            Err(err) => return format::agent_error(&err),
+        };
+        // The policy chain may have rewritten the request (e.g. a trailing `&` becomes a
+        // background start): answer for what actually runs, and say so.
+        let info = match self
+            .agent
+            .manager()
+            .get(&id, procwarden_process::Scope::All)
+        {
+            Ok(process) => process.info(),
+            Err(err) => return format::agent_error(&err.into()),
+        };
+        let promoted = info.background && !background;
+        let rewritten = info.command != requested_command;
+
+        if info.background {
+            let mut report = Report {
+                success: Some(true),
+                process_id: Some(id),
+                running: Some(info.running),
+                background: Some(true),
+                note: Some(
+                    "Started in the background; it keeps running. Use process_output with this \
+                     process_id to read its output or wait for it, and process_signal to stop it."
+                        .to_owned(),
+                ),
+                ..Report::default()
+            };
+            if rewritten {
+                report.command = Some(info.command);
+            }
+            if promoted {
+                report.prepend_note(
+                    "The agent's policy moved this command to the background (do not use shell \
+                     `&`; set run_in_background instead)."
+                        .to_owned(),
+                );
+            }
+            return report.into_result();
+        }
+
+        let snapshot = match self
+            .wait_until_exit(&id, chat.as_deref(), timeout, &ctx)
+            .await
+        {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                return format::tool_error("The call was cancelled; the command keeps running.");
+            }
+            Err(err) => return format::agent_error(&err),
+        };
+        let mut report =
+            Report::from_snapshot(&id, snapshot, Situation::Execute { waited: timeout });
+        report.wall_duration_ms = Some(started_at.elapsed().as_millis() as u64);
+        if !rewritten {
+            // The model just sent it; echoing it back only costs tokens.
+            report.command = None;
+        } else {
+            report.prepend_note(
+                "The agent's policy rewrote the command; `command` shows what ran.".to_owned(),
+            );
+        }
+        report.into_result()
+    }
+
+    #[tool(
+        description = PROCESS_OUTPUT_DESCRIPTION,
+        annotations(title = "Read a process's output", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn process_output(
+        &self,
+        Parameters(args): Parameters<ProcessOutputArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
+        };
+        let wait = match seconds_arg(
+            "wait_timeout_seconds",
+            args.wait_timeout_seconds,
+            DEFAULT_OUTPUT_WAIT,
+            true,
+        ) {
+            Ok(wait) => wait,
+            Err(message) => return format::tool_error(message),
+        };
+        let snapshot = if wait.is_zero() {
+            self.agent.output(id, chat.as_deref()).map(Some)
+        } else {
+            self.wait_until_exit(id, chat.as_deref(), wait, &ctx).await
+        };
+        match snapshot {
+            Ok(Some(snapshot)) => {
+                Report::from_snapshot(id, snapshot, Situation::Output { waited: wait })
+                    .into_result()
+            }
+            // Cancelled by the client: nobody reads this, but answer with what there is.
+            Ok(None) => match self.agent.output(id, chat.as_deref()) {
+                Ok(snapshot) => Report::from_snapshot(
+                    id,
+                    snapshot,
+                    Situation::Output {
+                        waited: Duration::ZERO,
+                    },
+                )
+                .into_result(),
+                Err(err) => format::agent_error(&err),
+            },
+            Err(err) => format::agent_error(&err),
+        }
+    }
+
+    #[tool(
+        description = PROCESS_LIST_DESCRIPTION,
+        annotations(title = "List processes", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn process_list(&self, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        let chat = match self.chat_of(&ctx) {
+            Ok(chat) => chat,
+            Err(message) => return format::tool_error(message),
+        };
+        let processes = self.agent.list(chat.as_deref());
+        ListReport::new(processes, self.agent.list_cap()).into_result()
+    }
+
+    #[tool(
+        description = PROCESS_SIGNAL_DESCRIPTION,
+        annotations(title = "Stop a process", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn process_signal(
+        &self,
+        Parameters(args): Parameters<ProcessSignalArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
+        };
+        let signal = args.signal.into();
+        if let Err(err) = self.agent.signal(id, chat.as_deref(), signal) {
+            return format::agent_error(&err);
+        }
+        let message = format!(
+            "Sent {} ({}) to the process group of {id}.",
+            signal.name(),
+            match signal {
+                procwarden_process::GroupSignal::Terminate => "SIGTERM",
+                procwarden_process::GroupSignal::Kill => "SIGKILL",
+            }
+        );
+        // Say whether it worked: a model that is told "sent" keeps guessing otherwise.
+        let snapshot = match self
+            .wait_until_exit(id, chat.as_deref(), SIGNAL_SETTLE, &ctx)
+            .await
+        {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) | Err(_) => {
+                return Report {
+                    success: Some(true),
+                    process_id: Some(id.to_owned()),
+                    message: Some(message),
+                    ..Report::default()
+                }
+                .into_result();
+            }
+        };
+        let mut report = Report::from_snapshot(
+            id,
+            snapshot,
+            Situation::Signal {
+                waited: SIGNAL_SETTLE,
+            },
+        );
+        report.success = Some(true);
+        report.message = Some(message);
+        // The final output is one process_output away; a stop request need not repeat it.
+        report.output = None;
+        report.truncated = None;
+        report.command = None;
+        report.into_result()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for ProcwardenMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("procwarden", env!("CARGO_PKG_VERSION")))
+            .with_instructions(SERVER_INSTRUCTIONS)
+    }
+}

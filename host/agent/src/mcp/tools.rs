@@ -1,0 +1,256 @@
+//! What a model sees of the tools: argument types, their JSON schemas, and every description.
+//!
+//! The words here steer models away from the mistakes the reference's users saw: backgrounding
+//! with shell `&`, reading a foreground timeout as a failure, and polling in tight loops.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use procwarden_process::GroupSignal;
+
+/// How long a foreground `execute` waits when the model names no timeout.
+pub const DEFAULT_EXECUTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `process_output` waits for an exit when the model names no wait.
+pub const DEFAULT_OUTPUT_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait a model may ask for: long enough for any build, short enough that a typo of
+/// extra zeros is reported instead of hanging a session for weeks.
+pub const MAX_WAIT_SECONDS: f64 = 24.0 * 60.0 * 60.0;
+
+pub const EXECUTE_DESCRIPTION: &str = "\
+Run a shell command (`sh -c`) in the workspace and return its output and exit code.
+Foreground (the default) waits up to timeout_seconds (default 60) for the command to finish. \
+A command still running at the timeout is NOT killed: it keeps running, and the result gives \
+its process_id; follow it with process_output or stop it with process_signal. Give builds and \
+test suites a generous timeout_seconds rather than backgrounding them when you need their result.
+Background (run_in_background=true) returns a process_id at once. Use it for dev servers, file \
+watchers and other processes that keep running, or for long work you will check on later. \
+Never background with shell `&` (or nohup, setsid, disown): set run_in_background instead.
+stdout and stderr are merged. Long output keeps its beginning and end, and the result states how \
+many bytes were omitted from the middle. Commands run with stdin closed, so they cannot prompt: \
+pass non-interactive flags (e.g. `-y`, `--no-pager`).";
+
+pub const PROCESS_OUTPUT_DESCRIPTION: &str = "\
+Read a tracked process's output by its process_id, waiting for it to exit first.
+Blocks until the process exits or wait_timeout_seconds pass (default 10; 0 returns a snapshot \
+at once), then returns the output so far, whether it is still running, and its exit code once \
+it has exited. Reading never stops the process. To wait for a long job, pass a wait that covers \
+the time it needs instead of calling again and again.";
+
+pub const PROCESS_LIST_DESCRIPTION: &str = "\
+List the tracked processes of this session: running ones first, then the most recent.
+Shows each process's id (the process_id the other tools take), command, whether it is running, \
+and its exit code once it has exited. Exited processes are forgotten a few minutes after they \
+exit.";
+
+pub const PROCESS_SIGNAL_DESCRIPTION: &str = "\
+Stop a tracked process together with everything it started (its whole process group).
+signal `terminate` (SIGTERM) asks it to exit cleanly; `kill` (SIGKILL) forces it. The result \
+says whether it has exited; use process_output to read its final output.";
+
+/// Guidance for the whole server, shown by clients that surface server instructions.
+pub const SERVER_INSTRUCTIONS: &str = "\
+procwarden runs shell commands in this workspace. Use `execute` for commands; set \
+run_in_background=true for servers and watchers (never shell `&`). Processes are tracked by \
+process_id: read them with process_output, list them with process_list, stop them with \
+process_signal. Each session sees only its own processes.";
+
+// Descriptions are given as single-line strings rather than doc comments: doc comments keep
+// their line breaks, which only add noise to what the model reads. Optional arguments are
+// plain types in the schema (no `null`, no `default: null`), which every client's schema
+// dialect accepts; a missing or null value means the default. (`skip_serializing_if` is what
+// keeps schemars from writing `"default": null`; these types are never serialized.)
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteArgs {
+    #[schemars(
+        description = "The shell command, run with `sh -c` in its own process group. Do not end \
+                       it with `&` to background it: set run_in_background instead."
+    )]
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Working directory. Relative paths are resolved against the default \
+                       directory (the agent's configured workspace directory, else $HOME)."
+    )]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "BTreeMap<String, String>",
+        description = "Extra environment variables for this command, added on top of the \
+                       agent's environment."
+    )]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "Return at once with a process_id instead of waiting (default false). Use \
+                       for dev servers, file watchers and other long-lived processes, or to keep \
+                       working while a long job runs. If you need the result before continuing, \
+                       prefer the foreground with a longer timeout_seconds. Never use shell `&`: \
+                       set this instead."
+    )]
+    pub run_in_background: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "f64",
+        range(max = 86400),
+        extend("exclusiveMinimum" = 0),
+        description = "Foreground only: seconds to wait for the command to finish (default 60, \
+                       up to 86400). If it is still running then it is not killed; the result \
+                       gives its process_id so you can keep waiting with process_output. Set it \
+                       generously for builds and test suites."
+    )]
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessOutputArgs {
+    // Models that learned the reference's tools call it `process_id`; accept both.
+    #[serde(alias = "process_id")]
+    #[schemars(
+        description = "The process_id returned by execute (a background start, or a foreground \
+                       command still running at its timeout) or shown by process_list."
+    )]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "f64",
+        range(min = 0, max = 86400),
+        description = "Seconds to wait for the process to exit before answering (default 10, up \
+                       to 86400); 0 returns the current output at once. The call returns as soon \
+                       as the process exits."
+    )]
+    pub wait_timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSignalArgs {
+    #[serde(alias = "process_id")]
+    #[schemars(
+        description = "The process_id of the process to stop, from execute or process_list."
+    )]
+    pub id: String,
+    #[schemars(
+        description = "`terminate` sends SIGTERM (a request to exit cleanly); `kill` sends \
+                       SIGKILL (cannot be caught or ignored). Either goes to the whole process \
+                       group."
+    )]
+    pub signal: SignalName,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+// Inline, so the model sees the two choices right at the argument instead of behind a `$ref`.
+#[schemars(inline)]
+pub enum SignalName {
+    Terminate,
+    Kill,
+}
+
+impl From<SignalName> for GroupSignal {
+    fn from(name: SignalName) -> Self {
+        match name {
+            SignalName::Terminate => GroupSignal::Terminate,
+            SignalName::Kill => GroupSignal::Kill,
+        }
+    }
+}
+
+/// A model-supplied number of seconds, checked: `None` means the default. Errors are worded
+/// for the model, naming the argument.
+pub fn seconds_arg(
+    name: &str,
+    value: Option<f64>,
+    default: Duration,
+    allow_zero: bool,
+) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let low_ok = if allow_zero {
+        value >= 0.0
+    } else {
+        value > 0.0
+    };
+    if !value.is_finite() || !low_ok || value > MAX_WAIT_SECONDS {
+        let low = if allow_zero {
+            "0 or more"
+        } else {
+            "more than 0"
+        };
+        return Err(format!(
+            "{name} must be a number of seconds, {low} and at most {MAX_WAIT_SECONDS}; got {value}."
+        ));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_checked() {
+        let d = DEFAULT_OUTPUT_WAIT;
+        assert_eq!(seconds_arg("w", None, d, true), Ok(d));
+        assert_eq!(seconds_arg("w", Some(0.0), d, true), Ok(Duration::ZERO));
+        assert!(seconds_arg("t", Some(0.0), d, false).is_err());
+        assert!(seconds_arg("t", Some(-1.0), d, false).is_err());
+        assert!(seconds_arg("t", Some(f64::NAN), d, false).is_err());
+        assert!(seconds_arg("t", Some(1e9), d, false).is_err());
+        assert_eq!(
+            seconds_arg("t", Some(1.5), d, false),
+            Ok(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn schemas_describe_every_argument() {
+        for schema in [
+            rmcp::handler::server::common::schema_for_input::<ExecuteArgs>(),
+            rmcp::handler::server::common::schema_for_input::<ProcessOutputArgs>(),
+            rmcp::handler::server::common::schema_for_input::<ProcessSignalArgs>(),
+        ] {
+            let schema = schema.unwrap();
+            let properties = schema["properties"].as_object().unwrap();
+            for (name, property) in properties {
+                assert!(
+                    property.get("description").is_some(),
+                    "argument {name} has no description: {property}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn optional_arguments_are_plain_and_not_required() {
+        let execute = rmcp::handler::server::common::schema_for_input::<ExecuteArgs>().unwrap();
+        assert_eq!(execute["required"], serde_json::json!(["command"]));
+        let output =
+            rmcp::handler::server::common::schema_for_input::<ProcessOutputArgs>().unwrap();
+        assert_eq!(output["required"], serde_json::json!(["id"]));
+        for schema in [execute, output] {
+            let text = serde_json::to_string(&*schema).unwrap();
+            assert!(!text.contains("null"), "{text}");
+            assert!(!text.contains("\\n"), "line break in a description: {text}");
+        }
+    }
+
+    #[test]
+    fn wrong_argument_names_are_refused() {
+        let err = serde_json::from_value::<ExecuteArgs>(serde_json::json!({
+            "command": "make", "timeout": "10m"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+        let ok: ProcessOutputArgs =
+            serde_json::from_value(serde_json::json!({"process_id": "abc"})).unwrap();
+        assert_eq!(ok.id, "abc");
+    }
+}

@@ -1,0 +1,113 @@
+//! `procwarden serve`: bind, serve the API (and MCP at `/mcp`), and shut down without leaving a
+//! process behind.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::http;
+use crate::mcp;
+use procwarden_extensions::policy::PolicyChain;
+
+/// How long in-flight requests get to finish once every process has been stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() && config.token.is_none() {
+        bail!(
+            "refusing to listen on {listen} without a token: set `token` in the config file, or listen on 127.0.0.1"
+        );
+    }
+    let mut signals = ShutdownSignals::install()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let agent = build_agent(&config)?;
+    let reaper = agent.manager().spawn_reaper(config.reap_interval());
+    // MCP over streamable HTTP shares the listener, the token and the agent with the API.
+    let mcp_shutdown = CancellationToken::new();
+    let mcp = mcp::transport::http_service(agent.clone(), &config, mcp_shutdown.clone());
+    let app = http::router(agent.clone(), &config, Some(mcp));
+
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = serving_stopped.await;
+            })
+            .into_future(),
+    );
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "procwarden listening on http://{local}")?;
+    stdout.flush()?;
+    tracing::info!(%local, "serving");
+
+    let signal_name = signals.recv().await;
+    tracing::info!(signal = signal_name, "shutting down");
+    // Stop processes first: blocked waiters are answered as their processes exit, and the
+    // HTTP drain below then has nothing long-running left to wait for.
+    agent.shutdown().await;
+    // MCP sessions hold SSE streams open indefinitely; close them or the drain waits in vain.
+    mcp_shutdown.cancel();
+    let _ = stop_serving.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(result)) => result.context("HTTP server failed")?,
+        Ok(Err(join)) => bail!("HTTP server task failed: {join}"),
+        Err(_) => tracing::warn!("in-flight requests did not finish; closing them"),
+    }
+    reaper.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The agent every front end of this process shares: the configured policy chain over a fresh
+/// process table. `serve` and `mcp` build it the same way.
+pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
+    Ok(Agent::new(config, load_policy(config)?))
+}
+
+/// Load the configured plugins (or the samples); loading logs how each was loaded.
+pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
+    PolicyChain::load(&config.policy, &config.plugin_sources()?)
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is created. Install it before announcing
+/// readiness: a signal that arrives earlier would otherwise kill the agent outright, with
+/// no chance to stop its process groups.
+pub(crate) struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Wait for the next one; returns its name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The policy chain `serve` uses when the config file names no plugins: the sample plugins
+/// built into the binary, with their default settings.
+pub fn sample_chain() -> anyhow::Result<PolicyChain> {
+    load_policy(&Config::default())
+}

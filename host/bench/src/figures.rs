@@ -1,0 +1,700 @@
+//! The measurements, each paired with the baseline it is judged against.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::client::Connection;
+use crate::stats::{Samples, median};
+use crate::{BenchPlan, Row};
+use procwarden::agent::Agent;
+use procwarden::config::Config;
+use procwarden_extensions::policy::{PolicyChain, PolicyContext, StartRequest};
+
+/// Kills timed by the waiter figure (the other blocked waiters are released at shutdown).
+const WAKE_SAMPLES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Latency,
+    Throughput,
+    Chain,
+    Waiters,
+    Output,
+    Memory,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 6] = [
+        Figure::Latency,
+        Figure::Throughput,
+        Figure::Chain,
+        Figure::Waiters,
+        Figure::Output,
+        Figure::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::Latency => "latency",
+            Figure::Throughput => "throughput",
+            Figure::Chain => "chain",
+            Figure::Waiters => "waiters",
+            Figure::Output => "output",
+            Figure::Memory => "memory",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    match figure {
+        Figure::Latency => latency(plan).await,
+        Figure::Throughput => throughput(plan).await,
+        Figure::Chain => chain(plan).await,
+        Figure::Waiters => waiters(plan).await,
+        Figure::Output => output(plan).await,
+        Figure::Memory => memory(plan).await,
+    }
+}
+
+/// An agent served on a loopback port inside this process, with the sample plugins.
+struct LocalAgent {
+    url: String,
+    addr: std::net::SocketAddr,
+    agent: Arc<Agent>,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LocalAgent {
+    async fn start() -> anyhow::Result<Self> {
+        let config = Config {
+            // The blocked-waiter figure opens a thousand requests at once.
+            list_cap: 10_000,
+            ..Config::default()
+        };
+        let agent = Agent::new(&config, procwarden::server::sample_chain()?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}/api/v0/processes");
+        let app = procwarden::http::router(agent.clone(), &config, None);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url,
+            addr,
+            agent,
+            http: reqwest::Client::new(),
+            server,
+        })
+    }
+
+    async fn start_process(&self, command: &str) -> anyhow::Result<String> {
+        start_over_http(&self.http, &self.url, command).await
+    }
+
+    async fn wait(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/{id}/output?wait=true", self.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// A client connection of the load generator.
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        Connection::open(self.addr).await
+    }
+}
+
+const PROCESSES: &str = "/api/v0/processes";
+
+/// Start `command` and wait for it to exit, in one request (`POST start?wait=true`), as a
+/// client running a foreground command does.
+async fn run(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
+    conn.post(
+        &format!("{PROCESSES}/start?wait=true"),
+        &json!({ "command": command }),
+    )
+    .await
+}
+
+/// The same in two requests: start, then `GET output?wait=true`.
+async fn run_in_two_requests(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
+    let started = conn
+        .post(
+            &format!("{PROCESSES}/start"),
+            &json!({ "command": command }),
+        )
+        .await?;
+    let id = started["id"].as_str().context("start reply without id")?;
+    conn.get(&format!("{PROCESSES}/{id}/output?wait=true"))
+        .await
+}
+
+impl LocalAgent {
+    async fn stop(self) {
+        self.agent.shutdown().await;
+        self.server.abort();
+    }
+}
+
+/// `POST {processes_url}/start` with `command`; returns the new process's ID.
+async fn start_over_http(
+    http: &reqwest::Client,
+    processes_url: &str,
+    command: &str,
+) -> anyhow::Result<String> {
+    let reply: Value = http
+        .post(format!("{processes_url}/start"))
+        .json(&json!({ "command": command }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(reply["id"]
+        .as_str()
+        .context("start reply without id")?
+        .to_owned())
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn sh_true() -> anyhow::Result<()> {
+    let status = Command::new("sh").args(["-c", "true"]).status()?;
+    anyhow::ensure!(status.success(), "sh -c true failed");
+    Ok(())
+}
+
+/// start→exit of `true` over HTTP with the sample plugins, against spawn+wait from Rust: in
+/// one request (`start?wait=true`, judged) and in two (start, then `output?wait=true`).
+async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = LocalAgent::start().await?;
+    let mut conn = local.connect().await?;
+    run(&mut conn, "true").await?; // warm the connection and the plugins
+    run_in_two_requests(&mut conn, "true").await?;
+    let mut rounds = LatencyRounds::default();
+    for _ in 0..plan.rounds {
+        // Samples alternate with their baseline, so a machine that slows down for a moment
+        // (common on these shared VMs) slows both sides of the ratio alike.
+        let mut one = Vec::with_capacity(plan.latency_samples);
+        let mut two = Vec::with_capacity(plan.latency_samples);
+        let mut base = Vec::with_capacity(plan.latency_samples * 2);
+        for _ in 0..plan.latency_samples {
+            let t = Instant::now();
+            run(&mut conn, "true").await?;
+            one.push(t.elapsed());
+            base.push(spawn_and_wait_directly().await?);
+            let t = Instant::now();
+            run_in_two_requests(&mut conn, "true").await?;
+            two.push(t.elapsed());
+            base.push(spawn_and_wait_directly().await?);
+        }
+        rounds.add(&Samples::new(one), &Samples::new(two), &Samples::new(base));
+    }
+    local.stop().await;
+    Ok(rounds.rows())
+}
+
+/// `sh -c true` spawned and waited for from Rust, on a blocking thread: the floor.
+async fn spawn_and_wait_directly() -> anyhow::Result<Duration> {
+    tokio::task::spawn_blocking(|| {
+        let t = Instant::now();
+        sh_true().map(|()| t.elapsed())
+    })
+    .await?
+}
+
+/// Per-round percentiles of the latency figure; each reported value is the median over rounds.
+#[derive(Default)]
+struct LatencyRounds {
+    one50: Vec<f64>,
+    one99: Vec<f64>,
+    two50: Vec<f64>,
+    base50: Vec<f64>,
+    base99: Vec<f64>,
+}
+
+impl LatencyRounds {
+    fn add(&mut self, one: &Samples, two: &Samples, base: &Samples) {
+        self.one50.push(one.p50().as_secs_f64());
+        self.one99.push(one.p99().as_secs_f64());
+        self.two50.push(two.p50().as_secs_f64());
+        self.base50.push(base.p50().as_secs_f64());
+        self.base99.push(base.p99().as_secs_f64());
+    }
+
+    fn rows(self) -> Vec<Row> {
+        let ms = |s: f64| millis(Duration::from_secs_f64(s));
+        let (b50, b99) = (median(self.base50), median(self.base99));
+        let baseline = |b: f64| format!("{} (sh -c true)", ms(b));
+        let (one50, one99, two50) = (median(self.one50), median(self.one99), median(self.two50));
+        vec![
+            Row {
+                figure: "start→exit of `true` over HTTP, 4 plugins, p50".into(),
+                ours: ms(one50),
+                baseline: baseline(b50),
+                ratio: format!("{:.2}×", one50 / b50),
+                target: "≤ 1.5×".into(),
+                pass: one50 / b50 <= 1.5,
+            },
+            Row {
+                figure: "start→exit of `true` over HTTP, 4 plugins, p99".into(),
+                ours: ms(one99),
+                baseline: baseline(b99),
+                ratio: format!("{:.2}×", one99 / b99),
+                target: "reported".into(),
+                pass: true,
+            },
+            Row {
+                figure: "start→exit as two requests (start, then wait), p50".into(),
+                ours: ms(two50),
+                baseline: baseline(b50),
+                ratio: format!("{:.2}×", two50 / b50),
+                target: "reported".into(),
+                pass: true,
+            },
+        ]
+    }
+}
+
+/// Commands per second with concurrent clients, against as many threads spawning directly.
+async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = Arc::new(LocalAgent::start().await?);
+    run(&mut local.connect().await?, "true").await?;
+    let window = Duration::from_secs_f64(plan.throughput_seconds);
+    let (mut ours, mut distinct, mut base) = (vec![], vec![], vec![]);
+    // Each round's figures are divided by that round's baseline, measured right after the
+    // judged figure: the speed of these shared VMs drifts from second to second, and a
+    // ratio of figures measured side by side is what the target is about.
+    let (mut ratios, mut distinct_ratios) = (vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let same = commands_per_second(&local, plan, Commands::Same).await?;
+        let threads = plan.concurrent_clients;
+        let spawned = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + window;
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let mut done = 0u64;
+                        while Instant::now() < deadline {
+                            if sh_true().is_ok() {
+                                done += 1;
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .await?;
+        let spawned = spawned as f64 / window.as_secs_f64();
+        let new = commands_per_second(&local, plan, Commands::Distinct).await?;
+        ours.push(same);
+        distinct.push(new);
+        base.push(spawned);
+        ratios.push(same / spawned);
+        distinct_ratios.push(new / spawned);
+    }
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.stop().await;
+    }
+    let (ours, distinct, base) = (median(ours), median(distinct), median(base));
+    let (ratio, distinct_ratio) = (median(ratios), median(distinct_ratios));
+    let baseline = format!(
+        "{base:.0}/s ({} threads, sh -c true)",
+        plan.concurrent_clients
+    );
+    Ok(vec![
+        Row {
+            figure: format!("commands/s, {} concurrent clients", plan.concurrent_clients),
+            ours: format!("{ours:.0}/s"),
+            baseline: baseline.clone(),
+            ratio: format!("{ratio:.2}×"),
+            target: "≥ 0.8×".into(),
+            pass: ratio >= 0.8,
+        },
+        Row {
+            figure: format!(
+                "commands/s, {} clients, every command new (no remembered answers)",
+                plan.concurrent_clients
+            ),
+            ours: format!("{distinct:.0}/s"),
+            baseline,
+            ratio: format!("{distinct_ratio:.2}×"),
+            target: "reported".into(),
+            pass: true,
+        },
+    ])
+}
+
+/// Which commands the clients of a throughput round run.
+#[derive(Clone, Copy)]
+enum Commands {
+    /// `true` every time, as the figure is defined: after the first, each plugin answers
+    /// from what it remembers.
+    Same,
+    /// `true # client-n`: the same work for `sh`, but a request no plugin has seen, so every
+    /// plugin runs.
+    Distinct,
+}
+
+/// Commands completed per second by `plan.concurrent_clients` clients, each running one
+/// command at a time for `plan.throughput_seconds`.
+async fn commands_per_second(
+    local: &LocalAgent,
+    plan: &BenchPlan,
+    commands: Commands,
+) -> anyhow::Result<f64> {
+    static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let window = Duration::from_secs_f64(plan.throughput_seconds);
+    let deadline = Instant::now() + window;
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..plan.concurrent_clients {
+        let mut conn = local.connect().await?;
+        clients.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                match commands {
+                    Commands::Same => run(&mut conn, "true").await?,
+                    Commands::Distinct => {
+                        run(&mut conn, &format!("true # {round}-{client}-{done}")).await?
+                    }
+                };
+                done += 1;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = clients.join_next().await {
+        total += done??;
+    }
+    Ok(total as f64 / window.as_secs_f64())
+}
+
+/// Per-request cost of the four sample plugins against an empty chain.
+/// Cost of the sample chain per request, through `evaluate_async` from a task as the HTTP
+/// path calls it (the synchronous `evaluate` would hand each call to the chain's worker
+/// threads from here, which the server never does).
+async fn chain(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let samples = procwarden::server::sample_chain()?;
+    let empty = PolicyChain::empty();
+    let request = StartRequest {
+        command: "sleep 30 &".into(),
+        ..StartRequest::default()
+    };
+    let context = PolicyContext {
+        chat_id: Some("bench".into()),
+        agent_workdir: None,
+        home: std::env::var("HOME").ok(),
+    };
+    // Latency per request, and the CPU of the whole process per request: that includes the
+    // instances made ready for later calls on other threads, which the latency leaves out.
+    // With `distinct`, every request is one the plugins have not seen (`sleep N &`), so
+    // none is answered from what they remember.
+    let mut seen = 0u64;
+    let mut time =
+        async |chain: &PolicyChain, distinct: bool| -> anyhow::Result<(Samples, Duration)> {
+            let mut next = || {
+                seen += 1;
+                if distinct {
+                    StartRequest {
+                        command: format!("sleep {seen} &"),
+                        ..request.clone()
+                    }
+                } else {
+                    request.clone()
+                }
+            };
+            let _ = chain.evaluate_async(next(), &context).await;
+            let mut samples = Vec::with_capacity(plan.chain_samples);
+            let cpu_before = process_cpu_time()?;
+            for _ in 0..plan.chain_samples {
+                let request = next();
+                let t = Instant::now();
+                let _ = chain.evaluate_async(request, &context).await;
+                samples.push(t.elapsed());
+            }
+            let cpu = process_cpu_time()?.saturating_sub(cpu_before);
+            Ok((Samples::new(samples), cpu / plan.chain_samples as u32))
+        };
+    let (mut with50, mut with99, mut without50, mut cpu_added) = (vec![], vec![], vec![], vec![]);
+    let (mut new50, mut new99, mut new_cpu_added) = (vec![], vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let (with, with_cpu) = time(&samples, false).await?;
+        let (new, new_cpu) = time(&samples, true).await?;
+        let (without, without_cpu) = time(&empty, false).await?;
+        with50.push(with.p50().as_secs_f64());
+        with99.push(with.p99().as_secs_f64());
+        new50.push(new.p50().as_secs_f64());
+        new99.push(new.p99().as_secs_f64());
+        without50.push(without.p50().as_secs_f64());
+        cpu_added.push(with_cpu.saturating_sub(without_cpu).as_secs_f64());
+        new_cpu_added.push(new_cpu.saturating_sub(without_cpu).as_secs_f64());
+    }
+    let (with50, with99, without50) = (median(with50), median(with99), median(without50));
+    let (new50, new99) = (median(new50), median(new99));
+    let added = Duration::from_secs_f64((with50 - without50).max(0.0));
+    let new_added = Duration::from_secs_f64((new50 - without50).max(0.0));
+    let cpu_added = Duration::from_secs_f64(median(cpu_added));
+    let new_cpu_added = Duration::from_secs_f64(median(new_cpu_added));
+    let empty_p50 = Duration::from_secs_f64(without50);
+    let mut rows = chain_rows(
+        "policy chain of 4 plugins",
+        (added, Duration::from_secs_f64(with99)),
+        empty_p50,
+        cpu_added,
+        Some(Duration::from_micros(50)),
+    );
+    rows.extend(chain_rows(
+        "policy chain of 4 plugins, every request new (no remembered answers)",
+        (new_added, Duration::from_secs_f64(new99)),
+        empty_p50,
+        new_cpu_added,
+        None,
+    ));
+    Ok(rows)
+}
+
+/// The rows of one chain measurement: the p50 time it adds (judged against `limit`, if
+/// given) with its p99, and the CPU it costs per request.
+fn chain_rows(
+    what: &str,
+    (added, p99): (Duration, Duration),
+    empty_p50: Duration,
+    cpu_added: Duration,
+    limit: Option<Duration>,
+) -> Vec<Row> {
+    vec![
+        Row {
+            figure: format!("{what}, per request (p50 added; p99)"),
+            ours: format!("{} added (p99 {})", micros(added), micros(p99)),
+            baseline: format!("{} (empty chain)", micros(empty_p50)),
+            ratio: "—".into(),
+            target: limit.map_or("reported".into(), |l| format!("≤ {} added", micros(l))),
+            pass: limit.is_none_or(|l| added <= l),
+        },
+        Row {
+            figure: format!("{what}, CPU per request (all threads)"),
+            ours: format!("{} added", micros(cpu_added)),
+            baseline: "empty chain".into(),
+            ratio: "—".into(),
+            target: "reported".into(),
+            pass: true,
+        },
+    ]
+}
+
+/// CPU time used by this process so far, all threads together.
+fn process_cpu_time() -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let seconds = |t: nix::sys::time::TimeVal| {
+        Duration::new(t.tv_sec().max(0) as u64, (t.tv_usec().max(0) as u32) * 1000)
+    };
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// Kill → reply of one blocked waiter while `plan.waiters` requests are blocked at once:
+/// every process has one waiter; processes are killed one at a time and each kill is timed
+/// until its waiter's reply arrives, so the figure is the wake-up path under load, not the
+/// time to write a burst of replies.
+async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = Arc::new(LocalAgent::start().await?);
+    let total = plan.waiters;
+    let mut blocked = Vec::with_capacity(total);
+    for _ in 0..total {
+        let id = local.start_process("exec sleep 600").await?;
+        let waiter = {
+            let (local, id) = (local.clone(), id.clone());
+            tokio::spawn(async move {
+                let reply = local.wait(&id).await;
+                (Instant::now(), reply)
+            })
+        };
+        blocked.push((id, waiter));
+    }
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while local.agent.waiters() < total {
+        if Instant::now() > ready_by {
+            bail!("only {} of {total} waiters blocked", local.agent.waiters());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let timed = total.min(WAKE_SAMPLES);
+    let mut latencies = Vec::with_capacity(timed);
+    for (id, waiter) in blocked.into_iter().take(timed) {
+        let killed_at = Instant::now();
+        local
+            .agent
+            .signal(&id, None, procwarden_process::GroupSignal::Kill)?;
+        let (at, reply) = waiter.await?;
+        anyhow::ensure!(reply?["running"] == Value::Bool(false), "waiter woke early");
+        latencies.push(at - killed_at);
+    }
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.stop().await;
+    }
+    let samples = Samples::new(latencies);
+    Ok(vec![Row {
+        figure: format!("kill → reply of a blocked waiter, {total} blocked (p99; p50)"),
+        ours: format!("{} ({} p50)", millis(samples.p99()), millis(samples.p50())),
+        baseline: "—".into(),
+        ratio: "—".into(),
+        target: "p99 ≤ 5 ms".into(),
+        pass: samples.p99() <= Duration::from_millis(5),
+    }])
+}
+
+/// Output throughput through the agent, against the same command piped to a plain reader.
+async fn output(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = LocalAgent::start().await?;
+    let mut conn = local.connect().await?;
+    let command = format!("head -c {} /dev/zero", plan.output_bytes);
+    let (mut ours, mut base) = (vec![], vec![]);
+    for _ in 0..plan.rounds {
+        let t = Instant::now();
+        let reply = run(&mut conn, &command).await?;
+        let elapsed = t.elapsed();
+        let seen = reply["truncated"]["original_bytes"].as_u64().unwrap_or(0);
+        anyhow::ensure!(seen == plan.output_bytes, "agent saw {seen} bytes");
+        ours.push(plan.output_bytes as f64 / elapsed.as_secs_f64());
+
+        let command = command.clone();
+        let elapsed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+            let t = Instant::now();
+            let mut child = Command::new("sh")
+                .args(["-c", &command])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut pipe = child.stdout.take().context("no stdout")?;
+            let mut buf = vec![0u8; 64 * 1024];
+            while pipe.read(&mut buf)? > 0 {}
+            child.wait()?;
+            Ok(t.elapsed())
+        })
+        .await??;
+        base.push(plan.output_bytes as f64 / elapsed.as_secs_f64());
+    }
+    local.stop().await;
+    let (ours, base) = (median(ours), median(base));
+    let mib = |b: f64| format!("{:.0} MiB/s", b / (1 << 20) as f64);
+    Ok(vec![Row {
+        figure: format!("output throughput, head -c {} MiB", plan.output_bytes >> 20),
+        ours: mib(ours),
+        baseline: format!("{} (pipe to a plain reader)", mib(base)),
+        ratio: format!("{:.2}×", ours / base),
+        target: "≥ 0.7×".into(),
+        pass: ours / base >= 0.7,
+    }])
+}
+
+/// Resident memory of a real agent process holding many processes that printed a lot.
+async fn memory(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let mut child = Command::new(crate::agent_binary()?)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start an agent process")?;
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first_line)?;
+    let base = first_line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .context("agent did not print its address")?
+        .to_owned();
+    let pid = child.id();
+    let result = measure_memory(plan, &base, pid).await;
+    // SIGTERM: the agent kills every group it started before exiting.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    result
+}
+
+async fn measure_memory(plan: &BenchPlan, base: &str, pid: u32) -> anyhow::Result<Vec<Row>> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v0/processes");
+    let idle = rss_bytes(pid)?;
+    let command = format!("head -c {} /dev/zero; exec sleep 600", plan.rss_bytes_each);
+    let mut ids = Vec::with_capacity(plan.rss_processes);
+    for _ in 0..plan.rss_processes {
+        ids.push(start_over_http(&http, &url, &command).await?);
+    }
+    // Wait until every process has printed all of its output.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let reply: Value = http
+                .get(format!("{url}/{id}/output"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if reply["truncated"]["original_bytes"].as_u64() == Some(plan.rss_bytes_each) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < ready_by,
+                "outputs did not complete in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let loaded = rss_bytes(pid)?;
+    let added = loaded.saturating_sub(idle);
+    let budget = 128.0 * (plan.rss_processes as f64 / 1000.0);
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    Ok(vec![Row {
+        figure: format!(
+            "agent RSS, {} running processes × {} MB printed",
+            plan.rss_processes,
+            plan.rss_bytes_each / 1_000_000
+        ),
+        ours: format!("{} ({} added)", mb(loaded), mb(added)),
+        baseline: format!("{} (idle agent)", mb(idle)),
+        ratio: "—".into(),
+        target: format!("≤ {budget:.0} MB added"),
+        pass: (added as f64) <= budget * 1e6,
+    }])
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kb * 1024)
+}
