@@ -4,6 +4,8 @@ use anyhow::{Context, anyhow};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
+pub use procwarden_process::StartRequest;
+
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7077";
 
 pub struct Client {
@@ -11,16 +13,6 @@ pub struct Client {
     base: String,
     token: Option<String>,
     chat: Option<String>,
-}
-
-/// A start request from the command line.
-#[derive(Debug, Default)]
-pub struct RunRequest {
-    pub command: String,
-    pub workdir: Option<String>,
-    pub env: Vec<(String, String)>,
-    pub background: bool,
-    pub timeout_seconds: Option<u32>,
 }
 
 impl Client {
@@ -68,7 +60,7 @@ impl Client {
 
     /// Start a process; returns its ID and whether it runs in the background (the agent's
     /// policy may have put it there).
-    pub async fn start(&self, run: &RunRequest) -> anyhow::Result<(String, bool)> {
+    pub async fn start(&self, run: &StartRequest) -> anyhow::Result<(String, bool)> {
         let env: serde_json::Map<String, Value> = run
             .env
             .iter()

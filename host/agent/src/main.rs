@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use procwarden::client::{Client, DEFAULT_URL, RunRequest};
+use procwarden::client::{Client, DEFAULT_URL, StartRequest};
 use procwarden::config::{Config, DEFAULT_LISTEN};
 
 /// Exit code of the CLI itself when it could not do what was asked.
@@ -191,7 +191,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let listen = listen
                 .or(config.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
-            procwarden::server::serve(config, listen).await?;
+            procwarden::serve::serve(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Mcp { config } => {
@@ -209,7 +209,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             command,
         } => {
-            let run = RunRequest {
+            let run = StartRequest {
                 command: command.join(" "),
                 workdir,
                 env,
@@ -299,7 +299,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_command(client: &Client, run: &RunRequest) -> anyhow::Result<ExitCode> {
+async fn run_command(client: &Client, run: &StartRequest) -> anyhow::Result<ExitCode> {
     let (id, background) = client.start(run).await?;
     if background {
         if !run.background {

@@ -81,11 +81,11 @@ impl LocalAgent {
             list_cap: 10_000,
             ..Config::default()
         };
-        let agent = Agent::new(&config, procwarden::server::sample_chain()?);
+        let agent = Agent::new(&config, procwarden::runtime::sample_chain()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}/api/v0/processes");
-        let app = procwarden::http::router(agent.clone(), &config, None);
+        let app = procwarden::http::router(agent.clone(), &config, axum::Router::new());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -402,7 +402,7 @@ async fn commands_per_second(
 /// path calls it (the synchronous `evaluate` would hand each call to the chain's worker
 /// threads from here, which the server never does).
 async fn chain(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
-    let samples = procwarden::server::sample_chain()?;
+    let samples = procwarden::runtime::sample_chain()?;
     let empty = PolicyChain::empty();
     let request = StartRequest {
         command: "sleep 30 &".into(),

@@ -42,16 +42,8 @@ pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
 pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
 pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
-/// A request to start `sh -c command`, as it travels through the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
-pub struct StartRequest {
-    pub command: String,
-    pub workdir: Option<String>,
-    /// Added on top of the agent's environment, in order; later entries win.
-    pub env: Vec<(String, String)>,
-    pub background: bool,
-    pub timeout_seconds: Option<u32>,
-}
+/// The request the chain decides on: the process layer's one start request.
+pub use procwarden_process::StartRequest;
 
 /// Facts plugins decide with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -61,20 +53,42 @@ pub struct PolicyContext {
     pub home: Option<String>,
 }
 
-/// A refusal, with the plugin that made it and the reason it gave.
+/// Why the chain refused a request: a plugin said no, or could not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// The plugin that refused or failed.
     pub plugin: String,
+    /// The plugin's own reason, or what went wrong with it (without its name).
     pub reason: String,
+    pub cause: DenialCause,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialCause {
+    /// The plugin decided to deny the request.
+    Refused,
+    /// The plugin failed (trap, CPU budget, memory) and its `on_error` is `deny`.
+    PluginFailed,
+    /// The policy runtime itself failed.
+    RuntimeFailed,
+}
+
+/// The one wording of a refusal, for every front end.
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "denied by policy plugin \"{}\": {}",
-            self.plugin, self.reason
-        )
+        let Self {
+            plugin,
+            reason,
+            cause,
+        } = self;
+        match cause {
+            DenialCause::Refused => write!(f, "Denied by policy plugin \"{plugin}\": {reason}"),
+            DenialCause::PluginFailed => write!(
+                f,
+                "Policy plugin \"{plugin}\" failed ({reason}), so the request was refused."
+            ),
+            DenialCause::RuntimeFailed => write!(f, "The policy runtime failed: {reason}"),
+        }
     }
 }
 

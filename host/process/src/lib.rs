@@ -6,9 +6,11 @@ pub mod group;
 pub mod manager;
 pub mod os_spawn;
 pub mod record;
+pub mod request;
 pub mod spawn;
 pub mod sync;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
-pub use manager::{GroupSignal, LaunchSpec, ManagerSettings, ProcessError, ProcessManager, Scope};
+pub use manager::{GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope};
 pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};
+pub use request::StartRequest;

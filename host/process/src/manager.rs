@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use super::buffer::BufferLimits;
 use super::group::signal_group;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
+use super::request::StartRequest;
 use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
 use crate::sync::lock;
 
@@ -32,18 +33,6 @@ impl Default for ManagerSettings {
             kill_grace: Duration::from_secs(5),
         }
     }
-}
-
-/// A start request after policy: everything resolved.
-#[derive(Debug, Clone)]
-pub struct LaunchSpec {
-    pub command: String,
-    /// An existing directory.
-    pub workdir: String,
-    pub env: Vec<(String, String)>,
-    pub background: bool,
-    pub timeout: Option<Duration>,
-    pub chat_id: Option<String>,
 }
 
 /// Which signal a client asked for.
@@ -83,11 +72,11 @@ pub enum ProcessError {
     NotFound(String),
     #[error("Process \"{0}\" is not running.")]
     NotRunning(String),
-    #[error("the agent is shutting down")]
+    #[error("The agent is shutting down.")]
     ShuttingDown,
-    #[error("start process: {0}")]
+    #[error("Failed to start the command: {0}.")]
     Spawn(std::io::Error),
-    #[error("signal process: {0}")]
+    #[error("Failed to signal the process: {0}.")]
     Signal(std::io::Error),
 }
 
@@ -132,29 +121,48 @@ impl ProcessManager {
         &self.settings
     }
 
-    /// Spawn and track a process. Must be called inside a tokio runtime.
-    pub fn start(self: &Arc<Self>, spec: LaunchSpec) -> Result<Arc<Process>, ProcessError> {
+    /// Spawn and track a process for `chat_id`. The request's workdir is an existing
+    /// directory (the agent resolved it); without one the command runs in the agent's own.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        self: &Arc<Self>,
+        request: StartRequest,
+        chat_id: Option<String>,
+    ) -> Result<Arc<Process>, ProcessError> {
         if self.is_closed() {
             return Err(ProcessError::ShuttingDown);
         }
-        let mut env = spec.env;
-        if let Some(chat) = &spec.chat_id {
+        let StartRequest {
+            command,
+            workdir,
+            mut env,
+            background,
+            timeout_seconds,
+        } = request;
+        let workdir = match workdir {
+            Some(dir) => dir,
+            None => std::env::current_dir()
+                .map_err(ProcessError::Spawn)?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        if let Some(chat) = &chat_id {
             env.push(("PROCWARDEN_CHAT_ID".into(), chat.clone()));
             env.push(("CODER_CHAT_ID".into(), chat.clone()));
         }
         let spawned = spawn(&SpawnSpec {
-            command: &spec.command,
-            workdir: &spec.workdir,
+            command: &command,
+            workdir: &workdir,
             env: &env,
         })
         .map_err(ProcessError::Spawn)?;
         let process = Arc::new(Process::new(
             Identity {
                 id: uuid::Uuid::new_v4().to_string(),
-                chat_id: spec.chat_id,
-                command: spec.command,
-                workdir: spec.workdir,
-                background: spec.background,
+                chat_id,
+                command,
+                workdir,
+                background,
                 pgid: spawned.pgid,
                 started_at_unix: unix_now(),
                 sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
@@ -163,10 +171,10 @@ impl ProcessManager {
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         tokio::spawn(supervise(process.clone(), spawned));
-        if let Some(limit) = spec.timeout {
+        if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
                 process.clone(),
-                limit,
+                Duration::from_secs(seconds.into()),
                 self.settings.kill_grace,
             ));
         }

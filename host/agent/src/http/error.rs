@@ -5,8 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::agent::AgentError;
-use procwarden_process::ProcessError;
+use crate::agent::{AgentError, ErrorKind};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -74,40 +73,14 @@ impl IntoResponse for ApiError {
 
 impl From<AgentError> for ApiError {
     fn from(err: AgentError) -> Self {
-        match err {
-            AgentError::Invalid(message) => Self::bad_request(message),
-            AgentError::Denied(denial) => Self::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "Denied by policy plugin \"{}\": {}",
-                    denial.plugin, denial.reason
-                ),
-            ),
-            AgentError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
-            AgentError::Process(err) => err.into(),
-        }
-    }
-}
-
-impl From<ProcessError> for ApiError {
-    fn from(err: ProcessError) -> Self {
-        match &err {
-            ProcessError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
-            ProcessError::NotRunning(_) => Self::new(StatusCode::CONFLICT, err.to_string()),
-            ProcessError::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The agent is shutting down.",
-            ),
-            ProcessError::Spawn(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Failed to start process.",
-            )
-            .with_detail(err.to_string()),
-            ProcessError::Signal(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Failed to signal process.",
-            )
-            .with_detail(err.to_string()),
-        }
+        let status = match err.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Denied => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, err.to_string())
     }
 }

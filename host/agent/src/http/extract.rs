@@ -3,15 +3,11 @@
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-
-/// Headers that name the caller's chat, ours first.
-pub const CHAT_HEADERS: [&str; 2] = ["procwarden-chat-id", "coder-chat-id"];
-const MAX_CHAT_ID_BYTES: usize = 256;
+use crate::chat::chat_from_headers;
 
 /// The caller's chat, if it named one.
 pub struct Chat(pub Option<String>);
@@ -20,7 +16,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Chat {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        chat_header(&parts.headers).map(Chat)
+        chat_from_headers(&parts.headers)
+            .map(Chat)
+            .map_err(|bad| ApiError::bad_request(bad.to_string()))
     }
 }
 
@@ -28,28 +26,6 @@ impl Chat {
     pub fn as_deref(&self) -> Option<&str> {
         self.0.as_deref()
     }
-}
-
-pub fn chat_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    for name in CHAT_HEADERS {
-        let Some(value) = headers.get(name) else {
-            continue;
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::bad_request(format!("Header {name} must be printable ASCII.")))?
-            .trim();
-        if value.is_empty() {
-            continue;
-        }
-        if value.len() > MAX_CHAT_ID_BYTES {
-            return Err(ApiError::bad_request(format!(
-                "Header {name} is longer than {MAX_CHAT_ID_BYTES} bytes."
-            )));
-        }
-        return Ok(Some(value.to_owned()));
-    }
-    Ok(None)
 }
 
 /// Whether an output request asks to block until exit: `wait=true` exactly, as the reference.

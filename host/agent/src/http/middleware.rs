@@ -120,7 +120,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let chat_id = super::extract::chat_header(req.headers()).unwrap_or_default();
+    let chat_id = crate::chat::chat_from_headers(req.headers()).unwrap_or_default();
     let response = next.run(req).await;
     tracing::debug!(
         %method,

@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::mcp::transport::McpHttpService;
 
 /// What every handler can reach.
 pub struct ApiState {
@@ -23,8 +22,12 @@ pub struct ApiState {
     pub request_timeout: Duration,
 }
 
-/// The API's routes, plus the MCP endpoint at `/mcp` when given one.
-pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -> Router {
+/// The API's routes, plus `extra` routes that other front ends serve on the same listener
+/// (`serve` adds MCP at `/mcp`; this module does not know MCP). The extra routes sit outside
+/// the API's deadline and body limit (an MCP call blocks as long as the model asked and its
+/// SSE streams stay open; it enforces its own body limit), and inside the token check, the
+/// browser guard and the access log, like the API.
+pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
     let state = Arc::new(ApiState {
         agent,
         token: config.token.clone(),
@@ -35,30 +38,25 @@ pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -
         .route("/list", get(routes::list))
         .route("/{id}/output", get(routes::output))
         .route("/{id}/signal", post(routes::signal));
-    let mut app = Router::new()
+    Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::deadline,
-        ));
-    if let Some(mcp) = mcp {
-        // Added after the deadline layer, so outside it: an MCP call blocks as long as the
-        // model asked (hours for a build) and its SSE streams stay open. It enforces its own
-        // body limit. The token check and the access log below cover it like the API.
-        app = app.route_service("/mcp", mcp);
-    }
-    app.fallback(routes::not_found)
+        ))
+        .with_state(state.clone())
+        .merge(extra)
+        .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state,
             middleware::reject_browsers,
         ))
         .layer(axum::middleware::from_fn(middleware::access_log))
-        .with_state(state)
 }

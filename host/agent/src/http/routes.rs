@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{Chat, json_body, wants_wait};
-use crate::agent::StartCall;
-use procwarden_extensions::policy::StartRequest;
-use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo};
+use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -71,19 +69,19 @@ pub async fn start(
     let idempotency_key = header_key
         .or(body.idempotency_key)
         .filter(|k| !k.is_empty());
-    let call = StartCall {
-        request: StartRequest {
-            command: body.command,
-            workdir: body.workdir.filter(|w| !w.is_empty()),
-            env: body.env.unwrap_or_default().into_iter().collect(),
-            background: body.background,
-            timeout_seconds: body.timeout_seconds.map(whole_seconds).transpose()?,
-        },
-        chat_id: chat.0.clone(),
-        idempotency_key,
+    let request = StartRequest {
+        command: body.command,
+        workdir: body.workdir.filter(|w| !w.is_empty()),
+        env: body.env.unwrap_or_default().into_iter().collect(),
+        background: body.background,
+        timeout_seconds: body.timeout_seconds.map(whole_seconds).transpose()?,
     };
-    let started = state.agent.start(call).await?;
-    let result = match (wants_wait(query.as_deref()), started.background) {
+    let started = state
+        .agent
+        .start(chat.as_deref(), request, idempotency_key.as_deref())
+        .await?;
+    let background = started.request.background;
+    let result = match (wants_wait(query.as_deref()), background) {
         (false, _) => None,
         (true, true) => Some(state.agent.output(&started.id, chat.as_deref())?),
         (true, false) => Some(
@@ -96,7 +94,7 @@ pub async fn start(
     Ok(Json(StartReply {
         id: started.id,
         started: true,
-        background: started.background,
+        background,
         reused: started.reused,
         result,
     }))
@@ -179,14 +177,15 @@ pub struct HealthReply {
 }
 
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
+    let health = state.agent.health();
     Json(HealthReply {
-        status: if state.agent.manager().is_closed() {
+        status: if health.shutting_down {
             "shutting_down"
         } else {
             "ok"
         },
-        processes: state.agent.manager().len(),
-        waiters: state.agent.waiters(),
+        processes: health.processes,
+        waiters: health.waiters,
     })
 }
 

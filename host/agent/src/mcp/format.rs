@@ -196,34 +196,23 @@ pub fn tool_error(message: impl Into<String>) -> CallToolResult {
 }
 
 /// An agent error in words for a model: what went wrong and what to do instead.
+/// The agent's own sentence, plus what a model can do about it where that is not obvious.
 pub fn agent_error(err: &AgentError) -> CallToolResult {
-    tool_error(match err {
-        AgentError::Invalid(message) | AgentError::Conflict(message) => message.clone(),
-        AgentError::Denied(denial) => format!(
-            "Denied by policy plugin \"{}\": {}",
-            denial.plugin, denial.reason
+    let hint = match err {
+        AgentError::Process(ProcessError::NotFound(_)) => Some(
+            "It may have been forgotten a few minutes after it exited, or the ID is wrong; \
+             process_list shows this session's processes.",
         ),
-        AgentError::Process(err) => process_error(err),
+        AgentError::Process(ProcessError::NotRunning(_)) => Some(
+            "It and every process it started have exited; process_output shows its final \
+             output and exit code.",
+        ),
+        _ => None,
+    };
+    tool_error(match hint {
+        Some(hint) => format!("{err} {hint}"),
+        None => err.to_string(),
     })
-}
-
-fn process_error(err: &ProcessError) -> String {
-    match err {
-        ProcessError::NotFound(id) => format!(
-            "Process \"{id}\" not found in this session. It may have been forgotten a few \
-             minutes after it exited, or the ID is wrong; process_list shows this session's \
-             processes."
-        ),
-        ProcessError::NotRunning(id) => format!(
-            "Process \"{id}\" is not running: it and every process it started have exited. \
-             process_output shows its final output and exit code."
-        ),
-        ProcessError::ShuttingDown => {
-            "The agent is shutting down; it does not start or signal processes any more.".to_owned()
-        }
-        ProcessError::Spawn(err) => format!("Failed to start the command: {err}"),
-        ProcessError::Signal(err) => format!("Failed to signal the process: {err}"),
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! so MCP starts pass through the same policy chain and process manager.
 
 pub mod format;
-pub mod server;
+pub mod handler;
 pub mod tools;
 pub mod transport;
 
-pub use server::{ChatSource, ProcwardenMcp};
+pub use handler::{ChatSource, ProcwardenMcp};

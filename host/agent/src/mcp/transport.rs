@@ -10,10 +10,11 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use super::server::{ChatSource, ProcwardenMcp};
+use super::handler::{ChatSource, ProcwardenMcp};
 use super::tools::MAX_WAIT_SECONDS;
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::runtime::{ShutdownSignals, build_agent};
 
 /// The `/mcp` endpoint's service.
 pub type McpHttpService = StreamableHttpService<ProcwardenMcp, LocalSessionManager>;
@@ -61,8 +62,8 @@ pub fn http_service(
 /// `procwarden mcp`: serve one MCP client over stdin/stdout with an agent of our own, until
 /// the client closes stdin or we are told to stop; then stop every process we started.
 pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result<()> {
-    let mut signals = crate::server::ShutdownSignals::install()?;
-    let agent = crate::server::build_agent(&config)?;
+    let mut signals = ShutdownSignals::install()?;
+    let agent = build_agent(&config)?;
     let reaper = agent.manager().spawn_reaper(config.reap_interval());
     let chat = chat
         .filter(|c| !c.trim().is_empty())

@@ -17,7 +17,7 @@ use super::plugin::{
     Answer, LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since,
 };
 use super::worker::{Workers, contained};
-use super::{Denial, PolicyContext, StartRequest};
+use super::{Denial, DenialCause, PolicyContext, StartRequest};
 
 /// An ordered list of policy plugins. Cloning is cheap and shares the plugins.
 #[derive(Clone, Default)]
@@ -292,8 +292,9 @@ impl std::fmt::Debug for PolicyChain {
 
 fn runtime_failure() -> Denial {
     Denial {
-        plugin: "policy runtime".into(),
-        reason: "the policy runtime failed unexpectedly while evaluating the request".into(),
+        plugin: String::new(),
+        reason: "it failed unexpectedly while evaluating the request.".into(),
+        cause: DenialCause::RuntimeFailed,
     }
 }
 
@@ -451,6 +452,7 @@ impl ChainInner {
                     return Err(Denial {
                         plugin: plugin.to_owned(),
                         reason,
+                        cause: DenialCause::Refused,
                     });
                 }
                 Err(failure) => {
@@ -493,7 +495,8 @@ fn is_power_of_ten(mut n: u64) -> bool {
 fn failure_denial(plugin: &str, failure: &PluginFailure) -> Denial {
     Denial {
         plugin: plugin.to_owned(),
-        reason: format!("policy plugin {plugin} failed: {failure}"),
+        reason: failure.to_string(),
+        cause: DenialCause::PluginFailed,
     }
 }
 

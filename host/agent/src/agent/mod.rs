@@ -10,42 +10,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::Config;
-use procwarden_extensions::policy::{Denial, PolicyChain, PolicyContext, StartRequest};
+use procwarden_extensions::policy::{PolicyChain, PolicyContext};
 use procwarden_process::{
-    GroupSignal, LaunchSpec, OutputSnapshot, Phase, ProcessError, ProcessInfo, ProcessManager,
-    Scope,
+    GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
 
-/// A start request as a front end received it.
-#[derive(Debug, Clone, Default)]
-pub struct StartCall {
-    pub request: StartRequest,
-    pub chat_id: Option<String>,
-    /// Retries of the same tool call carry the same key and get the same process.
-    pub idempotency_key: Option<String>,
-}
+mod error;
 
+pub use error::{AgentError, ErrorKind};
+
+/// What became of a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub id: String,
-    /// Whether the process runs in the background, after policy (a plugin may have moved
-    /// a trailing-`&` command there).
-    pub background: bool,
+    /// The request as it runs, after policy: a plugin may have rewritten the command or
+    /// moved it to the background, and the directory is resolved.
+    pub request: StartRequest,
     /// The key had already started this process; nothing new was spawned.
     pub reused: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// The request itself is wrong; the message says how.
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Denied(Denial),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Process(#[from] ProcessError),
+/// The agent's state, for health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub shutting_down: bool,
+    /// Processes tracked (running and exited, not yet reaped).
+    pub processes: usize,
+    /// Requests blocked waiting for an exit.
+    pub waiters: usize,
 }
 
 /// An idempotency key within its chat: keys never cross chats.
@@ -59,9 +51,9 @@ pub struct Agent {
     list_cap: usize,
     wait_cap: Duration,
     waiters: AtomicUsize,
-    /// (chat, key) -> (request fingerprint, process ID). Async lock: held across the
+    /// (chat, key) -> (request fingerprint, what it started). Async lock: held across the
     /// policy chain and the spawn so two concurrent retries cannot both start a process.
-    idempotency: tokio::sync::Mutex<HashMap<IdempotencySlot, (u64, String)>>,
+    idempotency: tokio::sync::Mutex<HashMap<IdempotencySlot, (u64, Started)>>,
 }
 
 impl Agent {
@@ -78,6 +70,7 @@ impl Agent {
         })
     }
 
+    /// The process table; the agent's owner starts its reaper.
     pub fn manager(&self) -> &Arc<ProcessManager> {
         &self.manager
     }
@@ -95,71 +88,77 @@ impl Agent {
         self.list_cap
     }
 
-    pub async fn start(&self, call: StartCall) -> Result<Started, AgentError> {
-        validate(&call.request)?;
-        let Some(key) = call.idempotency_key.clone() else {
-            let (id, background) = self.start_new(call).await?;
-            return Ok(Started {
-                id,
-                background,
-                reused: false,
-            });
-        };
-        let fingerprint = fingerprint(&call.request);
-        let slot = (call.chat_id.clone(), key.clone());
-        let mut keys = self.idempotency.lock().await;
-        if let Some((known, id)) = keys.get(&slot)
-            && let Ok(existing) = self.manager.get(id, Scope::All)
-        {
-            if *known != fingerprint {
-                return Err(AgentError::Conflict(format!(
-                    "Idempotency key \"{key}\" was already used for a different request."
-                )));
-            }
-            return Ok(Started {
-                id: id.clone(),
-                background: existing.identity.background,
-                reused: true,
-            });
+    pub fn health(&self) -> Health {
+        Health {
+            shutting_down: self.manager.is_closed(),
+            processes: self.manager.len(),
+            waiters: self.waiters(),
         }
-        let (id, background) = self.start_new(call).await?;
-        // Keys of reaped processes are dead weight; drop them as the map grows.
-        if keys.len() >= 1024 {
-            keys.retain(|_, (_, id)| self.manager.get(id, Scope::All).is_ok());
-        }
-        keys.insert(slot, (fingerprint, id.clone()));
-        Ok(Started {
-            id,
-            background,
-            reused: false,
-        })
     }
 
-    /// Returns the new process's ID and whether it runs in the background.
-    async fn start_new(&self, call: StartCall) -> Result<(String, bool), AgentError> {
+    /// Start `request` for `chat`: validate it, run it through the policy chain, resolve its
+    /// directory and spawn it. With an idempotency key, a retry of the same request in the
+    /// same chat returns the process the first one started.
+    pub async fn start(
+        &self,
+        chat: Option<&str>,
+        request: StartRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Started, AgentError> {
+        validate(&request)?;
+        let Some(key) = idempotency_key else {
+            return self.start_new(chat, request).await;
+        };
+        let fingerprint = fingerprint(&request);
+        let slot = (chat.map(str::to_owned), key.to_owned());
+        let mut keys = self.idempotency.lock().await;
+        if let Some((known, started)) = keys.get(&slot)
+            && self.manager.get(&started.id, Scope::All).is_ok()
+        {
+            if *known != fingerprint {
+                return Err(AgentError::IdempotencyConflict {
+                    key: key.to_owned(),
+                });
+            }
+            return Ok(Started {
+                reused: true,
+                ..started.clone()
+            });
+        }
+        let started = self.start_new(chat, request).await?;
+        // Keys of reaped processes are dead weight; drop them as the map grows.
+        if keys.len() >= 1024 {
+            keys.retain(|_, (_, started)| self.manager.get(&started.id, Scope::All).is_ok());
+        }
+        keys.insert(slot, (fingerprint, started.clone()));
+        Ok(started)
+    }
+
+    async fn start_new(
+        &self,
+        chat: Option<&str>,
+        request: StartRequest,
+    ) -> Result<Started, AgentError> {
         let context = PolicyContext {
-            chat_id: call.chat_id.clone(),
+            chat_id: chat.map(str::to_owned),
             agent_workdir: self.agent_workdir.as_deref().map(path_string),
             home: self.home.as_deref().map(path_string),
         };
-        let request = self
+        let mut request = self
             .policy
-            .evaluate_async(call.request, &context)
+            .evaluate_async(request, &context)
             .await
             .map_err(AgentError::Denied)?;
         validate(&request)?;
-        let workdir = self.resolve_workdir(request.workdir.as_deref())?;
-        let process = self.manager.start(LaunchSpec {
-            command: request.command,
-            workdir,
-            env: request.env,
-            background: request.background,
-            timeout: request
-                .timeout_seconds
-                .map(|s| Duration::from_secs(s.into())),
-            chat_id: call.chat_id,
-        })?;
-        Ok((process.id().to_owned(), process.identity.background))
+        request.workdir = Some(self.resolve_workdir(request.workdir.as_deref())?);
+        let process = self
+            .manager
+            .start(request.clone(), chat.map(str::to_owned))?;
+        Ok(Started {
+            id: process.id().to_owned(),
+            request,
+            reused: false,
+        })
     }
 
     /// The request's directory (relative ones against the default), else the agent's
@@ -177,9 +176,9 @@ impl Agent {
         };
         let dir = default.join(requested);
         if !dir.is_dir() {
-            return Err(AgentError::Invalid(format!(
-                "Workdir \"{requested}\" is not a directory. Pass an existing directory, or omit workdir to use the default."
-            )));
+            return Err(AgentError::NotADirectory {
+                workdir: requested.to_owned(),
+            });
         }
         Ok(path_string(&dir))
     }
@@ -244,35 +243,26 @@ impl Drop for WaiterGuard<'_> {
 }
 
 fn validate(request: &StartRequest) -> Result<(), AgentError> {
+    let nul = |field: String| Err(AgentError::NulByte { field });
     if request.command.trim().is_empty() {
-        return Err(AgentError::Invalid("Command is required.".into()));
+        return Err(AgentError::EmptyCommand);
     }
     if request.command.contains('\0') {
-        return Err(AgentError::Invalid(
-            "Command must not contain NUL bytes.".into(),
-        ));
+        return nul("Command".into());
     }
     if request.workdir.as_deref().is_some_and(|w| w.contains('\0')) {
-        return Err(AgentError::Invalid(
-            "Workdir must not contain NUL bytes.".into(),
-        ));
+        return nul("Workdir".into());
     }
     for (name, value) in &request.env {
         if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(AgentError::Invalid(format!(
-                "Invalid environment variable name {name:?}: it must be non-empty and contain no '=' or NUL."
-            )));
+            return Err(AgentError::InvalidEnvName { name: name.clone() });
         }
         if value.contains('\0') {
-            return Err(AgentError::Invalid(format!(
-                "Environment variable {name} must not contain NUL bytes."
-            )));
+            return nul(format!("Environment variable {name}"));
         }
     }
     if request.timeout_seconds == Some(0) {
-        return Err(AgentError::Invalid(
-            "timeout_seconds must be at least 1.".into(),
-        ));
+        return Err(AgentError::ZeroTimeout);
     }
     Ok(())
 }

@@ -3,19 +3,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
 use crate::config::Config;
 use crate::http;
 use crate::mcp;
-use procwarden_extensions::policy::PolicyChain;
+use crate::runtime::{ShutdownSignals, build_agent};
 
 /// How long in-flight requests get to finish once every process has been stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,7 +33,11 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     // MCP over streamable HTTP shares the listener, the token and the agent with the API.
     let mcp_shutdown = CancellationToken::new();
     let mcp = mcp::transport::http_service(agent.clone(), &config, mcp_shutdown.clone());
-    let app = http::router(agent.clone(), &config, Some(mcp));
+    let app = http::router(
+        agent.clone(),
+        &config,
+        axum::Router::new().route_service("/mcp", mcp),
+    );
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -68,46 +69,4 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     reaper.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The agent every front end of this process shares: the configured policy chain over a fresh
-/// process table. `serve` and `mcp` build it the same way.
-pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
-    Ok(Agent::new(config, load_policy(config)?))
-}
-
-/// Load the configured plugins (or the samples); loading logs how each was loaded.
-pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
-    PolicyChain::load(&config.policy, &config.plugin_sources()?)
-}
-
-/// SIGTERM and SIGINT, caught from the moment this is created. Install it before announcing
-/// readiness: a signal that arrives earlier would otherwise kill the agent outright, with
-/// no chance to stop its process groups.
-pub(crate) struct ShutdownSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    pub(crate) fn install() -> anyhow::Result<Self> {
-        Ok(Self {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Wait for the next one; returns its name.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-        }
-    }
-}
-
-/// The policy chain `serve` uses when the config file names no plugins: the sample plugins
-/// built into the binary, with their default settings.
-pub fn sample_chain() -> anyhow::Result<PolicyChain> {
-    load_policy(&Config::default())
 }

@@ -20,10 +20,9 @@ use super::tools::{
     PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION, PROCESS_SIGNAL_DESCRIPTION,
     ProcessOutputArgs, ProcessSignalArgs, SERVER_INSTRUCTIONS, seconds_arg,
 };
-use crate::agent::{Agent, AgentError, StartCall};
-use crate::http::extract::chat_header;
-use procwarden_extensions::policy::StartRequest;
-use procwarden_process::OutputSnapshot;
+use crate::agent::{Agent, AgentError};
+use crate::chat::chat_from_headers;
+use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
 
 /// How often a long wait tells a client that asked for progress that the call is alive, so
 /// clients that time out idle calls keep waiting.
@@ -67,7 +66,7 @@ impl ProcwardenMcp {
                 let Some(parts) = ctx.extensions.get::<Parts>() else {
                     return Ok(None);
                 };
-                if let Some(chat) = chat_header(&parts.headers).map_err(|e| e.message)? {
+                if let Some(chat) = chat_from_headers(&parts.headers).map_err(|e| e.0)? {
                     return Ok(Some(chat));
                 }
                 Ok(parts
@@ -172,40 +171,32 @@ impl ProcwardenMcp {
         };
         let requested_command = args.command.clone();
         let started_at = Instant::now();
-        let call = StartCall {
-            request: StartRequest {
-                command: args.command,
-                workdir: args.workdir.filter(|w| !w.is_empty()),
-                env: args.env.unwrap_or_default().into_iter().collect(),
-                background,
-                // The tool's timeout is how long to wait, never a kill switch.
-                timeout_seconds: None,
-            },
-            chat_id: chat.clone(),
-            idempotency_key: None,
-        };
-        let id = match self.agent.start(call).await {
-            Ok(started) => started.id,
-            Err(err) => return format::agent_error(&err),
+        let request = StartRequest {
+            command: args.command,
+            workdir: args.workdir.filter(|w| !w.is_empty()),
+            env: args.env.unwrap_or_default().into_iter().collect(),
+            background,
+            // The tool's timeout is how long to wait, never a kill switch.
+            timeout_seconds: None,
         };
         // The policy chain may have rewritten the request (e.g. a trailing `&` becomes a
         // background start): answer for what actually runs, and say so.
-        let info = match self
-            .agent
-            .manager()
-            .get(&id, procwarden_process::Scope::All)
-        {
-            Ok(process) => process.info(),
-            Err(err) => return format::agent_error(&err.into()),
+        let (id, ran) = match self.agent.start(chat.as_deref(), request, None).await {
+            Ok(started) => (started.id, started.request),
+            Err(err) => return format::agent_error(&err),
         };
-        let promoted = info.background && !background;
-        let rewritten = info.command != requested_command;
+        let promoted = ran.background && !background;
+        let rewritten = ran.command != requested_command;
 
-        if info.background {
+        if ran.background {
+            let running = match self.agent.output(&id, chat.as_deref()) {
+                Ok(snapshot) => snapshot.running,
+                Err(err) => return format::agent_error(&err),
+            };
             let mut report = Report {
                 success: Some(true),
                 process_id: Some(id),
-                running: Some(info.running),
+                running: Some(running),
                 background: Some(true),
                 note: Some(
                     "Started in the background; it keeps running. Use process_output with this \
@@ -215,7 +206,7 @@ impl ProcwardenMcp {
                 ..Report::default()
             };
             if rewritten {
-                report.command = Some(info.command);
+                report.command = Some(ran.command);
             }
             if promoted {
                 report.prepend_note(
@@ -333,8 +324,8 @@ impl ProcwardenMcp {
             "Sent {} ({}) to the process group of {id}.",
             signal.name(),
             match signal {
-                procwarden_process::GroupSignal::Terminate => "SIGTERM",
-                procwarden_process::GroupSignal::Kill => "SIGKILL",
+                GroupSignal::Terminate => "SIGTERM",
+                GroupSignal::Kill => "SIGKILL",
             }
         );
         // Say whether it worked: a model that is told "sent" keeps guessing otherwise.

@@ -1,0 +1,71 @@
+//! The agent's one error vocabulary. Each error's `Display` is the sentence every front end
+//! shows (HTTP `message`, MCP tool error, CLI line); [`ErrorKind`] is what front ends map to
+//! their own codes (HTTP status, CLI exit code).
+
+use procwarden_extensions::policy::{Denial, DenialCause};
+use procwarden_process::ProcessError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("Command is required.")]
+    EmptyCommand,
+    /// `field` names what carried the NUL byte: "Command", "Workdir", "Environment variable X".
+    #[error("{field} must not contain NUL bytes.")]
+    NulByte { field: String },
+    #[error(
+        "Invalid environment variable name {name:?}: it must be non-empty and contain no '=' or NUL."
+    )]
+    InvalidEnvName { name: String },
+    #[error("timeout_seconds must be at least 1.")]
+    ZeroTimeout,
+    #[error(
+        "Workdir \"{workdir}\" is not a directory. Pass an existing directory, or omit workdir to use the default."
+    )]
+    NotADirectory { workdir: String },
+    #[error("Idempotency key \"{key}\" was already used for a different request.")]
+    IdempotencyConflict { key: String },
+    #[error("{0}")]
+    Denied(Denial),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// What kind of failure an [`AgentError`] is, for front ends to map to their own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or names something that cannot work.
+    Invalid,
+    /// A policy plugin refused the request.
+    Denied,
+    /// No such process (or not the caller's).
+    NotFound,
+    /// The request conflicts with the current state (no live member, reused key).
+    Conflict,
+    /// The agent cannot serve it right now (shutting down, a policy plugin failed).
+    Unavailable,
+    /// The agent's own fault.
+    Internal,
+}
+
+impl AgentError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::EmptyCommand
+            | Self::NulByte { .. }
+            | Self::InvalidEnvName { .. }
+            | Self::ZeroTimeout
+            | Self::NotADirectory { .. } => ErrorKind::Invalid,
+            Self::IdempotencyConflict { .. } => ErrorKind::Conflict,
+            Self::Denied(denial) => match denial.cause {
+                DenialCause::Refused => ErrorKind::Denied,
+                DenialCause::PluginFailed | DenialCause::RuntimeFailed => ErrorKind::Unavailable,
+            },
+            Self::Process(err) => match err {
+                ProcessError::NotFound(_) => ErrorKind::NotFound,
+                ProcessError::NotRunning(_) => ErrorKind::Conflict,
+                ProcessError::ShuttingDown => ErrorKind::Unavailable,
+                ProcessError::Spawn(_) | ProcessError::Signal(_) => ErrorKind::Internal,
+            },
+        }
+    }
+}
