@@ -1,11 +1,9 @@
 //! MCP over streamable HTTP: rmcp's client against `procwarden serve`'s `/mcp` endpoint, on
 //! the same listener and agent as the HTTP API.
 
-mod mcp_common;
-
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::mcp::*;
 
 #[tokio::test]
 async fn http_endpoint_serves_the_same_tools() {

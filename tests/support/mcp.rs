@@ -5,8 +5,6 @@
 //! The binary is `$PROCWARDEN_BIN`, else `procwarden` in the target directory of the running
 //! test executable (`target/release/procwarden` for `cargo test --release`).
 
-#![allow(dead_code)] // Each test target uses a different subset.
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,10 +1,8 @@
 //! MCP over stdio: rmcp's client spawns `procwarden mcp` and calls its tools.
 
-mod mcp_common;
-
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::mcp::*;
 
 #[tokio::test]
 async fn lists_four_tools_described_for_a_model() {

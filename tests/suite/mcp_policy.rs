@@ -11,12 +11,10 @@
 //! with its `[plugin.settings]`. The deny component is `$PROCWARDEN_DENY_WASM`, else
 //! `<target>/plugins/wasm32-wasip2/release/deny.wasm`.
 
-mod mcp_common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::mcp::*;
 
 fn deny_component() -> PathBuf {
     if let Some(path) = std::env::var_os("PROCWARDEN_DENY_WASM") {
