@@ -35,7 +35,13 @@ async fn terminate_reaches_background_jobs_of_the_shell() {
         .await;
     assert!(m.wait_sleeps(2, GONE).await, "jobs did not start");
 
-    api.signal(&id, "terminate").await.expect_status(200);
+    let sent = api.signal(&id, "terminate").await;
+    sent.expect_status(200);
+    let reply: MessageReply = sent.json();
+    assert_eq!(
+        reply.message,
+        format!("Signal \"terminate\" sent to process \"{id}\".")
+    );
     let body = api.wait_exit(&id).await;
     assert_eq!(body.exit_code, Some(143), "{body}");
     m.assert_gone(GONE, "background jobs after terminate").await;

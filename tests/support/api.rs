@@ -151,3 +151,47 @@ display_as_json!(
     MessageReply,
     ErrorBody
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snapshot_fields() -> Value {
+        json!({"output": "hi\n", "running": false, "group_alive": false, "exit_code": 0,
+               "timed_out": false, "command": "echo hi"})
+    }
+
+    #[test]
+    fn a_field_the_readme_does_not_document_is_refused() {
+        let mut fields = snapshot_fields();
+        serde_json::from_value::<OutputSnapshot>(fields.clone()).unwrap();
+        fields["pid"] = json!(42);
+        let err = serde_json::from_value::<OutputSnapshot>(fields).unwrap_err();
+        assert!(err.to_string().contains("unknown field `pid`"), "{err}");
+    }
+
+    #[test]
+    fn start_wait_reply_splits_into_its_two_documented_halves() {
+        let mut fields = snapshot_fields();
+        fields["id"] = json!("a");
+        fields["started"] = json!(true);
+        fields["background"] = json!(false);
+        let reply: StartWaitReply = serde_json::from_value(fields.clone()).unwrap();
+        assert_eq!(reply.start.id, "a");
+        assert_eq!(reply.start.reused, None);
+        assert_eq!(reply.output.exit_code, Some(0));
+        // Both halves still refuse what neither documents.
+        fields["extra"] = json!(1);
+        assert!(serde_json::from_value::<StartWaitReply>(fields).is_err());
+    }
+
+    #[test]
+    fn display_is_the_wire_json() {
+        let error = ErrorBody {
+            message: "m".into(),
+            detail: None,
+        };
+        assert_eq!(error.to_string(), r#"{"message":"m"}"#);
+    }
+}
