@@ -2,7 +2,17 @@
 //!
 //! Every test starts its own `procwarden serve --listen 127.0.0.1:0` ([`Server`]), talks to it over
 //! HTTP ([`Api`]) or through the CLI ([`cli`]), and observes real processes through `/proc`
-//! ([`Marker`], [`live_processes_with`]).
+//! ([`Marker`], [`live_processes_with`]). The replies are typed ([`api`]); the MCP suites have
+//! their own client helpers ([`mcp`]).
+
+// Unwrapping is how a test helper says "this cannot fail here"; the workspace denies it in
+// product code.
+#![allow(clippy::unwrap_used)]
+
+pub mod api;
+pub mod mcp;
+
+pub use api::*;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -14,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use serde_json::json;
@@ -371,7 +383,8 @@ pub fn rss_kib(pid: i32) -> u64 {
 pub const CODER_CHAT: &str = "Coder-Chat-Id";
 pub const PROCWARDEN_CHAT: &str = "Procwarden-Chat-Id";
 
-/// A response: status, parsed JSON body (`Value::Null` when not JSON) and raw text.
+/// A response: status, parsed JSON body (`Value::Null` when not JSON) and raw text. A test
+/// reads a typed reply with [`Resp::json`]; `body` is for the tests of the raw JSON shape.
 #[derive(Debug, Clone)]
 pub struct Resp {
     pub status: u16,
@@ -391,26 +404,47 @@ impl Resp {
         self
     }
 
-    /// Asserts status `code` and a JSON error body `{"message": "..."}`; returns the message.
+    /// The body as the reply type `T`; panics (with the body) unless it is exactly that.
     #[track_caller]
-    pub fn error(&self, code: u16) -> String {
-        self.expect_status(code);
-        self.message()
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} body is not a {}: {e}: {:?}",
+                self.status,
+                std::any::type_name::<T>(),
+                self.text
+            )
+        })
     }
 
-    /// The JSON `message` field; panics if absent or the body is not JSON.
+    /// Asserts status `code` and an error body `{message, detail?}`; returns it.
+    #[track_caller]
+    pub fn error_body(&self, code: u16) -> ErrorBody {
+        self.expect_status(code);
+        self.error_reply()
+    }
+
+    /// Asserts status `code` and an error body `{message, detail?}`; returns the message.
+    #[track_caller]
+    pub fn error(&self, code: u16) -> String {
+        self.error_body(code).message
+    }
+
+    /// The message of an error body of any status; panics unless the body is `{message, detail?}`.
     #[track_caller]
     pub fn message(&self) -> String {
-        match self.body.get("message").and_then(Value::as_str) {
-            Some(m) => {
-                assert!(!m.is_empty(), "empty message in error body {:?}", self.text);
-                m.to_string()
-            }
-            None => panic!(
-                "expected a JSON body with a string `message`, got HTTP {} {:?}",
-                self.status, self.text
-            ),
-        }
+        self.error_reply().message
+    }
+
+    #[track_caller]
+    fn error_reply(&self) -> ErrorBody {
+        let body: ErrorBody = self.json();
+        assert!(
+            !body.message.is_empty(),
+            "empty message in error body {:?}",
+            self.text
+        );
+        body
     }
 }
 
@@ -540,17 +574,18 @@ impl Api {
                 t0.elapsed() < Duration::from_secs(5),
                 "{caller}: waited for a background process"
             );
-            assert_eq!(r.body["background"], true, "{caller}: {}", r.text);
-            assert_eq!(r.body["running"], true, "{caller}: {}", r.text);
-            let id = r.body["id"].as_str().unwrap().to_owned();
+            let reply: StartWaitReply = r.json();
+            assert!(reply.start.background, "{caller}: {reply}");
+            assert!(reply.output.running, "{caller}: {reply}");
+            let id = reply.start.id;
             self.signal(&id, "kill").await.expect_status(200);
             self.wait_exit(&id).await;
         }
     }
 
-    /// Starts `body` and returns the id (asserts 200, `started: true`, non-empty id).
+    /// Starts `body` and returns the reply (asserts 200, `started: true`, non-empty id).
     #[track_caller]
-    pub fn start_with<'a>(&'a self, body: Value) -> impl Future<Output = String> + 'a {
+    pub fn start_reply<'a>(&'a self, body: Value) -> impl Future<Output = StartReply> + 'a {
         let caller = std::panic::Location::caller();
         async move {
             let resp = self.start_req(&body).await;
@@ -559,16 +594,18 @@ impl Api {
                 "start {body} failed at {caller}: HTTP {} {:?}",
                 resp.status, resp.text
             );
-            assert_eq!(
-                resp.body["started"],
-                Value::Bool(true),
-                "start response {:?}",
-                resp.text
-            );
-            let id = resp.body["id"].as_str().unwrap_or_default().to_string();
-            assert!(!id.is_empty(), "start response without id: {:?}", resp.text);
-            id
+            let reply: StartReply = resp.json();
+            assert!(reply.started, "start response {reply}");
+            assert!(!reply.id.is_empty(), "start response without id: {reply}");
+            reply
         }
+    }
+
+    /// Starts `body` and returns the id (asserts 200, `started: true`, non-empty id).
+    #[track_caller]
+    pub fn start_with<'a>(&'a self, body: Value) -> impl Future<Output = String> + 'a {
+        let reply = self.start_reply(body);
+        async move { reply.await.id }
     }
 
     /// Starts `sh -c cmd` and returns its id.
@@ -583,20 +620,20 @@ impl Api {
         self.get(&format!("/api/v0/processes/{id}/output{q}")).await
     }
 
-    /// `GET /output`, asserting 200; returns the body.
-    pub async fn output_ok(&self, id: &str, wait: bool) -> Value {
+    /// `GET /output`, asserting 200; returns the snapshot.
+    pub async fn output_ok(&self, id: &str, wait: bool) -> OutputSnapshot {
         let resp = self.output(id, wait).await;
         resp.expect_status(200);
-        resp.body
+        resp.json()
     }
 
     /// `GET /output?wait=true` until the shell has exited (re-waiting if the server cap is hit),
     /// asserting 200; returns the final body.
-    pub async fn wait_exit(&self, id: &str) -> Value {
+    pub async fn wait_exit(&self, id: &str) -> OutputSnapshot {
         let deadline = Instant::now() + CLIENT_TIMEOUT;
         loop {
             let body = self.output_ok(id, true).await;
-            if body["running"] == Value::Bool(false) {
+            if !body.running {
                 return body;
             }
             assert!(
@@ -606,23 +643,16 @@ impl Api {
         }
     }
 
-    /// `GET /list`, asserting 200 and an array; returns the entries.
-    pub async fn list(&self) -> Vec<Value> {
+    /// `GET /list`, asserting 200; returns the entries.
+    pub async fn list(&self) -> Vec<ProcessInfo> {
         let resp = self.get("/api/v0/processes/list").await;
         resp.expect_status(200);
-        resp.body["processes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("list without a processes array: {:?}", resp.text))
-            .clone()
+        resp.json::<ListReply>().processes
     }
 
     /// Ids from `GET /list`, in order.
     pub async fn list_ids(&self) -> Vec<String> {
-        self.list()
-            .await
-            .iter()
-            .map(|p| p["id"].as_str().expect("id").to_string())
-            .collect()
+        self.list().await.into_iter().map(|p| p.id).collect()
     }
 
     /// `POST /signal {"signal": sig}`.
@@ -635,17 +665,15 @@ impl Api {
     }
 
     /// `GET /health`, asserting 200.
-    pub async fn health(&self) -> Value {
+    pub async fn health(&self) -> Health {
         let resp = self.get("/api/v0/health").await;
         resp.expect_status(200);
-        resp.body
+        resp.json()
     }
 
     /// Current `waiters` count from `/health`.
     pub async fn waiters(&self) -> u64 {
-        self.health().await["waiters"]
-            .as_u64()
-            .expect("health.waiters is a number")
+        self.health().await.waiters
     }
 }
 
@@ -655,13 +683,6 @@ fn new_client() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("reqwest client")
-}
-
-/// The output text of an output response.
-pub fn out(body: &Value) -> &str {
-    body["output"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no output string in {body}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -889,9 +910,9 @@ pub fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// A JSON value rendered and cut to at most 600 characters (for assertion messages).
-pub fn short(v: &Value) -> String {
-    let s = v.to_string();
+/// A reply rendered as JSON and cut to at most 600 characters (for assertion messages).
+pub fn short(v: &impl Serialize) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
     if s.len() <= 600 {
         return s;
     }

@@ -5,8 +5,6 @@
 //! The binary is `$PROCWARDEN_BIN`, else `procwarden` in the target directory of the running
 //! test executable (`target/release/procwarden` for `cargo test --release`).
 
-#![allow(dead_code)] // Each test target uses a different subset.
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,7 +16,10 @@ use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::api::ProcessInfo;
 
 pub use serde_json::json;
 
@@ -260,6 +261,83 @@ impl Drop for HttpServer {
 // Calls
 // ---------------------------------------------------------------------------------------------
 
+/// A result of `execute`, `process_output` or `process_signal`, as the README's "What a model
+/// gets back" describes it: fields that do not apply are absent. Unknown fields are accepted:
+/// the README shows examples, not a closed list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolReport {
+    pub success: Option<bool>,
+    pub process_id: Option<String>,
+    pub command: Option<String>,
+    pub running: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub background: Option<bool>,
+    #[serde(default)]
+    pub timed_out: bool,
+    pub wall_duration_ms: Option<u64>,
+    pub truncated: Option<ToolTruncation>,
+    pub message: Option<String>,
+    pub note: Option<String>,
+    pub output: Option<String>,
+}
+
+/// The truncation facts of a [`ToolReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolTruncation {
+    pub original_bytes: u64,
+    pub omitted_bytes: u64,
+}
+
+/// The result of `process_list`: the HTTP API's entries, and a `note` when there is something
+/// to say about them (none listed, or the list cut at its cap).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolList {
+    pub processes: Vec<ProcessInfo>,
+    pub note: Option<String>,
+}
+
+impl ToolReport {
+    /// `process_id`, which must be present.
+    #[track_caller]
+    pub fn process_id(&self) -> &str {
+        self.process_id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no process_id in {self}"))
+    }
+
+    /// `output`, which must be present.
+    #[track_caller]
+    pub fn output(&self) -> &str {
+        self.output
+            .as_deref()
+            .unwrap_or_else(|| panic!("no output in {self}"))
+    }
+
+    /// `command`, which must be present.
+    #[track_caller]
+    pub fn command(&self) -> &str {
+        self.command
+            .as_deref()
+            .unwrap_or_else(|| panic!("no command in {self}"))
+    }
+
+    /// `note`, which must be present.
+    #[track_caller]
+    pub fn note(&self) -> &str {
+        self.note
+            .as_deref()
+            .unwrap_or_else(|| panic!("no note in {self}"))
+    }
+}
+
+/// Renders a result as the JSON the model read, for assertion messages.
+impl std::fmt::Display for ToolReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
 /// A tool result as the tests look at it.
 #[derive(Debug)]
 pub struct Reply {
@@ -271,10 +349,32 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The result, which must be a success.
-    pub fn ok(self) -> Value {
+    /// The result of `execute`, `process_output` or `process_signal`, which must be a success.
+    /// Fields that do not apply are absent, never `null`, so `None` here means "absent".
+    #[track_caller]
+    pub fn ok(self) -> ToolReport {
+        if let Value::Object(fields) = &self.json {
+            let nulls: Vec<&String> = fields
+                .iter()
+                .filter(|(_, v)| v.is_null())
+                .map(|(k, _)| k)
+                .collect();
+            assert!(nulls.is_empty(), "null fields {nulls:?} in {}", self.text);
+        }
+        self.ok_as()
+    }
+
+    /// The result of `process_list`, which must be a success.
+    #[track_caller]
+    pub fn ok_list(self) -> ToolList {
+        self.ok_as()
+    }
+
+    #[track_caller]
+    fn ok_as<T: serde::de::DeserializeOwned>(self) -> T {
         assert!(!self.is_error, "tool error: {}", self.text);
-        self.json
+        serde_json::from_value(self.json)
+            .unwrap_or_else(|e| panic!("not a {}: {e}: {}", std::any::type_name::<T>(), self.text))
     }
 
     /// The error text, which must be an error.
@@ -320,20 +420,12 @@ pub async fn start_background(client: &Client, command: &str) -> String {
     )
     .await
     .ok();
-    reply["process_id"]
-        .as_str()
-        .expect("background execute returns a process_id")
-        .to_owned()
+    reply.process_id().to_owned()
 }
 
 pub async fn list_ids(client: &Client) -> Vec<String> {
-    let reply = call(client, "process_list", json!({})).await.ok();
-    reply["processes"]
-        .as_array()
-        .expect("processes array")
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect()
+    let reply = call(client, "process_list", json!({})).await.ok_list();
+    reply.processes.into_iter().map(|p| p.id).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ async fn still_serving(server: &Server) {
     server.assert_alive();
     let api = server.api();
     let id = api.start("echo still-alive").await;
-    assert_eq!(out(&api.wait_exit(&id).await), "still-alive\n");
+    assert_eq!(api.wait_exit(&id).await.output, "still-alive\n");
     api.list().await;
     server.assert_alive();
 }
@@ -24,9 +24,10 @@ async fn malformed_json_is_400_with_message_and_detail() {
     let r = api
         .post_raw("/api/v0/processes/start", "{invalid json")
         .await;
-    assert_eq!(r.error(400), "Request body must be valid JSON.");
+    let error = r.error_body(400);
+    assert_eq!(error.message, "Request body must be valid JSON.");
     assert!(
-        r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        error.detail.is_some_and(|d| !d.is_empty()),
         "detail expected: {}",
         r.text
     );
@@ -112,7 +113,7 @@ async fn body_over_max_body_bytes_is_413() {
     let ok = json!({"command": format!("echo {}", "z".repeat(900))});
     let id = api.start_with(ok).await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), format!("{}\n", "z".repeat(900)));
+    assert_eq!(body.output, format!("{}\n", "z".repeat(900)));
     still_serving(&server).await;
 }
 

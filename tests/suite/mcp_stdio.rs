@@ -1,10 +1,8 @@
 //! MCP over stdio: rmcp's client spawns `procwarden mcp` and calls its tools.
 
-mod mcp_common;
-
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::mcp::*;
 
 #[tokio::test]
 async fn lists_four_tools_described_for_a_model() {
@@ -85,11 +83,11 @@ async fn foreground_execute_returns_output_and_exit_code() {
     )
     .await
     .ok();
-    assert_eq!(reply["success"], false);
-    assert_eq!(reply["exit_code"], 3);
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["output"], "out\nerr\n");
-    assert!(reply["process_id"].is_string());
+    assert_eq!(reply.success, Some(false));
+    assert_eq!(reply.exit_code, Some(3));
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.output(), "out\nerr\n");
+    assert!(reply.process_id.is_some(), "{reply}");
 
     let reply = call(
         &session.client,
@@ -98,9 +96,9 @@ async fn foreground_execute_returns_output_and_exit_code() {
     )
     .await
     .ok();
-    assert_eq!(reply["success"], true);
-    assert_eq!(reply["exit_code"], 0);
-    assert_eq!(reply["output"], "/tmp\nhi there\n");
+    assert_eq!(reply.success, Some(true));
+    assert_eq!(reply.exit_code, Some(0));
+    assert_eq!(reply.output(), "/tmp\nhi there\n");
 }
 
 #[tokio::test]
@@ -119,23 +117,24 @@ async fn background_execute_returns_at_once_and_process_list_shows_it() {
         reply.elapsed
     );
     let reply = reply.ok();
-    let id = reply["process_id"].as_str().unwrap().to_owned();
-    assert_eq!(reply["running"], true);
-    assert_eq!(reply["background"], true);
+    let id = reply.process_id().to_owned();
+    assert_eq!(reply.running, Some(true));
+    assert_eq!(reply.background, Some(true));
     // A running process has no exit code yet; the reference reported 0, which misleads.
-    assert!(reply.get("exit_code").is_none(), "{reply}");
-    assert!(reply["note"].as_str().unwrap().contains("process_output"));
+    assert!(reply.exit_code.is_none(), "{reply}");
+    assert!(reply.note().contains("process_output"));
     assert!(eventually(Duration::from_secs(5), || marker.alive()).await);
 
-    let list = call(&session.client, "process_list", json!({})).await.ok();
-    let entry = list["processes"]
-        .as_array()
-        .unwrap()
+    let list = call(&session.client, "process_list", json!({}))
+        .await
+        .ok_list();
+    let entry = list
+        .processes
         .iter()
-        .find(|p| p["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{id} not listed: {list}"));
-    assert_eq!(entry["running"], true);
-    assert_eq!(entry["command"], marker.sleep());
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {list:?}"));
+    assert!(entry.running, "{entry}");
+    assert_eq!(entry.command, marker.sleep());
 
     let reply = call(
         &session.client,
@@ -144,9 +143,9 @@ async fn background_execute_returns_at_once_and_process_list_shows_it() {
     )
     .await
     .ok();
-    assert_eq!(reply["success"], true);
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["exit_code"], 137);
+    assert_eq!(reply.success, Some(true));
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.exit_code, Some(137));
     assert!(eventually(Duration::from_secs(5), || !marker.alive()).await);
 }
 
@@ -165,17 +164,17 @@ async fn foreground_timeout_hands_over_a_running_process() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["running"], true);
-    assert!(reply.get("exit_code").is_none(), "{reply}");
-    assert!(reply.get("success").is_none(), "{reply}");
-    let note = reply["note"].as_str().unwrap();
+    assert_eq!(reply.running, Some(true));
+    assert!(reply.exit_code.is_none(), "{reply}");
+    assert!(reply.success.is_none(), "{reply}");
+    let note = reply.note();
     assert!(
         note.contains("Still running after 1 s; it keeps running"),
         "{note}"
     );
     assert!(note.contains("process_output"), "{note}");
-    assert_eq!(reply["output"], "started\n");
-    let id = reply["process_id"].as_str().unwrap();
+    assert_eq!(reply.output(), "started\n");
+    let id = reply.process_id();
 
     // Not killed: waiting on it yields the final output.
     let reply = call(
@@ -190,11 +189,11 @@ async fn foreground_timeout_hands_over_a_running_process() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["exit_code"], 0);
-    assert_eq!(reply["success"], true);
-    assert_eq!(reply["output"], "started\ndone\n");
-    assert_eq!(reply["command"], "echo started; sleep 2; echo done");
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.exit_code, Some(0));
+    assert_eq!(reply.success, Some(true));
+    assert_eq!(reply.output(), "started\ndone\n");
+    assert_eq!(reply.command(), "echo started; sleep 2; echo done");
 }
 
 #[tokio::test]
@@ -216,8 +215,8 @@ async fn process_output_blocks_until_exit_or_returns_a_snapshot() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["running"], true);
-    assert!(reply.get("exit_code").is_none());
+    assert_eq!(reply.running, Some(true));
+    assert!(reply.exit_code.is_none());
 
     // Default wait (10 s): returns as soon as the process exits, with all of its output.
     let reply = call(&session.client, "process_output", json!({"process_id": id})).await;
@@ -227,9 +226,9 @@ async fn process_output_blocks_until_exit_or_returns_a_snapshot() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["exit_code"], 0);
-    assert_eq!(reply["output"], "first\nsecond\n");
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.exit_code, Some(0));
+    assert_eq!(reply.output(), "first\nsecond\n");
 
     // A wait shorter than the process: the output so far, still running, said plainly.
     let marker = Marker::new();
@@ -250,14 +249,9 @@ async fn process_output_blocks_until_exit_or_returns_a_snapshot() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["running"], true);
-    assert_eq!(reply["output"], "partial\n");
-    assert!(
-        reply["note"]
-            .as_str()
-            .unwrap()
-            .contains("Still running after waiting 0.5 s")
-    );
+    assert_eq!(reply.running, Some(true));
+    assert_eq!(reply.output(), "partial\n");
+    assert!(reply.note().contains("Still running after waiting 0.5 s"));
     call(
         &session.client,
         "process_signal",
@@ -282,8 +276,8 @@ async fn waits_continue_across_the_agent_wait_cap() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false, "{reply}");
-    assert_eq!(reply["output"], "late\n");
+    assert_eq!(reply.running, Some(false), "{reply}");
+    assert_eq!(reply.output(), "late\n");
 
     let id = start_background(&session.client, "sleep 2.5; echo later").await;
     let reply = call(
@@ -293,8 +287,8 @@ async fn waits_continue_across_the_agent_wait_cap() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false, "{reply}");
-    assert_eq!(reply["output"], "later\n");
+    assert_eq!(reply.running, Some(false), "{reply}");
+    assert_eq!(reply.output(), "later\n");
 }
 
 #[tokio::test]
@@ -317,10 +311,14 @@ async fn signal_stops_the_whole_process_group() {
     .await
     .ok();
     assert!(
-        reply["message"].as_str().unwrap().contains("SIGTERM"),
+        reply
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("SIGTERM"),
         "{reply}"
     );
-    assert_eq!(reply["running"], false, "{reply}");
+    assert_eq!(reply.running, Some(false), "{reply}");
     assert!(eventually(Duration::from_secs(5), || !a.alive() && !b.alive()).await);
 
     // Signalling it again: nothing is left to signal, and the model is told so.
@@ -405,16 +403,16 @@ async fn long_output_keeps_head_and_tail_and_says_what_was_omitted() {
     )
     .await
     .ok();
-    let output = reply["output"].as_str().unwrap();
+    let output = reply.output();
     assert!(output.starts_with("FIRST\n"), "{}", &output[..40]);
     assert!(
         output.ends_with("LAST\n"),
         "{}",
         &output[output.len() - 40..]
     );
-    let omitted = reply["truncated"]["omitted_bytes"].as_u64().unwrap();
+    let omitted = reply.truncated.as_ref().expect("truncated").omitted_bytes;
     assert!(omitted > 150_000, "{omitted}");
-    let note = reply["note"].as_str().unwrap();
+    let note = reply.note();
     assert!(note.contains(&format!("{omitted} of ")), "{note}");
     assert!(
         output.len() < 40_000,
@@ -433,7 +431,7 @@ async fn chat_flag_names_the_sessions_chat() {
     )
     .await
     .ok();
-    assert_eq!(reply["output"], "chat-from-env\n");
+    assert_eq!(reply.output(), "chat-from-env\n");
 
     // Without one, each server process is a chat of its own, still passed to children.
     let session = stdio_session(&[]).await;
@@ -444,7 +442,7 @@ async fn chat_flag_names_the_sessions_chat() {
     )
     .await
     .ok();
-    let chat = reply["output"].as_str().unwrap().trim();
+    let chat = reply.output().trim();
     assert_eq!(chat.len(), 36, "{chat:?}");
 }
 

@@ -11,12 +11,10 @@
 //! with its `[plugin.settings]`. The deny component is `$PROCWARDEN_DENY_WASM`, else
 //! `<target>/plugins/wasm32-wasip2/release/deny.wasm`.
 
-mod mcp_common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::mcp::*;
 
 fn deny_component() -> PathBuf {
     if let Some(path) = std::env::var_os("PROCWARDEN_DENY_WASM") {
@@ -54,28 +52,23 @@ async fn trailing_ampersand_is_moved_to_the_background_by_the_plugin() {
         reply.elapsed
     );
     let reply = reply.ok();
-    assert_eq!(reply["background"], true, "{reply}");
-    assert_eq!(reply["running"], true, "{reply}");
-    assert!(
-        reply["note"]
-            .as_str()
-            .unwrap()
-            .contains("run_in_background"),
-        "{reply}"
-    );
+    assert_eq!(reply.background, Some(true), "{reply}");
+    assert_eq!(reply.running, Some(true), "{reply}");
+    assert!(reply.note().contains("run_in_background"), "{reply}");
     // What runs is the command without the `&`: tracked, not orphaned.
-    assert_eq!(reply["command"], marker.sleep(), "{reply}");
-    let id = reply["process_id"].as_str().unwrap().to_owned();
+    assert_eq!(reply.command(), marker.sleep(), "{reply}");
+    let id = reply.process_id().to_owned();
     assert!(eventually(Duration::from_secs(5), || marker.alive()).await);
 
-    let list = call(&session.client, "process_list", json!({})).await.ok();
-    let entry = list["processes"]
-        .as_array()
-        .unwrap()
+    let list = call(&session.client, "process_list", json!({}))
+        .await
+        .ok_list();
+    let entry = list
+        .processes
         .iter()
-        .find(|p| p["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{id} not listed: {list}"));
-    assert_eq!(entry["running"], true);
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {list:?}"));
+    assert!(entry.running, "{entry}");
 
     // Still running a moment later (a shell `&` child would be an orphan nobody tracks).
     let reply = call(
@@ -85,7 +78,7 @@ async fn trailing_ampersand_is_moved_to_the_background_by_the_plugin() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], true);
+    assert_eq!(reply.running, Some(true));
 
     call(
         &session.client,
@@ -109,8 +102,8 @@ async fn trailing_ampersand_with_run_in_background_is_still_tracked() {
     .await
     .ok();
     // Without the plugin the shell would fork the sleep and exit at once, leaving it untracked.
-    assert_eq!(reply["command"], marker.sleep(), "{reply}");
-    let id = reply["process_id"].as_str().unwrap().to_owned();
+    assert_eq!(reply.command(), marker.sleep(), "{reply}");
+    let id = reply.process_id().to_owned();
     let reply = call(
         &session.client,
         "process_output",
@@ -118,7 +111,7 @@ async fn trailing_ampersand_with_run_in_background_is_still_tracked() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], true, "{reply}");
+    assert_eq!(reply.running, Some(true), "{reply}");
     call(
         &session.client,
         "process_signal",
@@ -139,9 +132,9 @@ async fn double_ampersand_stays_in_the_foreground() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["output"], "both\n");
-    assert!(reply.get("background").is_none(), "{reply}");
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.output(), "both\n");
+    assert!(reply.background.is_none(), "{reply}");
 }
 
 #[tokio::test]
@@ -170,8 +163,10 @@ async fn a_policy_denial_is_a_tool_error_with_the_plugins_reason() {
         "{text}"
     );
     // Nothing started.
-    let list = call(&session.client, "process_list", json!({})).await.ok();
-    assert_eq!(list["processes"], json!([]), "{list}");
+    let list = call(&session.client, "process_list", json!({}))
+        .await
+        .ok_list();
+    assert!(list.processes.is_empty(), "{list:?}");
     // Other commands still run.
     let reply = call(
         &session.client,
@@ -180,5 +175,5 @@ async fn a_policy_denial_is_a_tool_error_with_the_plugins_reason() {
     )
     .await
     .ok();
-    assert_eq!(reply["output"], "allowed\n");
+    assert_eq!(reply.output(), "allowed\n");
 }

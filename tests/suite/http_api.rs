@@ -4,7 +4,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use procwarden_tests::*;
-use serde_json::Value;
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -13,9 +12,9 @@ fn now_unix() -> f64 {
         .as_secs_f64()
 }
 
-fn find<'a>(list: &'a [Value], id: &str) -> &'a Value {
+fn find<'a>(list: &'a [ProcessInfo], id: &str) -> &'a ProcessInfo {
     list.iter()
-        .find(|p| p["id"] == id)
+        .find(|p| p.id == id)
         .unwrap_or_else(|| panic!("process {id} not in list {list:?}"))
 }
 
@@ -34,7 +33,7 @@ async fn serve_prints_exact_listening_line() {
         format!("procwarden listening on http://127.0.0.1:{}", server.port())
     );
     let health = server.api().health().await;
-    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health.status, "ok", "{health}");
 }
 
 #[tokio::test]
@@ -43,11 +42,13 @@ async fn start_foreground_and_background_return_id() {
     let api = server.api();
     let r = api.start_req(&json!({"command": "echo hello"})).await;
     r.expect_status(200);
-    assert_eq!(r.body["started"], true, "{}", r.text);
-    let id1 = r.body["id"].as_str().expect("id").to_string();
+    let reply: StartReply = r.json();
+    assert!(reply.started, "{reply}");
+    let id1 = reply.id;
     uuid::Uuid::parse_str(&id1).expect("id is a uuid");
-    assert!(
-        r.body.get("reused").is_none() || r.body["reused"] == false,
+    assert_ne!(
+        reply.reused,
+        Some(true),
         "fresh start must not be reused: {}",
         r.text
     );
@@ -56,16 +57,17 @@ async fn start_foreground_and_background_return_id() {
         .start_req(&json!({"command": "echo hello", "background": true}))
         .await;
     r.expect_status(200);
-    assert_eq!(r.body["started"], true, "{}", r.text);
-    let id2 = r.body["id"].as_str().expect("id").to_string();
+    let reply: StartReply = r.json();
+    assert!(reply.started, "{reply}");
+    let id2 = reply.id;
     assert_ne!(id1, id2);
 
     let list = api.list().await;
-    assert_eq!(find(&list, &id1)["background"], false);
-    assert_eq!(find(&list, &id2)["background"], true);
-    assert_eq!(find(&list, &id2)["command"], "echo hello");
+    assert!(!find(&list, &id1).background);
+    assert!(find(&list, &id2).background);
+    assert_eq!(find(&list, &id2).command, "echo hello");
     let out2 = api.wait_exit(&id2).await;
-    assert_eq!(out(&out2), "hello\n");
+    assert_eq!(out2.output, "hello\n");
 }
 
 #[tokio::test]
@@ -82,21 +84,21 @@ async fn output_after_exit_has_text_and_exit_code_zero() {
     let api = server.api();
     let id = api.start("echo lifecycle-test && echo second-line").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["running"], false);
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(body["timed_out"], false, "{body}");
-    assert_eq!(body["group_alive"], false, "{body}");
+    assert!(!body.running);
+    assert_eq!(body.exit_code, Some(0), "{body}");
+    assert!(!body.timed_out, "{body}");
+    assert!(!body.group_alive, "{body}");
     assert_eq!(
-        body["command"], "echo lifecycle-test && echo second-line",
+        body.command, "echo lifecycle-test && echo second-line",
         "{body}"
     );
-    assert_eq!(out(&body), "lifecycle-test\nsecond-line\n");
-    assert!(body.get("truncated").is_none(), "small output: {body}");
+    assert_eq!(body.output, "lifecycle-test\nsecond-line\n");
+    assert!(body.truncated.is_none(), "small output: {body}");
     // A plain snapshot after exit says the same.
     let snap = api.output_ok(&id, false).await;
-    assert_eq!(snap["running"], false);
-    assert_eq!(snap["exit_code"], 0);
-    assert_eq!(out(&snap), "lifecycle-test\nsecond-line\n");
+    assert!(!snap.running);
+    assert_eq!(snap.exit_code, Some(0));
+    assert_eq!(snap.output, "lifecycle-test\nsecond-line\n");
 }
 
 #[tokio::test]
@@ -105,12 +107,12 @@ async fn exit_code_is_reported() {
     let api = server.api();
     let id = api.start("echo before; exit 42").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 42, "{body}");
-    assert_eq!(out(&body), "before\n");
+    assert_eq!(body.exit_code, Some(42), "{body}");
+    assert_eq!(body.output, "before\n");
     let list = api.list().await;
     let info = find(&list, &id);
-    assert_eq!(info["exit_code"], 42, "{info}");
-    assert_eq!(info["running"], false, "{info}");
+    assert_eq!(info.exit_code, Some(42), "{info}");
+    assert!(!info.running, "{info}");
 }
 
 #[tokio::test]
@@ -119,7 +121,7 @@ async fn stderr_is_merged_into_the_output() {
     let api = server.api();
     let id = api.start("echo a; echo b >&2").await;
     let body = api.wait_exit(&id).await;
-    let text = out(&body);
+    let text = &body.output;
     assert!(
         text.contains("a\n") && text.contains("b\n"),
         "stdout and stderr both expected: {text:?}"
@@ -133,8 +135,8 @@ async fn stdin_is_dev_null() {
     // `cat` would block forever on an inherited stdin; with /dev/null it reads EOF at once.
     let id = api.start("cat; echo cat-done").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), "cat-done\n");
-    assert_eq!(body["exit_code"], 0);
+    assert_eq!(body.output, "cat-done\n");
+    assert_eq!(body.exit_code, Some(0));
 }
 
 #[tokio::test]
@@ -144,7 +146,7 @@ async fn process_runs_in_its_own_session_and_group() {
     // pid == pgid == sid for the shell itself.
     let id = api.start("cut -d' ' -f1,5,6 /proc/$$/stat").await;
     let body = api.wait_exit(&id).await;
-    let nums: Vec<&str> = out(&body).split_whitespace().collect();
+    let nums: Vec<&str> = body.output.split_whitespace().collect();
     assert_eq!(nums.len(), 3, "{body}");
     assert_eq!(nums[0], nums[1], "pgid must equal pid: {body}");
     assert_eq!(nums[0], nums[2], "sid must equal pid (setsid): {body}");
@@ -168,11 +170,11 @@ async fn request_workdir_is_used_and_reported() {
         }))
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(out(&body), format!("marker.txt\n{dir_s}\n"));
+    assert_eq!(body.exit_code, Some(0), "{body}");
+    assert_eq!(body.output, format!("marker.txt\n{dir_s}\n"));
     assert!(dir.path().join("marker.txt").exists());
     let list = api.list().await;
-    assert_eq!(find(&list, &id)["workdir"], dir_s.as_str());
+    assert_eq!(find(&list, &id).workdir, dir_s.as_str());
 }
 
 #[tokio::test]
@@ -183,9 +185,9 @@ async fn no_workdir_and_no_config_falls_back_to_home() {
     let api = server.api();
     let id = api.start("pwd -P").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), format!("{home_s}\n"));
+    assert_eq!(body.output, format!("{home_s}\n"));
     let list = api.list().await;
-    assert_eq!(find(&list, &id)["workdir"], home_s.as_str());
+    assert_eq!(find(&list, &id).workdir, home_s.as_str());
 }
 
 #[tokio::test]
@@ -200,9 +202,9 @@ async fn configured_workdir_is_used_when_it_is_a_directory() {
     let api = server.api();
     let id = api.start("pwd -P").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), format!("{wd_s}\n"));
+    assert_eq!(body.output, format!("{wd_s}\n"));
     let list = api.list().await;
-    assert_eq!(find(&list, &id)["workdir"], wd_s.as_str());
+    assert_eq!(find(&list, &id).workdir, wd_s.as_str());
 
     // The request's workdir still wins over the configured one.
     let other = tempfile::tempdir().unwrap();
@@ -211,7 +213,7 @@ async fn configured_workdir_is_used_when_it_is_a_directory() {
         .start_with(json!({"command": "pwd -P", "workdir": other_s}))
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), format!("{other_s}\n"));
+    assert_eq!(body.output, format!("{other_s}\n"));
 }
 
 #[tokio::test]
@@ -226,10 +228,10 @@ async fn configured_workdir_that_does_not_exist_falls_back_to_home() {
     let api = server.api();
     let id = api.start("pwd -P").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(out(&body), format!("{home_s}\n"));
+    assert_eq!(body.exit_code, Some(0), "{body}");
+    assert_eq!(body.output, format!("{home_s}\n"));
     let list = api.list().await;
-    assert_eq!(find(&list, &id)["workdir"], home_s.as_str());
+    assert_eq!(find(&list, &id).workdir, home_s.as_str());
 }
 
 #[tokio::test]
@@ -245,7 +247,7 @@ async fn configured_workdir_that_is_a_file_falls_back_to_home() {
     let api = server.api();
     let id = api.start("pwd -P").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), format!("{home_s}\n"));
+    assert_eq!(body.output, format!("{home_s}\n"));
 }
 
 #[tokio::test]
@@ -292,7 +294,7 @@ async fn request_env_is_visible_and_overrides_agent_env() {
         }))
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), "req-value-9f3\nagent-value\nreq\n");
+    assert_eq!(body.output, "req-value-9f3\nagent-value\nreq\n");
 }
 
 #[tokio::test]
@@ -317,13 +319,13 @@ async fn chat_id_is_exported_to_the_child_with_both_header_names() {
     let a = api.chat("chat-env-coder");
     let id = a.start(cmd).await;
     assert_eq!(
-        out(&a.wait_exit(&id).await),
+        a.wait_exit(&id).await.output,
         "chat-env-coder|chat-env-coder\n"
     );
 
     let b = api.pw_chat("chat-env-pw");
     let id = b.start(cmd).await;
-    assert_eq!(out(&b.wait_exit(&id).await), "chat-env-pw|chat-env-pw\n");
+    assert_eq!(b.wait_exit(&id).await.output, "chat-env-pw|chat-env-pw\n");
 }
 
 #[tokio::test]
@@ -337,7 +339,7 @@ async fn chat_vars_override_request_env() {
         }))
         .await;
     // env = agent env + request env + chat vars: the chat vars come last.
-    assert_eq!(out(&api.wait_exit(&id).await), "real-chat|real-chat\n");
+    assert_eq!(api.wait_exit(&id).await.output, "real-chat|real-chat\n");
 }
 
 #[tokio::test]
@@ -385,16 +387,13 @@ async fn chat_isolation_for_list_output_and_signal() {
     // Signal: other chat 404 and the process keeps running.
     b.signal(&a1, "kill").await.error(404);
     let snap = a.output_ok(&a1, false).await;
-    assert_eq!(
-        snap["running"], true,
-        "foreign signal must not land: {snap}"
-    );
+    assert!(snap.running, "foreign signal must not land: {snap}");
     assert_eq!(marker.live_sleeps().len(), 1);
 
     // Own chat (either header name) can signal.
     a_alias.signal(&a1, "kill").await.expect_status(200);
     let body = a.wait_exit(&a1).await;
-    assert_eq!(body["exit_code"], 137, "{body}");
+    assert_eq!(body.exit_code, Some(137), "{body}");
 }
 
 #[tokio::test]
@@ -409,44 +408,35 @@ async fn output_of_running_process_and_list_fields() {
         .await;
 
     let snap = api.output_ok(&running, false).await;
-    assert_eq!(snap["running"], true, "{snap}");
-    assert_eq!(snap["group_alive"], true, "{snap}");
-    assert_eq!(snap["timed_out"], false, "{snap}");
+    assert!(snap.running, "{snap}");
+    assert!(snap.group_alive, "{snap}");
+    assert!(!snap.timed_out, "{snap}");
     assert!(
-        snap.get("exit_code").is_none() || snap["exit_code"].is_null(),
+        snap.exit_code.is_none(),
         "no exit_code while running: {snap}"
     );
 
     let list = api.list().await;
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["id"], running.as_str(), "running first: {list:?}");
+    assert_eq!(list[0].id, running.as_str(), "running first: {list:?}");
     let r = &list[0];
-    assert_eq!(r["running"], true);
-    assert_eq!(r["group_alive"], true);
-    assert_eq!(r["background"], true);
-    assert_eq!(r["command"], marker.sleep().as_str());
-    assert!(
-        r["workdir"].as_str().is_some_and(|w| w.starts_with('/')),
-        "{r}"
-    );
-    assert!(
-        r.get("exit_code").is_none() || r["exit_code"].is_null(),
-        "{r}"
-    );
-    assert!(
-        r.get("exited_at_unix").is_none() || r["exited_at_unix"].is_null(),
-        "{r}"
-    );
-    let started = r["started_at_unix"].as_f64().expect("started_at_unix");
+    assert!(r.running);
+    assert!(r.group_alive);
+    assert!(r.background);
+    assert_eq!(r.command, marker.sleep().as_str());
+    assert!(r.workdir.starts_with('/'), "{r}");
+    assert!(r.exit_code.is_none(), "{r}");
+    assert!(r.exited_at_unix.is_none(), "{r}");
+    let started = r.started_at_unix as f64;
     assert!((now_unix() - started).abs() < 60.0, "unix seconds: {r}");
 
     let e = &list[1];
-    assert_eq!(e["id"], done.as_str());
-    assert_eq!(e["running"], false);
-    assert_eq!(e["exit_code"], 0, "exited entry has exit_code: {e}");
-    assert_eq!(e["timed_out"], false);
-    let exited = e["exited_at_unix"].as_f64().expect("exited_at_unix");
-    let started = e["started_at_unix"].as_f64().expect("started_at_unix");
+    assert_eq!(e.id, done.as_str());
+    assert!(!e.running);
+    assert_eq!(e.exit_code, Some(0), "exited entry has exit_code: {e}");
+    assert!(!e.timed_out);
+    let exited = e.exited_at_unix.expect("exited_at_unix") as f64;
+    let started = e.started_at_unix as f64;
     assert!(exited >= started.floor(), "{e}");
     assert!((now_unix() - exited).abs() < 60.0, "{e}");
 
@@ -472,14 +462,14 @@ async fn health_counts_tracked_processes() {
     let server = Server::start();
     let api = server.api();
     let h = api.health().await;
-    assert_eq!(h["status"], "ok");
-    assert_eq!(h["processes"], 0, "{h}");
-    assert_eq!(h["waiters"], 0, "{h}");
+    assert_eq!(h.status, "ok");
+    assert_eq!(h.processes, 0, "{h}");
+    assert_eq!(h.waiters, 0, "{h}");
     let id = api.start("echo 1").await;
     api.start("echo 2").await;
     api.wait_exit(&id).await;
     let h = api.health().await;
-    assert_eq!(h["processes"], 2, "{h}");
+    assert_eq!(h.processes, 2, "{h}");
 }
 
 #[tokio::test]
@@ -490,8 +480,8 @@ async fn killed_process_reports_exit_code() {
     let id = api.start(&marker.sleep()).await;
     api.signal(&id, "kill").await.expect_status(200);
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["running"], false);
-    assert!(body["exit_code"].is_i64(), "exit_code non-null: {body}");
+    assert!(!body.running);
+    assert!(body.exit_code.is_some(), "exit_code non-null: {body}");
     marker
         .assert_gone(Duration::from_secs(5), "after kill")
         .await;

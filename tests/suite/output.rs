@@ -6,17 +6,16 @@
 use std::time::{Duration, Instant};
 
 use procwarden_tests::*;
-use serde_json::Value;
 
 /// `seq -f '%060g' 1 n`: n lines of 61 bytes.
 fn seq60(n: usize) -> String {
     (1..=n).map(|i| format!("{i:060}\n")).collect()
 }
 
-fn truncation(body: &Value) -> &Value {
-    let t = &body["truncated"];
-    assert!(t.is_object(), "expected `truncated` object: {body}");
-    t
+fn truncation(body: &OutputSnapshot) -> &Truncation {
+    body.truncated
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected `truncated` object: {}", short(body)))
 }
 
 #[tokio::test]
@@ -25,13 +24,13 @@ async fn small_output_is_verbatim_without_truncation() {
     let api = server.api();
     let id = api.start("printf 'hello world'").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), "hello world");
-    assert!(body.get("truncated").is_none(), "{body}");
+    assert_eq!(body.output, "hello world");
+    assert!(body.truncated.is_none(), "{body}");
 
     let id = api.start("true").await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), "");
-    assert!(body.get("truncated").is_none(), "{body}");
+    assert_eq!(body.output, "");
+    assert!(body.truncated.is_none(), "{body}");
 }
 
 #[tokio::test]
@@ -41,8 +40,8 @@ async fn output_between_head_and_head_plus_tail_is_complete() {
     let api = server.api();
     let id = api.start("seq -f '%060g' 1 300").await;
     let body = api.wait_exit(&id).await;
-    assert!(body.get("truncated").is_none(), "{}", short(&body));
-    assert_eq!(out(&body), seq60(300));
+    assert!(body.truncated.is_none(), "{}", short(&body));
+    assert_eq!(body.output, seq60(300));
 }
 
 #[tokio::test]
@@ -52,14 +51,14 @@ async fn output_over_32k_is_truncated_head_tail() {
     let id = api.start("seq -f '%060g' 1 1000").await; // 61000 bytes
     let body = api.wait_exit(&id).await;
     let t = truncation(&body);
-    assert_eq!(t["strategy"], "head_tail", "{t}");
-    let original = t["original_bytes"].as_u64().expect("original_bytes");
-    let retained = t["retained_bytes"].as_u64().expect("retained_bytes");
-    let omitted = t["omitted_bytes"].as_u64().expect("omitted_bytes");
+    assert_eq!(t.strategy, "head_tail", "{t}");
+    let original = t.original_bytes;
+    let retained = t.retained_bytes;
+    let omitted = t.omitted_bytes;
     assert_eq!(original, 61000, "{t}");
     assert!(omitted > 0, "{t}");
     assert!(original > retained, "{t}");
-    let text = out(&body);
+    let text = &body.output;
     assert!(
         text.contains(&format!("\n\n... [omitted {omitted} bytes] ...\n\n")),
         "omission marker missing"
@@ -86,11 +85,11 @@ async fn exact_head_tail_rendering_with_small_config() {
         "A".repeat(64),
         "Z".repeat(64)
     );
-    assert_eq!(out(&body), expected);
+    assert_eq!(body.output, expected);
     let t = truncation(&body);
-    assert_eq!(t["original_bytes"], 1000, "{t}");
-    assert_eq!(t["omitted_bytes"], 872, "{t}");
-    assert_eq!(t["strategy"], "head_tail", "{t}");
+    assert_eq!(t.original_bytes, 1000, "{t}");
+    assert_eq!(t.omitted_bytes, 872, "{t}");
+    assert_eq!(t.strategy, "head_tail", "{t}");
 }
 
 #[tokio::test]
@@ -102,17 +101,17 @@ async fn head_plus_tail_boundary_with_small_config() {
     let exact: String = (0..128u8).map(|i| (b'a' + i % 26) as char).collect();
     let id = api.start(&format!("printf '{exact}'")).await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), exact);
-    assert!(body.get("truncated").is_none(), "{body}");
+    assert_eq!(body.output, exact);
+    assert!(body.truncated.is_none(), "{body}");
 
     // One byte more: truncated with one omitted byte.
     let over: String = (0..129u8).map(|i| (b'a' + i % 26) as char).collect();
     let id = api.start(&format!("printf '{over}'")).await;
     let body = api.wait_exit(&id).await;
     let t = truncation(&body);
-    assert_eq!(t["original_bytes"], 129, "{t}");
-    assert_eq!(t["omitted_bytes"], 1, "{t}");
-    let text = out(&body);
+    assert_eq!(t.original_bytes, 129, "{t}");
+    assert_eq!(t.omitted_bytes, 1, "{t}");
+    let text = &body.output;
     assert!(text.starts_with(&over[..64]), "{text:?}");
     assert!(text.ends_with(&over[65..]), "{text:?}");
     assert!(text.contains("... [omitted 1 byte"), "{text:?}");
@@ -122,7 +121,7 @@ async fn head_plus_tail_boundary_with_small_config() {
         .start("for i in $(seq 1 200); do printf 'HEADD'; done; printf 0123456789; printf abcdefghij; printf ABCDE")
         .await;
     let body = api.wait_exit(&id).await;
-    let text = out(&body);
+    let text = &body.output;
     assert!(text.ends_with("fghijABCDE"), "{text:?}");
     assert!(text.starts_with(&"HEADD".repeat(12)), "{text:?}");
 }
@@ -138,23 +137,23 @@ async fn truncation_metadata_counts_original_bytes() {
         .await;
     let body = api.wait_exit(&id).await;
     let t = truncation(&body);
-    assert_eq!(t["original_bytes"], 1000, "{t}");
-    assert_eq!(t["omitted_bytes"], 872, "{t}");
+    assert_eq!(t.original_bytes, 1000, "{t}");
+    assert_eq!(t.omitted_bytes, 872, "{t}");
     // As in the reference, retained_bytes is the length of the returned text, marker included.
-    assert_eq!(t["retained_bytes"], out(&body).len(), "{t}");
-    assert!(out(&body).contains("... [omitted 872 bytes] ..."));
+    assert_eq!(t.retained_bytes, body.output.len() as u64, "{t}");
+    assert!(body.output.contains("... [omitted 872 bytes] ..."));
 
     let server = Server::start();
     let api = server.api();
     let id = api.start("seq -f '%060g' 1 1000").await;
     let body = api.wait_exit(&id).await;
     let t = truncation(&body);
-    let original = t["original_bytes"].as_u64().unwrap();
-    let retained = t["retained_bytes"].as_u64().unwrap();
-    let omitted = t["omitted_bytes"].as_u64().unwrap();
-    assert_eq!(retained, out(&body).len() as u64, "{t}");
+    let original = t.original_bytes;
+    let retained = t.retained_bytes;
+    let omitted = t.omitted_bytes;
+    assert_eq!(retained, body.output.len() as u64, "{t}");
     let marker = format!("\n\n... [omitted {omitted} bytes] ...\n\n");
-    assert!(out(&body).contains(&marker), "{t}");
+    assert!(body.output.contains(&marker), "{t}");
     // Everything not omitted is in the text: head + tail + the marker.
     assert_eq!(original, retained - marker.len() as u64 + omitted, "{t}");
 }
@@ -168,7 +167,7 @@ async fn long_lines_are_cut_with_marker() {
         .start("echo short1; printf '%2548s\\n' '' | tr ' ' L; echo short2")
         .await;
     let body = api.wait_exit(&id).await;
-    let text = out(&body);
+    let text = &body.output;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text:.300}");
     assert_eq!(lines[0], "short1");
@@ -181,7 +180,7 @@ async fn long_lines_are_cut_with_marker() {
         lines[1].len()
     );
     assert!(
-        body["truncated"].is_object(),
+        body.truncated.is_some(),
         "a cut line means the text is not complete: {}",
         short(&body)
     );
@@ -195,7 +194,7 @@ async fn max_line_bytes_is_configurable() {
         .start("printf '%99s\\n' '' | tr ' ' k; printf '%500s\\n' '' | tr ' ' L; echo after")
         .await;
     let body = api.wait_exit(&id).await;
-    let text = out(&body);
+    let text = &body.output;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text:?}");
     assert_eq!(lines[0], "k".repeat(99), "short line intact");
@@ -220,8 +219,8 @@ async fn huge_single_line_is_bounded_in_output_and_memory() {
     let id = api.start("head -c 3000000 /dev/zero | tr '\\0' x").await;
     let body = api.wait_exit(&id).await;
     let rss_after = server.rss_kib();
-    assert_eq!(body["exit_code"], 0, "{}", short(&body));
-    let text = out(&body);
+    assert_eq!(body.exit_code, Some(0), "{}", short(&body));
+    let text = &body.output;
     assert!(
         text.len() <= 34 * 1024,
         "output must stay bounded, got {} bytes",
@@ -229,8 +228,8 @@ async fn huge_single_line_is_bounded_in_output_and_memory() {
     );
     assert!(text.starts_with("xxxxxxxx"));
     let t = truncation(&body);
-    assert_eq!(t["original_bytes"], 3_000_000, "{t}");
-    assert!(t["omitted_bytes"].as_u64().unwrap() > 2_900_000, "{t}");
+    assert_eq!(t.original_bytes, 3_000_000, "{t}");
+    assert!(t.omitted_bytes > 2_900_000, "{t}");
     let growth = rss_after.saturating_sub(rss_before);
     eprintln!("server VmRSS {rss_before} KiB -> {rss_after} KiB");
     assert!(
@@ -246,7 +245,7 @@ async fn output_is_always_valid_utf8() {
     // Invalid bytes from the process.
     let id = api.start("printf 'start\\377\\376\\300ok\\n'").await;
     let body = api.wait_exit(&id).await; // parsing JSON already proves valid UTF-8
-    let text = out(&body);
+    let text = &body.output;
     assert!(
         text.starts_with("start") && text.ends_with("ok\n"),
         "{text:?}"
@@ -257,9 +256,8 @@ async fn output_is_always_valid_utf8() {
         .start("for i in $(seq 1 300); do printf 'é'; done")
         .await;
     let body = api.wait_exit(&id).await;
-    let text = out(&body);
-    assert!(body["truncated"].is_object(), "{body}");
-    let omitted = body["truncated"]["omitted_bytes"].as_u64().unwrap();
+    let text = &body.output;
+    let omitted = truncation(&body).omitted_bytes;
     let without_marker = text.replace(&format!("\n\n... [omitted {omitted} bytes] ...\n\n"), "");
     assert!(
         without_marker.chars().all(|c| c == 'é' || c == '\u{FFFD}'),
@@ -276,7 +274,7 @@ async fn stdout_and_stderr_interleave_in_write_order() {
         .start("echo a; echo b >&2; echo c; echo d >&2; echo e")
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(out(&body), "a\nb\nc\nd\ne\n", "one buffer, in order");
+    assert_eq!(body.output, "a\nb\nc\nd\ne\n", "one buffer, in order");
 }
 
 #[tokio::test]
@@ -287,8 +285,8 @@ async fn lingering_child_output_keeps_being_collected() {
     let id = api.start("(sleep 1; echo late) & echo early").await;
     let body = api.wait_exit(&id).await;
     let waited = secs(t0);
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(out(&body), "early\n", "{body}");
+    assert_eq!(body.exit_code, Some(0), "{body}");
+    assert_eq!(body.output, "early\n", "{body}");
     assert!(
         waited < 0.9,
         "the wait returns at shell exit, not at pipe close (took {waited:.2}s)"
@@ -301,7 +299,7 @@ async fn lingering_child_output_keeps_being_collected() {
         let last = last.clone();
         async move {
             let b = api.output_ok(&id, false).await;
-            let text = out(&b).to_string();
+            let text = b.output.to_string();
             let done = text.contains("late");
             *last.lock().unwrap() = text;
             done

@@ -37,7 +37,7 @@ async fn token_is_required_on_every_api_route() {
     // Nothing got through.
     let list = good.list().await;
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(out(&good.output_ok(&id, false).await), "authed\n");
+    assert_eq!(good.output_ok(&id, false).await.output, "authed\n");
     good.signal(&id, "kill").await.error(409);
 }
 
@@ -52,7 +52,7 @@ async fn health_requires_the_token_too() {
         .await
         .error(401);
     let h = server.api().token(TOKEN).health().await;
-    assert_eq!(h["status"], "ok");
+    assert_eq!(h.status, "ok");
 }
 
 #[tokio::test]
@@ -157,5 +157,5 @@ shutdown_grace_seconds = 5.0
     assert_ne!(server.port(), 7077);
     let api = server.api();
     let id = api.start("echo ok").await;
-    assert_eq!(out(&api.wait_exit(&id).await), "ok\n");
+    assert_eq!(api.wait_exit(&id).await.output, "ok\n");
 }

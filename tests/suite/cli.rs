@@ -76,7 +76,7 @@ async fn background_ps_output_kill() {
     uuid::Uuid::parse_str(&id).unwrap_or_else(|_| panic!("expected an id on stdout: {o:?}"));
     assert!(m.wait_sleeps(1, GONE).await);
     let info = server.api().list().await;
-    assert_eq!(info[0]["background"], true, "{:?}", info);
+    assert!(info[0].background, "{:?}", info);
 
     let ps = cli(&["--url", url, "ps"], &[]).await;
     assert_eq!(ps.code, Some(0), "{ps:?}");
@@ -89,9 +89,10 @@ async fn background_ps_output_kill() {
 
     let psj = cli(&["--url", url, "ps", "--json"], &[]).await;
     assert_eq!(psj.code, Some(0), "{psj:?}");
-    let v: serde_json::Value = serde_json::from_str(&psj.stdout).expect("ps --json is JSON");
-    assert_eq!(v["processes"][0]["id"], id.as_str(), "{v}");
-    assert_eq!(v["processes"][0]["running"], true, "{v}");
+    // `--json` prints the API's reply as it came.
+    let v: ListReply = serde_json::from_str(&psj.stdout).expect("ps --json is the list reply");
+    assert_eq!(v.processes[0].id, id, "{v}");
+    assert!(v.processes[0].running, "{v}");
 
     let o = cli(&["--url", url, "output", &id], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
@@ -103,9 +104,10 @@ async fn background_ps_output_kill() {
 
     let o = cli(&["--url", url, "output", &id, "--wait", "--json"], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("output --json is JSON");
-    assert_eq!(v["running"], false, "{v}");
-    assert_eq!(v["exit_code"], 137, "default kill is SIGKILL: {v}");
+    let v: OutputSnapshot =
+        serde_json::from_str(&o.stdout).expect("output --json is the output reply");
+    assert!(!v.running, "{v}");
+    assert_eq!(v.exit_code, Some(137), "default kill is SIGKILL: {v}");
 
     // Killing again: 409 -> client error convention.
     let o = cli(&["--url", url, "kill", &id], &[]).await;
@@ -120,7 +122,7 @@ async fn kill_terminate_flag_sends_sigterm() {
     let o = cli(&["--url", server.url(), "kill", &id, "--terminate"], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
     let body = server.api().wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 143, "{body}");
+    assert_eq!(body.exit_code, Some(143), "{body}");
     m.assert_gone(GONE, "after terminate").await;
 }
 
@@ -157,7 +159,7 @@ async fn run_workdir_env_and_timeout_flags() {
     assert!(secs(t0) < 10.0);
     m.assert_gone(GONE, "after --timeout").await;
     let list = server.api().list().await;
-    assert_eq!(list[0]["timed_out"], true, "{}", list[0]);
+    assert!(list[0].timed_out, "{}", list[0]);
 }
 
 #[tokio::test]
@@ -203,13 +205,8 @@ async fn chat_flag_and_env_isolate() {
     let b_id = o.stdout.trim().to_string();
 
     let ps_a = cli(&["--url", url, "--chat", "cli-a", "ps", "--json"], &[]).await;
-    let v: serde_json::Value = serde_json::from_str(&ps_a.stdout).expect("json");
-    let ids: Vec<&str> = v["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let v: ListReply = serde_json::from_str(&ps_a.stdout).expect("ps --json is the list reply");
+    let ids: Vec<&str> = v.processes.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids.len(), 1, "{v}");
     assert!(!ids.contains(&b_id.as_str()), "{v}");
 

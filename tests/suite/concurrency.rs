@@ -24,7 +24,7 @@ async fn hundred_concurrent_starts() {
     while let Some(res) = set.join_next().await {
         let (i, r) = res.unwrap();
         r.expect_status(200);
-        ids.push((i, r.body["id"].as_str().unwrap().to_string()));
+        ids.push((i, r.json::<StartReply>().id));
     }
     let distinct: HashSet<&String> = ids.iter().map(|(_, id)| id).collect();
     assert_eq!(distinct.len(), 100, "100 distinct ids");
@@ -34,15 +34,15 @@ async fn hundred_concurrent_starts() {
         let api = api.clone();
         set.spawn(async move {
             let body = api.wait_exit(&id).await;
-            assert_eq!(out(&body), format!("out-{i}\n"), "{body}");
-            assert_eq!(body["exit_code"], i % 7, "{body}");
+            assert_eq!(body.output, format!("out-{i}\n"), "{body}");
+            assert_eq!(body.exit_code, Some(i % 7), "{body}");
         });
     }
     while let Some(res) = set.join_next().await {
         res.unwrap();
     }
     assert_eq!(api.list().await.len(), 100);
-    assert_eq!(api.health().await["processes"], 100);
+    assert_eq!(api.health().await.processes, 100);
     server.assert_alive();
 }
 
@@ -85,12 +85,13 @@ async fn hundred_twenty_blocked_waiters_are_released() {
         while let Some(res) = set.join_next().await {
             let (id, r) = res.unwrap();
             r.expect_status(200);
-            assert_eq!(r.body["running"], false, "{}", r.text);
+            let body: OutputSnapshot = r.json();
+            assert!(!body.running, "{body}");
             if id == procs[2] {
-                assert_eq!(r.body["exit_code"], 137, "{}", r.text);
+                assert_eq!(body.exit_code, Some(137), "{body}");
             } else {
-                assert_eq!(r.body["exit_code"], 0, "{}", r.text);
-                assert_eq!(out(&r.body), "released\n");
+                assert_eq!(body.exit_code, Some(0), "{body}");
+                assert_eq!(body.output, "released\n");
             }
             n += 1;
         }

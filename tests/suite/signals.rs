@@ -20,8 +20,8 @@ async fn kill_reaches_every_member_of_a_pipeline() {
     r.expect_status(200);
     r.message();
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["running"], false);
-    assert_eq!(body["exit_code"], 137, "{body}");
+    assert!(!body.running);
+    assert_eq!(body.exit_code, Some(137), "{body}");
     m.assert_gone(GONE, "pipeline after kill").await;
 }
 
@@ -35,9 +35,15 @@ async fn terminate_reaches_background_jobs_of_the_shell() {
         .await;
     assert!(m.wait_sleeps(2, GONE).await, "jobs did not start");
 
-    api.signal(&id, "terminate").await.expect_status(200);
+    let sent = api.signal(&id, "terminate").await;
+    sent.expect_status(200);
+    let reply: MessageReply = sent.json();
+    assert_eq!(
+        reply.message,
+        format!("Signal \"terminate\" sent to process \"{id}\".")
+    );
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 143, "{body}");
+    assert_eq!(body.exit_code, Some(143), "{body}");
     m.assert_gone(GONE, "background jobs after terminate").await;
 }
 
@@ -48,23 +54,23 @@ async fn kill_reports_137_and_terminate_143() {
     let api = server.api();
     let k = api.start(&m1.sleep()).await;
     let t = api.start(&m2.sleep()).await;
-    assert_eq!(api.output_ok(&k, false).await["running"], true);
-    assert_eq!(api.output_ok(&t, false).await["running"], true);
+    assert!(api.output_ok(&k, false).await.running);
+    assert!(api.output_ok(&t, false).await.running);
 
     api.signal(&k, "kill").await.expect_status(200);
     api.signal(&t, "terminate").await.expect_status(200);
     let kb = api.wait_exit(&k).await;
     let tb = api.wait_exit(&t).await;
-    assert_eq!(kb["exit_code"], 137, "{kb}");
-    assert_eq!(tb["exit_code"], 143, "{tb}");
-    assert_eq!(kb["timed_out"], false, "{kb}");
+    assert_eq!(kb.exit_code, Some(137), "{kb}");
+    assert_eq!(tb.exit_code, Some(143), "{tb}");
+    assert!(!kb.timed_out, "{kb}");
     m1.assert_gone(GONE, "after kill").await;
     m2.assert_gone(GONE, "after terminate").await;
 
     let list = api.list().await;
     for p in &list {
-        assert_eq!(p["running"], false, "{p}");
-        assert!(p["exit_code"].is_i64(), "{p}");
+        assert!(!p.running, "{p}");
+        assert!(p.exit_code.is_some(), "{p}");
     }
 }
 
@@ -78,12 +84,12 @@ async fn terminate_sends_sigterm_not_sigkill() {
     api.signal(&id, "terminate").await.expect_status(200);
     // The group ignores SIGTERM: a capped wait comes back still running.
     let body = api.output_ok(&id, true).await;
-    assert_eq!(body["running"], true, "SIGTERM is ignored here: {body}");
+    assert!(body.running, "SIGTERM is ignored here: {body}");
     assert_eq!(m.live_sleeps().len(), 1);
 
     api.signal(&id, "kill").await.expect_status(200);
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 137, "{body}");
+    assert_eq!(body.exit_code, Some(137), "{body}");
     m.assert_gone(GONE, "after kill").await;
 }
 
@@ -117,10 +123,7 @@ async fn signal_validation_is_400_and_does_not_signal() {
     api.post(&path, &json!({"signal": 9})).await.error(400);
 
     let snap = api.output_ok(&id, false).await;
-    assert_eq!(
-        snap["running"], true,
-        "rejected signals must not land: {snap}"
-    );
+    assert!(snap.running, "rejected signals must not land: {snap}");
     assert_eq!(m.live_sleeps().len(), 1);
 
     api.signal(&id, "kill").await.expect_status(200);
@@ -171,13 +174,14 @@ async fn shell_exit_with_lingering_child_reports_exit_and_can_still_be_signalled
     let id = api.start(&format!("{} & echo hi", m.sleep())).await;
     let body = api.wait_exit(&id).await;
     let took = secs(t0);
-    assert_eq!(body["running"], false, "{body}");
+    assert!(!body.running, "{body}");
     assert_eq!(
-        body["exit_code"], 0,
+        body.exit_code,
+        Some(0),
         "the shell's real code, not -1: {body}"
     );
-    assert_eq!(body["group_alive"], true, "{body}");
-    assert_eq!(out(&body), "hi\n");
+    assert!(body.group_alive, "{body}");
+    assert_eq!(body.output, "hi\n");
     assert!(
         took < 2.0,
         "exit must be reported promptly, took {took:.2}s"
@@ -185,10 +189,10 @@ async fn shell_exit_with_lingering_child_reports_exit_and_can_still_be_signalled
     assert!(m.wait_sleeps(1, GONE).await, "the `&` child lives on");
 
     let list = api.list().await;
-    let info = list.iter().find(|p| p["id"] == id.as_str()).unwrap();
-    assert_eq!(info["running"], false, "{info}");
-    assert_eq!(info["group_alive"], true, "{info}");
-    assert_eq!(info["exit_code"], 0, "{info}");
+    let info = list.iter().find(|p| p.id == id).unwrap();
+    assert!(!info.running, "{info}");
+    assert!(info.group_alive, "{info}");
+    assert_eq!(info.exit_code, Some(0), "{info}");
 
     let r = api.signal(&id, "kill").await;
     r.expect_status(200);
@@ -197,12 +201,12 @@ async fn shell_exit_with_lingering_child_reports_exit_and_can_still_be_signalled
     let ok = eventually(GONE, || {
         let api = api.clone();
         let id = id.clone();
-        async move { api.output_ok(&id, false).await["group_alive"] == false }
+        async move { !api.output_ok(&id, false).await.group_alive }
     })
     .await;
     assert!(ok, "group_alive stays true after the group died");
     let body = api.output_ok(&id, false).await;
-    assert_eq!(body["exit_code"], 0, "the shell's code is kept: {body}");
+    assert_eq!(body.exit_code, Some(0), "the shell's code is kept: {body}");
     api.signal(&id, "kill").await.error(409);
 }
 
@@ -213,8 +217,8 @@ async fn shell_exit_code_is_kept_while_child_holds_the_pipe() {
     let api = server.api();
     let id = api.start(&format!("{} & exit 5", m.sleep())).await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["exit_code"], 5, "{body}");
-    assert_eq!(body["group_alive"], true, "{body}");
+    assert_eq!(body.exit_code, Some(5), "{body}");
+    assert!(body.group_alive, "{body}");
     assert!(m.wait_sleeps(1, GONE).await);
     api.signal(&id, "terminate").await.expect_status(200);
     m.assert_gone(GONE, "after terminate").await;

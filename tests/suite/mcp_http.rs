@@ -1,11 +1,10 @@
 //! MCP over streamable HTTP: rmcp's client against `procwarden serve`'s `/mcp` endpoint, on
 //! the same listener and agent as the HTTP API.
 
-mod mcp_common;
-
 use std::time::Duration;
 
-use mcp_common::*;
+use procwarden_tests::api::ListReply;
+use procwarden_tests::mcp::*;
 
 #[tokio::test]
 async fn http_endpoint_serves_the_same_tools() {
@@ -38,8 +37,8 @@ async fn execute_over_http_foreground_background_and_timeout() {
     let reply = call(&client, "execute", json!({"command": "echo hello; exit 4"}))
         .await
         .ok();
-    assert_eq!(reply["exit_code"], 4);
-    assert_eq!(reply["output"], "hello\n");
+    assert_eq!(reply.exit_code, Some(4));
+    assert_eq!(reply.output(), "hello\n");
 
     let reply = call(
         &client,
@@ -48,8 +47,8 @@ async fn execute_over_http_foreground_background_and_timeout() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], true);
-    let id = reply["process_id"].as_str().unwrap().to_owned();
+    assert_eq!(reply.running, Some(true));
+    let id = reply.process_id().to_owned();
     let reply = call(
         &client,
         "process_output",
@@ -57,8 +56,8 @@ async fn execute_over_http_foreground_background_and_timeout() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false);
-    assert_eq!(reply["output"], "done\n");
+    assert_eq!(reply.running, Some(false));
+    assert_eq!(reply.output(), "done\n");
 
     let marker = Marker::new();
     let id = start_background(&client, &marker.sleep()).await;
@@ -70,7 +69,7 @@ async fn execute_over_http_foreground_background_and_timeout() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false);
+    assert_eq!(reply.running, Some(false));
     assert!(eventually(Duration::from_secs(5), || !marker.alive()).await);
 }
 
@@ -110,7 +109,7 @@ async fn each_session_is_its_own_chat() {
     )
     .await
     .ok();
-    let alice_chat = reply["output"].as_str().unwrap().trim().to_owned();
+    let alice_chat = reply.output().trim().to_owned();
     let reply = call(
         &bob,
         "execute",
@@ -118,7 +117,7 @@ async fn each_session_is_its_own_chat() {
     )
     .await
     .ok();
-    let bob_chat = reply["output"].as_str().unwrap().trim().to_owned();
+    let bob_chat = reply.output().trim().to_owned();
     assert!(!alice_chat.is_empty() && !bob_chat.is_empty());
     assert_ne!(alice_chat, bob_chat);
 
@@ -149,7 +148,7 @@ async fn a_chat_header_joins_sessions_and_the_http_api() {
 
     // The HTTP API shares the agent: the same chat there sees the process too.
     let http = reqwest::Client::new();
-    let list: serde_json::Value = http
+    let list: ListReply = http
         .get(format!("{}/api/v0/processes/list", server.base))
         .header("Procwarden-Chat-Id", &chat)
         .send()
@@ -158,12 +157,7 @@ async fn a_chat_header_joins_sessions_and_the_http_api() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<_> = list["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<_> = list.processes.iter().map(|p| p.id.clone()).collect();
     assert!(ids.contains(&id), "{list}");
 
     let reply = call(
@@ -173,7 +167,7 @@ async fn a_chat_header_joins_sessions_and_the_http_api() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false);
+    assert_eq!(reply.running, Some(false));
 }
 
 #[tokio::test]
@@ -193,7 +187,7 @@ async fn the_token_guards_mcp_like_the_api() {
     let reply = call(&client, "execute", json!({"command": "echo ok"}))
         .await
         .ok();
-    assert_eq!(reply["output"], "ok\n");
+    assert_eq!(reply.output(), "ok\n");
 }
 
 #[tokio::test]
@@ -209,8 +203,8 @@ async fn long_calls_are_not_cut_by_the_api_request_deadline() {
     )
     .await
     .ok();
-    assert_eq!(reply["running"], false, "{reply}");
-    assert_eq!(reply["output"], "finished\n");
+    assert_eq!(reply.running, Some(false), "{reply}");
+    assert_eq!(reply.output(), "finished\n");
 }
 
 #[tokio::test]
@@ -289,7 +283,7 @@ async fn stateless_clients_are_scoped_by_their_chat_header() {
     )
     .await
     .ok();
-    assert_eq!(reply["output"], "stateless-a\n");
+    assert_eq!(reply.output(), "stateless-a\n");
     let id = start_background(&mine, "sleep 30").await;
     assert!(list_ids(&mine).await.contains(&id));
     assert!(!list_ids(&theirs).await.contains(&id));

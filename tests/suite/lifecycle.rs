@@ -20,14 +20,10 @@ async fn wait_blocks_until_exit_and_returns_final_output() {
     let id = api.start("sleep 0.3; echo done").await;
     let body = api.output_ok(&id, true).await; // a single call
     let took = secs(t0);
+    assert!(!body.running, "one wait call must see the exit: {body}");
+    assert_eq!(body.exit_code, Some(0), "{body}");
     assert_eq!(
-        body["running"], false,
-        "one wait call must see the exit: {body}"
-    );
-    assert_eq!(body["exit_code"], 0, "{body}");
-    assert_eq!(
-        out(&body),
-        "done\n",
+        body.output, "done\n",
         "running:false comes with the final output"
     );
     assert!(
@@ -52,8 +48,8 @@ async fn blocked_waiter_is_answered_within_100_ms_of_the_exit() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert_eq!(body["running"], false, "{body}");
-    let exited: f64 = out(&body).trim().parse().expect("a timestamp");
+    assert!(!body.running, "{body}");
+    let exited: f64 = body.output.trim().parse().expect("a timestamp");
     let latency = replied - exited;
     assert!(
         (0.0..0.1).contains(&latency),
@@ -69,8 +65,8 @@ async fn wait_is_woken_by_exit_not_by_output() {
     let t0 = Instant::now();
     let id = api.start("echo first; sleep 0.4; echo second").await;
     let body = api.output_ok(&id, true).await;
-    assert_eq!(body["running"], false, "{body}");
-    assert_eq!(out(&body), "first\nsecond\n");
+    assert!(!body.running, "{body}");
+    assert_eq!(body.output, "first\nsecond\n");
     assert!(secs(t0) >= 0.35);
 }
 
@@ -83,8 +79,8 @@ async fn wait_on_exited_process_returns_immediately() {
     let t0 = Instant::now();
     let body = api.output_ok(&id, true).await;
     assert!(secs(t0) < 1.0, "took {:.3}s", secs(t0));
-    assert_eq!(body["running"], false);
-    assert_eq!(out(&body), "hello-wait\n");
+    assert!(!body.running);
+    assert_eq!(body.output, "hello-wait\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,13 +97,13 @@ async fn running_false_always_comes_with_the_final_output() {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 let body = api.output_ok(&id, false).await;
-                if body["running"] == false {
+                if !body.running {
                     assert!(
-                        out(&body).ends_with("2999\n3000\nEND\n"),
+                        body.output.ends_with("2999\n3000\nEND\n"),
                         "running:false with incomplete output: {}",
                         short(&body)
                     );
-                    assert_eq!(body["exit_code"], 0);
+                    assert_eq!(body.exit_code, Some(0));
                     break;
                 }
                 assert!(Instant::now() < deadline, "never exited");
@@ -128,7 +124,7 @@ async fn snapshot_without_wait_is_immediate() {
     let t0 = Instant::now();
     let body = api.output_ok(&id, false).await;
     assert!(secs(t0) < 1.0, "took {:.3}s", secs(t0));
-    assert_eq!(body["running"], true, "{body}");
+    assert!(body.running, "{body}");
     api.signal(&id, "kill").await.expect_status(200);
     api.wait_exit(&id).await;
 }
@@ -143,13 +139,10 @@ async fn wait_is_capped_by_wait_cap_seconds() {
     let r = api.output(&id, true).await;
     let took = secs(t0);
     r.expect_status(200);
-    assert_eq!(r.body["running"], true, "{}", r.text);
-    assert!(
-        r.body.get("exit_code").is_none() || r.body["exit_code"].is_null(),
-        "{}",
-        r.text
-    );
-    assert!(out(&r.body).contains("partial"));
+    let body: OutputSnapshot = r.json();
+    assert!(body.running, "{body}");
+    assert!(body.exit_code.is_none(), "{body}");
+    assert!(body.output.contains("partial"));
     assert!((0.9..4.0).contains(&took), "cap of 1 s, took {took:.3}s");
     api.signal(&id, "kill").await.expect_status(200);
 }
@@ -163,12 +156,12 @@ async fn wait_outlives_the_request_timeout() {
     let r = api.output(&id, true).await;
     let took = secs(t0);
     r.expect_status(200);
-    assert_eq!(
-        r.body["running"], false,
-        "the wait must not be cut at request_timeout: {} after {took:.2}s",
-        r.text
+    let body: OutputSnapshot = r.json();
+    assert!(
+        !body.running,
+        "the wait must not be cut at request_timeout: {body} after {took:.2}s"
     );
-    assert_eq!(out(&r.body), "slept\n");
+    assert_eq!(body.output, "slept\n");
     assert!(took >= 1.9, "{took:.3}s");
 }
 
@@ -184,16 +177,15 @@ async fn start_with_wait_returns_the_finished_process_in_one_request() {
         .start_wait_req(&json!({"command": "sleep 0.3; echo done; exit 3"}))
         .await;
     r.expect_status(200);
-    let body = &r.body;
-    assert_eq!(body["started"], true, "{body}");
-    assert_eq!(body["background"], false, "{body}");
-    assert_eq!(body["running"], false, "{body}");
-    assert_eq!(body["exit_code"], 3, "{body}");
-    assert_eq!(out(body), "done\n", "{body}");
+    let body: StartWaitReply = r.json();
+    assert!(body.start.started, "{body}");
+    assert!(!body.start.background, "{body}");
+    assert!(!body.output.running, "{body}");
+    assert_eq!(body.output.exit_code, Some(3), "{body}");
+    assert_eq!(body.output.output, "done\n", "{body}");
     // The id is that of a tracked process, which reports the same.
-    let id = body["id"].as_str().expect("id");
-    let snap = api.output_ok(id, false).await;
-    assert_eq!(snap["exit_code"], 3, "{snap}");
+    let snap = api.output_ok(&body.start.id, false).await;
+    assert_eq!(snap.exit_code, Some(3), "{snap}");
 }
 
 #[tokio::test]
@@ -202,10 +194,11 @@ async fn start_without_wait_returns_no_output_fields() {
     let api = server.api();
     let r = api.start_req(&json!({"command": "echo hi"})).await;
     r.expect_status(200);
+    // The raw shape on purpose: the output fields are absent, not null.
     for field in ["output", "running", "exit_code"] {
         assert!(r.body.get(field).is_none(), "{field} in {}", r.text);
     }
-    api.wait_exit(r.body["id"].as_str().unwrap()).await;
+    api.wait_exit(&r.json::<StartReply>().id).await;
 }
 
 #[tokio::test]
@@ -230,13 +223,14 @@ async fn start_with_wait_is_capped_and_outlives_the_request_timeout() {
         .await;
     let took = secs(t0);
     r.expect_status(200);
-    assert_eq!(r.body["running"], true, "{}", r.text);
-    assert!(out(&r.body).contains("partial"), "{}", r.text);
+    let reply: StartWaitReply = r.json();
+    assert!(reply.output.running, "{reply}");
+    assert!(reply.output.output.contains("partial"), "{reply}");
     assert!(
         (1.9..5.0).contains(&took),
         "the wait must run to the 2 s cap, past the 1 s request timeout: {took:.3}s"
     );
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = reply.start.id;
     api.signal(&id, "kill").await.expect_status(200);
     api.wait_exit(&id).await;
 }
@@ -275,7 +269,7 @@ async fn client_disconnect_frees_the_waiter() {
         api.health().await
     );
     // The process itself is untouched.
-    assert_eq!(api.output_ok(&id, false).await["running"], true);
+    assert!(api.output_ok(&id, false).await.running);
     api.signal(&id, "kill").await.expect_status(200);
 }
 
@@ -305,8 +299,9 @@ async fn two_concurrent_waiters_are_both_woken_by_kill() {
             .expect("waiter not woken by the exit")
             .unwrap();
         r.expect_status(200);
-        assert_eq!(r.body["running"], false, "{}", r.text);
-        assert_eq!(r.body["exit_code"], 137, "{}", r.text);
+        let body: OutputSnapshot = r.json();
+        assert!(!body.running, "{body}");
+        assert_eq!(body.exit_code, Some(137), "{body}");
     }
     assert_eq!(api.waiters().await, 0);
 }
@@ -335,9 +330,9 @@ async fn list_puts_running_first_then_newest_first() {
         "running (newest first), then exited (newest first)"
     );
     let list = api.list().await;
-    assert_eq!(list[0]["running"], true);
-    assert_eq!(list[2]["running"], false);
-    assert!(list[2]["exit_code"].is_i64());
+    assert!(list[0].running);
+    assert!(!list[2].running);
+    assert!(list[2].exit_code.is_some());
 
     api.signal(&r1, "kill").await.expect_status(200);
     api.signal(&r2, "kill").await.expect_status(200);
@@ -355,13 +350,10 @@ async fn list_is_capped_at_ten_newest() {
     }
     let list = api.list().await;
     assert_eq!(list.len(), 10, "list_cap defaults to 10");
-    let got: Vec<&str> = list.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = list.iter().map(|p| p.id.as_str()).collect();
     let want: Vec<&str> = ids.iter().rev().take(10).map(String::as_str).collect();
     assert_eq!(got, want, "the ten newest, newest first");
-    let starts: Vec<f64> = list
-        .iter()
-        .map(|p| p["started_at_unix"].as_f64().expect("started_at_unix"))
-        .collect();
+    let starts: Vec<i64> = list.iter().map(|p| p.started_at_unix).collect();
     assert!(
         starts.windows(2).all(|w| w[0] >= w[1]),
         "started_at_unix non-increasing: {starts:?}"
@@ -392,7 +384,7 @@ async fn exited_processes_are_reaped_on_the_timer() {
     let running = api.start(&m.sleep()).await;
     let done = api.start("echo reap-me").await;
     let body = api.wait_exit(&done).await;
-    assert_eq!(out(&body), "reap-me\n");
+    assert_eq!(body.output, "reap-me\n");
 
     // Nobody calls /list: only the timer can reap.
     let t0 = Instant::now();
@@ -411,8 +403,8 @@ async fn exited_processes_are_reaped_on_the_timer() {
 
     // Running processes are never reaped.
     let snap = api.output_ok(&running, false).await;
-    assert_eq!(snap["running"], true);
-    assert_eq!(api.health().await["processes"], 1);
+    assert!(snap.running);
+    assert_eq!(api.health().await.processes, 1);
     assert_eq!(api.list_ids().await, vec![running.clone()]);
     api.signal(&running, "kill").await.expect_status(200);
 }
@@ -435,16 +427,16 @@ async fn timeout_seconds_terminates_the_group() {
         .await;
     let body = api.wait_exit(&id).await;
     let took = secs(t0);
-    assert_eq!(body["running"], false);
-    assert_eq!(body["timed_out"], true, "{body}");
-    assert!(body["exit_code"].is_i64(), "{body}");
+    assert!(!body.running);
+    assert!(body.timed_out, "{body}");
+    assert!(body.exit_code.is_some(), "{body}");
     assert!(
         (0.9..4.0).contains(&took),
         "timeout of 1 s, took {took:.2}s"
     );
     m.assert_gone(GONE, "after timeout").await;
     let list = api.list().await;
-    assert_eq!(list[0]["timed_out"], true, "{}", list[0]);
+    assert!(list[0].timed_out, "{}", list[0]);
 }
 
 #[tokio::test]
@@ -459,8 +451,8 @@ async fn timeout_seconds_kills_a_group_that_ignores_sigterm() {
         }))
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["timed_out"], true, "{body}");
-    assert_eq!(body["exit_code"], 137, "needed SIGKILL: {body}");
+    assert!(body.timed_out, "{body}");
+    assert_eq!(body.exit_code, Some(137), "needed SIGKILL: {body}");
     m.assert_gone(GONE, "after timeout").await;
 }
 
@@ -474,9 +466,9 @@ async fn timeout_seconds_accepts_fractions() {
         .start_req(&json!({"command": m.sleep(), "timeout_seconds": 0.3}))
         .await;
     r.expect_status(200);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.json::<StartReply>().id;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["timed_out"], true, "{body}");
+    assert!(body.timed_out, "{body}");
     assert!(secs(t0) < 2.5, "timeout of 0.3 s took {:.2}s", secs(t0));
     m.assert_gone(GONE, "after timeout").await;
 }
@@ -489,8 +481,8 @@ async fn timeout_not_reached_is_not_timed_out() {
         .start_with(json!({"command": "echo quick", "timeout_seconds": 30}))
         .await;
     let body = api.wait_exit(&id).await;
-    assert_eq!(body["timed_out"], false, "{body}");
-    assert_eq!(body["exit_code"], 0);
+    assert!(!body.timed_out, "{body}");
+    assert_eq!(body.exit_code, Some(0));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -515,19 +507,17 @@ async fn idempotency_case(by_header: bool) {
 
     let r1 = api_k.start_req(&body_k).await;
     r1.expect_status(200);
-    let id = r1.body["id"].as_str().unwrap().to_string();
-    assert!(
-        r1.body.get("reused").is_none() || r1.body["reused"] == false,
-        "{}",
-        r1.text
-    );
+    let first: StartReply = r1.json();
+    let id = first.id.clone();
+    assert_ne!(first.reused, Some(true), "{first}");
     let r2 = api_k.start_req(&body_k).await;
     r2.expect_status(200);
-    assert_eq!(r2.body["id"], id.as_str(), "replay gives the same id");
-    assert_eq!(r2.body["reused"], true, "{}", r2.text);
-    assert_eq!(r2.body["started"], true, "{}", r2.text);
+    let replay: StartReply = r2.json();
+    assert_eq!(replay.id, id, "replay gives the same id");
+    assert_eq!(replay.reused, Some(true), "{replay}");
+    assert!(replay.started, "{replay}");
     assert_eq!(server.api().list().await.len(), 1, "only one process");
-    assert_eq!(server.api().health().await["processes"], 1);
+    assert_eq!(server.api().health().await.processes, 1);
 
     // Same key, different request: conflict.
     let mut other = body_k.clone();
@@ -548,8 +538,8 @@ async fn idempotency_case(by_header: bool) {
         .await;
     r3.expect_status(200);
     assert_ne!(
-        r3.body["id"],
-        id.as_str(),
+        r3.json::<StartReply>().id,
+        id,
         "other chat gets its own process"
     );
 

@@ -46,26 +46,22 @@ async fn trailing_ampersand_becomes_a_tracked_background_process_whose_group_die
         .start_req(&json!({ "command": format!("{} &  ", m.sleep()) }))
         .await;
     r.expect_status(200);
-    assert_eq!(r.body["background"], true, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let reply: StartReply = r.json();
+    assert!(reply.background, "{reply}");
+    let id = reply.id;
     assert!(m.wait_sleeps(1, GONE).await, "the sleep did not start");
 
     // The shell itself runs the sleep (no `&` left), so the process is tracked as running.
-    let info = api
-        .list()
-        .await
-        .into_iter()
-        .find(|p| p["id"] == id.as_str())
-        .unwrap();
-    assert_eq!(info["command"], m.sleep(), "{info}");
-    assert_eq!(info["background"], true);
-    assert_eq!(info["running"], true);
+    let info = api.list().await.into_iter().find(|p| p.id == id).unwrap();
+    assert_eq!(info.command, m.sleep(), "{info}");
+    assert!(info.background);
+    assert!(info.running);
     let snapshot = api.output_ok(&id, false).await;
-    assert_eq!(snapshot["running"], true, "{snapshot}");
+    assert!(snapshot.running, "{snapshot}");
 
     api.signal(&id, "kill").await.expect_status(200);
     m.assert_gone(GONE, "background sleep after kill").await;
-    assert_eq!(api.wait_exit(&id).await["exit_code"], 137);
+    assert_eq!(api.wait_exit(&id).await.exit_code, Some(137));
 }
 
 /// `start?wait=true` waits for foreground commands only: one a plugin moved to the
@@ -91,15 +87,11 @@ async fn ampersands_that_are_not_trailing_are_left_alone() {
     ] {
         let r = api.start_req(&json!({ "command": command })).await;
         r.expect_status(200);
-        assert_eq!(r.body["background"], false, "{command}: {}", r.body);
-        let id = r.body["id"].as_str().unwrap();
-        let info = api
-            .list()
-            .await
-            .into_iter()
-            .find(|p| p["id"] == id)
-            .unwrap();
-        assert_eq!(info["command"], command);
+        let reply: StartReply = r.json();
+        assert!(!reply.background, "{command}: {reply}");
+        let id = reply.id;
+        let info = api.list().await.into_iter().find(|p| p.id == id).unwrap();
+        assert_eq!(info.command, command);
     }
 }
 
@@ -108,11 +100,11 @@ async fn env_sample_adds_agent_defaults_without_overriding_the_request() {
     let server = Server::start();
     let api = server.api();
     let id = api.start("echo \"$PAGER $GIT_PAGER $TERM\"").await;
-    assert_eq!(out(&api.wait_exit(&id).await), "cat cat dumb\n");
+    assert_eq!(api.wait_exit(&id).await.output, "cat cat dumb\n");
     let id = api
         .start_with(json!({ "command": "echo $PAGER", "env": { "PAGER": "less" } }))
         .await;
-    assert_eq!(out(&api.wait_exit(&id).await), "less\n");
+    assert_eq!(api.wait_exit(&id).await.output, "less\n");
 }
 
 #[tokio::test]
@@ -122,7 +114,7 @@ async fn env_sample_takes_variables_from_its_settings() {
     );
     let api = server.api();
     let id = api.start("echo \"$PROJECT_MODE $PAGER\"").await;
-    assert_eq!(out(&api.wait_exit(&id).await), "agent cat\n");
+    assert_eq!(api.wait_exit(&id).await.output, "agent cat\n");
 }
 
 #[tokio::test]
@@ -132,7 +124,7 @@ async fn workdir_sample_uses_the_agent_dir_and_refuses_a_missing_request_dir() {
     let api = server.api();
     let id = api.start("pwd").await;
     assert_eq!(
-        out(&api.wait_exit(&id).await).trim_end(),
+        api.wait_exit(&id).await.output.trim_end(),
         agent_dir.path().canonicalize().unwrap().to_str().unwrap()
     );
 
@@ -156,7 +148,7 @@ async fn a_remembered_answer_does_not_outlive_the_directory_it_checked() {
     for _ in 0..2 {
         let id = api.start_with(body.clone()).await;
         assert_eq!(
-            out(&api.wait_exit(&id).await).trim_end(),
+            api.wait_exit(&id).await.output.trim_end(),
             project.canonicalize().unwrap().to_str().unwrap()
         );
     }
@@ -187,7 +179,7 @@ async fn deny_sample_refuses_with_403_and_a_reason_the_model_can_act_on() {
     let id = api
         .start(&format!("rm -rf {}/sub && echo ok", dir.path().display()))
         .await;
-    assert_eq!(out(&api.wait_exit(&id).await), "ok\n");
+    assert_eq!(api.wait_exit(&id).await.output, "ok\n");
     assert!(
         api.list().await.len() == 1,
         "the denied start created no process"
@@ -227,7 +219,7 @@ async fn runtime_faults_are_contained_and_name_the_plugin() {
         }
         // Still serving everything else.
         assert!(api.list().await.is_empty());
-        assert_eq!(api.health().await["status"], "ok");
+        assert_eq!(api.health().await.status, "ok");
         server.assert_alive();
 
         // Fail-open when the operator says so: the rest of the chain still runs.
@@ -235,7 +227,10 @@ async fn runtime_faults_are_contained_and_name_the_plugin() {
         let api = server.api();
         let r = api.start_req(&json!({ "command": "sleep 0 &" })).await;
         r.expect_status(200);
-        assert_eq!(r.body["background"], true, "ampersand ran after {fixture}");
+        assert!(
+            r.json::<StartReply>().background,
+            "ampersand ran after {fixture}"
+        );
     }
 }
 

@@ -1,0 +1,20 @@
+//! One module per former test binary; test names read `suite::<module>::<test>`.
+
+// HTTP API.
+mod auth;
+mod concurrency;
+mod http_api;
+mod lifecycle;
+mod output;
+mod robustness;
+mod shutdown;
+mod signals;
+// The CLI's client subcommands against a running agent.
+mod cli;
+// MCP front end (stdio and streamable HTTP), with rmcp's client.
+mod mcp_http;
+mod mcp_stdio;
+// MCP with the policy chain and the sample plugins (ampersand, deny).
+mod mcp_policy;
+// Policy plugins over HTTP with the real components, faulty ones included.
+mod plugins;

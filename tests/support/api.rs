@@ -1,0 +1,197 @@
+//! The HTTP API's replies as types, mirroring the README's "HTTP API" section.
+//!
+//! Replies the README specifies field by field deny unknown fields, so a field the README does
+//! not document fails the tests instead of slipping through. `Display` renders a reply as the
+//! JSON it came from, for assertion messages.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /api/v0/processes/start`: `{id, started, background, reused?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartReply {
+    pub id: String,
+    pub started: bool,
+    /// The flag after policy: a plugin may have moved the command to the background.
+    pub background: bool,
+    /// Present (and true) only when an idempotency key returned an existing process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<bool>,
+}
+
+/// `POST /api/v0/processes/start?wait=true`: the start reply plus the output fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
+pub struct StartWaitReply {
+    #[serde(flatten)]
+    pub start: StartReply,
+    #[serde(flatten)]
+    pub output: OutputSnapshot,
+}
+
+impl TryFrom<Map<String, Value>> for StartWaitReply {
+    type Error = serde_json::Error;
+
+    /// Splits the one object into its two documented halves, each of which denies unknown
+    /// fields (serde's `flatten` cannot be combined with `deny_unknown_fields`).
+    fn try_from(mut fields: Map<String, Value>) -> Result<Self, Self::Error> {
+        let start: Map<String, Value> = ["id", "started", "background", "reused"]
+            .into_iter()
+            .filter_map(|key| fields.remove_entry(key))
+            .collect();
+        Ok(Self {
+            start: serde_json::from_value(Value::Object(start))?,
+            output: serde_json::from_value(Value::Object(fields))?,
+        })
+    }
+}
+
+/// `GET /api/v0/processes/{id}/output`:
+/// `{output, truncated?, running, group_alive, exit_code?, timed_out, command}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSnapshot {
+    pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+    pub running: bool,
+    pub group_alive: bool,
+    /// Absent while the shell runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub command: String,
+}
+
+/// `{original_bytes, retained_bytes, omitted_bytes, strategy: "head_tail"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Truncation {
+    pub original_bytes: u64,
+    pub retained_bytes: u64,
+    pub omitted_bytes: u64,
+    pub strategy: String,
+}
+
+/// `GET /api/v0/processes/list`: `{processes: [ProcessInfo]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListReply {
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// `{id, command, workdir, background, running, group_alive, exit_code?, timed_out,
+/// started_at_unix, exited_at_unix?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInfo {
+    pub id: String,
+    pub command: String,
+    pub workdir: String,
+    pub background: bool,
+    pub running: bool,
+    pub group_alive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub started_at_unix: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_at_unix: Option<i64>,
+}
+
+/// `GET /api/v0/health`: `{status, processes, waiters}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `ok`, or `shutting_down` once the agent stops accepting work.
+    pub status: String,
+    pub processes: u64,
+    pub waiters: u64,
+}
+
+/// `POST /api/v0/processes/{id}/signal`: `{message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReply {
+    pub message: String,
+}
+
+/// Every 4xx/5xx reply: `{message, detail?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Renders each reply as JSON, so `"{reply}"` in an assertion message shows the wire form.
+macro_rules! display_as_json {
+    ($($reply:ty),*) => {$(
+        impl fmt::Display for $reply {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+                f.write_str(&json)
+            }
+        }
+    )*};
+}
+
+display_as_json!(
+    StartReply,
+    StartWaitReply,
+    OutputSnapshot,
+    Truncation,
+    ListReply,
+    ProcessInfo,
+    Health,
+    MessageReply,
+    ErrorBody
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snapshot_fields() -> Value {
+        json!({"output": "hi\n", "running": false, "group_alive": false, "exit_code": 0,
+               "timed_out": false, "command": "echo hi"})
+    }
+
+    #[test]
+    fn a_field_the_readme_does_not_document_is_refused() {
+        let mut fields = snapshot_fields();
+        serde_json::from_value::<OutputSnapshot>(fields.clone()).unwrap();
+        fields["pid"] = json!(42);
+        let err = serde_json::from_value::<OutputSnapshot>(fields).unwrap_err();
+        assert!(err.to_string().contains("unknown field `pid`"), "{err}");
+    }
+
+    #[test]
+    fn start_wait_reply_splits_into_its_two_documented_halves() {
+        let mut fields = snapshot_fields();
+        fields["id"] = json!("a");
+        fields["started"] = json!(true);
+        fields["background"] = json!(false);
+        let reply: StartWaitReply = serde_json::from_value(fields.clone()).unwrap();
+        assert_eq!(reply.start.id, "a");
+        assert_eq!(reply.start.reused, None);
+        assert_eq!(reply.output.exit_code, Some(0));
+        // Both halves still refuse what neither documents.
+        fields["extra"] = json!(1);
+        assert!(serde_json::from_value::<StartWaitReply>(fields).is_err());
+    }
+
+    #[test]
+    fn display_is_the_wire_json() {
+        let error = ErrorBody {
+            message: "m".into(),
+            detail: None,
+        };
+        assert_eq!(error.to_string(), r#"{"message":"m"}"#);
+    }
+}
