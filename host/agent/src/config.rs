@@ -13,6 +13,13 @@ use procwarden_process::{BufferLimits, ManagerSettings, buffer::LINE_TRUNCATION_
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
 
+/// Limits on live processes; a start over one is refused (HTTP 429).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessLimits {
+    pub max_processes: usize,
+    pub max_processes_per_chat: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -36,6 +43,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Between SIGTERM and SIGKILL, on shutdown and timeouts.
     pub shutdown_grace_seconds: f64,
+    /// Most live processes (shell running or group alive) the agent runs at once.
+    pub max_processes: usize,
+    /// Most live processes one chat runs at once.
+    pub max_processes_per_chat: usize,
+    /// Most exited processes kept for reading; past it the oldest are forgotten first,
+    /// before `reap_age_seconds`.
+    pub max_exited_processes: usize,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -63,6 +77,9 @@ impl Default for Config {
             request_timeout_seconds: 20.0,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 5.0,
+            max_processes: 1024,
+            max_processes_per_chat: 64,
+            max_exited_processes: 1000,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             base_dir: None,
@@ -118,8 +135,14 @@ impl Config {
                 LINE_TRUNCATION_SUFFIX.len()
             );
         }
-        if self.list_cap == 0 {
-            bail!("list_cap must be at least 1");
+        for (name, value) in [
+            ("list_cap", self.list_cap),
+            ("max_processes", self.max_processes),
+            ("max_processes_per_chat", self.max_processes_per_chat),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
             bail!("token must not be empty");
@@ -136,6 +159,14 @@ impl Config {
             },
             reap_age: secs(self.reap_age_seconds),
             kill_grace: secs(self.shutdown_grace_seconds),
+            max_exited: self.max_exited_processes,
+        }
+    }
+
+    pub fn process_limits(&self) -> ProcessLimits {
+        ProcessLimits {
+            max_processes: self.max_processes,
+            max_processes_per_chat: self.max_processes_per_chat,
         }
     }
 

@@ -29,7 +29,7 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let agent = build_agent(&config)?;
-    let reaper = agent.manager().spawn_reaper(config.reap_interval());
+    let reaper = agent.spawn_reaper(config.reap_interval());
     // MCP over streamable HTTP shares the listener, the token and the agent with the API.
     let mcp_shutdown = CancellationToken::new();
     let mcp = mcp::transport::http_service(agent.clone(), &config, mcp_shutdown.clone());

@@ -23,6 +23,9 @@ pub struct ManagerSettings {
     pub reap_age: Duration,
     /// Between SIGTERM and SIGKILL, on timeouts and shutdown.
     pub kill_grace: Duration,
+    /// Most exited processes kept; past it the oldest exited are forgotten first, even
+    /// before `reap_age`, so a burst of short commands cannot hold memory for the whole age.
+    pub max_exited: usize,
 }
 
 impl Default for ManagerSettings {
@@ -31,6 +34,7 @@ impl Default for ManagerSettings {
             buffer: BufferLimits::default(),
             reap_age: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
+            max_exited: 1000,
         }
     }
 }
@@ -243,6 +247,15 @@ impl ProcessManager {
         visible.iter().take(cap).map(|p| p.info()).collect()
     }
 
+    /// Processes in `scope` whose shell still runs, or whose group was last seen alive.
+    /// Cheap: reads no /proc, so it can gate every start.
+    pub fn count_live(&self, scope: Scope<'_>) -> usize {
+        lock(&self.table)
+            .values()
+            .filter(|p| scope.admits(p) && p.phase() != Phase::Finished)
+            .count()
+    }
+
     /// Number of tracked processes.
     pub fn len(&self) -> usize {
         lock(&self.table).len()
@@ -252,43 +265,39 @@ impl ProcessManager {
         self.len() == 0
     }
 
-    /// Forget processes that exited longer ago than the reap age and left no live member.
-    /// Returns how many were forgotten.
+    /// Forget processes that exited longer ago than the reap age and left no live member,
+    /// and, past `max_exited` finished ones, the oldest finished first. Returns how many were
+    /// forgotten.
     pub fn reap(&self) -> usize {
-        let candidates: Vec<Arc<Process>> = lock(&self.table)
-            .values()
-            .filter(|p| p.exited_longer_than(self.settings.reap_age))
-            .cloned()
-            .collect();
+        let (mut candidates, mut finished): (Vec<Arc<Process>>, Vec<Arc<Process>>) = {
+            let table = lock(&self.table);
+            let aged = table
+                .values()
+                .filter(|p| p.exited_longer_than(self.settings.reap_age))
+                .cloned()
+                .collect();
+            let finished = table
+                .values()
+                .filter(|p| p.phase() == Phase::Finished)
+                .cloned()
+                .collect();
+            (aged, finished)
+        };
+        if finished.len() > self.settings.max_exited {
+            finished.sort_by_key(|p| p.identity.sequence);
+            let excess = finished.len() - self.settings.max_exited;
+            candidates.extend(finished.into_iter().take(excess));
+        }
         // Checking group liveness reads /proc, so do it outside the table lock.
         let expired: Vec<&Arc<Process>> = candidates.iter().filter(|p| !p.group_alive()).collect();
         if expired.is_empty() {
             return 0;
         }
         let mut table = lock(&self.table);
-        for process in &expired {
-            table.remove(process.id());
-        }
-        expired.len()
-    }
-
-    /// Reap on a timer, so memory does not depend on someone listing.
-    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let manager = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(manager) = manager.upgrade() else {
-                    return;
-                };
-                let reaped = manager.reap();
-                if reaped > 0 {
-                    tracing::debug!(reaped, "reaped exited processes");
-                }
-            }
-        })
+        expired
+            .iter()
+            .filter(|p| table.remove(p.id()).is_some())
+            .count()
     }
 
     pub fn is_closed(&self) -> bool {

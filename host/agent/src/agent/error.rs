@@ -24,6 +24,14 @@ pub enum AgentError {
     NotADirectory { workdir: String },
     #[error("Idempotency key \"{key}\" was already used for a different request.")]
     IdempotencyConflict { key: String },
+    #[error(
+        "Too many processes: {scope} has {live} live, and the limit is {limit}. Stop or wait for one (process_signal / the signal endpoint) before starting another."
+    )]
+    TooManyProcesses {
+        scope: String,
+        live: usize,
+        limit: usize,
+    },
     #[error("{0}")]
     Denied(Denial),
     #[error(transparent)]
@@ -41,6 +49,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (no live member, reused key).
     Conflict,
+    /// A limit on live processes is reached; retry once one has ended.
+    TooMany,
     /// The agent cannot serve it right now (shutting down, a policy plugin failed).
     Unavailable,
     /// The agent's own fault.
@@ -56,6 +66,7 @@ impl AgentError {
             | Self::ZeroTimeout
             | Self::NotADirectory { .. } => ErrorKind::Invalid,
             Self::IdempotencyConflict { .. } => ErrorKind::Conflict,
+            Self::TooManyProcesses { .. } => ErrorKind::TooMany,
             Self::Denied(denial) => match denial.cause {
                 DenialCause::Refused => ErrorKind::Denied,
                 DenialCause::PluginFailed | DenialCause::RuntimeFailed => ErrorKind::Unavailable,

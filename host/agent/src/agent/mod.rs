@@ -2,22 +2,22 @@
 //! idempotency, runs the policy chain, resolves the working directory, and hands the result to
 //! the process manager.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ProcessLimits};
 use procwarden_extensions::policy::{PolicyChain, PolicyContext};
 use procwarden_process::{
     GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
 
 mod error;
+mod idempotency;
 
 pub use error::{AgentError, ErrorKind};
+use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
 
 /// What became of a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,6 @@ pub struct Health {
     pub waiters: usize,
 }
 
-/// An idempotency key within its chat: keys never cross chats.
-type IdempotencySlot = (Option<String>, String);
-
 pub struct Agent {
     manager: Arc<ProcessManager>,
     policy: PolicyChain,
@@ -51,9 +48,8 @@ pub struct Agent {
     list_cap: usize,
     wait_cap: Duration,
     waiters: AtomicUsize,
-    /// (chat, key) -> (request fingerprint, what it started). Async lock: held across the
-    /// policy chain and the spawn so two concurrent retries cannot both start a process.
-    idempotency: tokio::sync::Mutex<HashMap<IdempotencySlot, (u64, Started)>>,
+    idempotency: IdempotencyKeys,
+    limits: ProcessLimits,
 }
 
 impl Agent {
@@ -66,11 +62,13 @@ impl Agent {
             list_cap: config.list_cap,
             wait_cap: config.wait_cap(),
             waiters: AtomicUsize::new(0),
-            idempotency: tokio::sync::Mutex::default(),
+            idempotency: IdempotencyKeys::default(),
+            limits: config.process_limits(),
         })
     }
 
-    /// The process table; the agent's owner starts its reaper.
+    /// The process table, for the agent's owner (shutdown, benchmarks); front ends go
+    /// through the agent's own methods.
     pub fn manager(&self) -> &Arc<ProcessManager> {
         &self.manager
     }
@@ -110,28 +108,31 @@ impl Agent {
             return self.start_new(chat, request).await;
         };
         let fingerprint = fingerprint(&request);
-        let slot = (chat.map(str::to_owned), key.to_owned());
-        let mut keys = self.idempotency.lock().await;
-        if let Some((known, started)) = keys.get(&slot)
-            && self.manager.get(&started.id, Scope::All).is_ok()
+        let entry = self.idempotency.entry(chat, key, |id| self.is_tracked(id));
+        let mut known = entry.lock().await;
+        if let Some(k) = known.as_ref()
+            && self.is_tracked(&k.started.id)
         {
-            if *known != fingerprint {
+            if k.fingerprint != fingerprint {
                 return Err(AgentError::IdempotencyConflict {
                     key: key.to_owned(),
                 });
             }
             return Ok(Started {
                 reused: true,
-                ..started.clone()
+                ..k.started.clone()
             });
         }
         let started = self.start_new(chat, request).await?;
-        // Keys of reaped processes are dead weight; drop them as the map grows.
-        if keys.len() >= 1024 {
-            keys.retain(|_, (_, started)| self.manager.get(&started.id, Scope::All).is_ok());
-        }
-        keys.insert(slot, (fingerprint, started.clone()));
+        *known = Some(KeyedStart {
+            fingerprint,
+            started: started.clone(),
+        });
         Ok(started)
+    }
+
+    fn is_tracked(&self, id: &str) -> bool {
+        self.manager.get(id, Scope::All).is_ok()
     }
 
     async fn start_new(
@@ -139,6 +140,7 @@ impl Agent {
         chat: Option<&str>,
         request: StartRequest,
     ) -> Result<Started, AgentError> {
+        self.check_limits(chat)?;
         let context = PolicyContext {
             chat_id: chat.map(str::to_owned),
             agent_workdir: self.agent_workdir.as_deref().map(path_string),
@@ -183,8 +185,64 @@ impl Agent {
         Ok(path_string(&dir))
     }
 
-    pub fn list(&self, chat: Option<&str>) -> Vec<ProcessInfo> {
-        self.manager.list(Scope::from_chat(chat), self.list_cap)
+    /// Refuse a start that would take the agent, or the caller's chat, over its number of
+    /// live processes. Checked before the policy chain: a flood costs no plugin calls.
+    fn check_limits(&self, chat: Option<&str>) -> Result<(), AgentError> {
+        let live = self.manager.count_live(Scope::All);
+        if live >= self.limits.max_processes {
+            return Err(AgentError::TooManyProcesses {
+                scope: "the agent".into(),
+                live,
+                limit: self.limits.max_processes,
+            });
+        }
+        if let Some(chat) = chat {
+            let live = self.manager.count_live(Scope::Chat(chat));
+            if live >= self.limits.max_processes_per_chat {
+                return Err(AgentError::TooManyProcesses {
+                    scope: "this chat".into(),
+                    live,
+                    limit: self.limits.max_processes_per_chat,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller's processes, running first. Telling whether a group is alive reads /proc,
+    /// which can take milliseconds with many processes on the machine, so it runs on a
+    /// blocking thread rather than an async worker.
+    pub async fn list(&self, chat: Option<&str>) -> Vec<ProcessInfo> {
+        let manager = self.manager.clone();
+        let chat = chat.map(str::to_owned);
+        let cap = self.list_cap;
+        tokio::task::spawn_blocking(move || manager.list(Scope::from_chat(chat.as_deref()), cap))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Forget exited processes past their age (and past the retention cap) and the
+    /// idempotency keys that named them, every `every`. The task ends with the agent.
+    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(agent) = agent.upgrade() else {
+                    return;
+                };
+                let manager = agent.manager.clone();
+                let reaped = tokio::task::spawn_blocking(move || manager.reap())
+                    .await
+                    .unwrap_or(0);
+                let keys = agent.idempotency.prune(|id| agent.is_tracked(id));
+                if reaped + keys > 0 {
+                    tracing::debug!(reaped, keys, "reaped exited processes");
+                }
+            }
+        })
     }
 
     pub fn output(&self, id: &str, chat: Option<&str>) -> Result<OutputSnapshot, AgentError> {
@@ -265,23 +323,6 @@ fn validate(request: &StartRequest) -> Result<(), AgentError> {
         return Err(AgentError::ZeroTimeout);
     }
     Ok(())
-}
-
-/// Identifies a request for idempotency: the same command, directory, environment (in any
-/// order), background flag and timeout.
-fn fingerprint(request: &StartRequest) -> u64 {
-    let mut env = request.env.clone();
-    env.sort();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        &request.command,
-        &request.workdir,
-        env,
-        request.background,
-        request.timeout_seconds,
-    )
-        .hash(&mut hasher);
-    hasher.finish()
 }
 
 fn path_string(path: &Path) -> String {

@@ -118,7 +118,7 @@ pub struct ListReply {
 
 pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListReply> {
     Json(ListReply {
-        processes: state.agent.list(chat.as_deref()),
+        processes: state.agent.list(chat.as_deref()).await,
     })
 }
 

@@ -299,7 +299,7 @@ impl ProcwardenMcp {
             Ok(chat) => chat,
             Err(message) => return format::tool_error(message),
         };
-        let processes = self.agent.list(chat.as_deref());
+        let processes = self.agent.list(chat.as_deref()).await;
         ListReport::new(processes, self.agent.list_cap()).into_result()
     }
 

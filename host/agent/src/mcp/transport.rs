@@ -64,7 +64,7 @@ pub fn http_service(
 pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let agent = build_agent(&config)?;
-    let reaper = agent.manager().spawn_reaper(config.reap_interval());
+    let reaper = agent.spawn_reaper(config.reap_interval());
     let chat = chat
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
