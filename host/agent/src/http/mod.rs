@@ -1,8 +1,14 @@
 //! The HTTP API (axum): routes compatible with the reference agent's `/api/v0/processes`.
 
+pub mod body_timeout;
+pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod json_errors;
+pub mod listener;
+pub mod mcp_guard;
 pub mod middleware;
+pub mod raw_errors;
 pub mod routes;
 
 use std::sync::Arc;
@@ -21,6 +27,7 @@ pub struct ApiState {
     pub agent: Arc<Agent>,
     pub token: Option<String>,
     pub request_timeout: Duration,
+    pub max_body_bytes: usize,
 }
 
 /// The API's routes, plus the MCP endpoint at `/mcp` when given one.
@@ -29,6 +36,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -
         agent,
         token: config.token.clone(),
         request_timeout: config.request_timeout(),
+        max_body_bytes: config.max_body_bytes,
     });
     let processes = Router::new()
         .route("/start", post(routes::start))
@@ -47,10 +55,14 @@ pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -
         // Added after the deadline layer, so outside it: an MCP call blocks as long as the
         // model asked (hours for a build) and its SSE streams stay open. It enforces its own
         // body limit. The token check and the access log below cover it like the API.
-        app = app.route_service("/mcp", mcp);
+        app = app.merge(mcp_guard::route(mcp, config.max_body_bytes));
     }
     app.fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::reject_oversized,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_token,
@@ -59,6 +71,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, mcp: Option<McpHttpService>) -
             state.clone(),
             middleware::reject_browsers,
         ))
+        .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .with_state(state)
 }

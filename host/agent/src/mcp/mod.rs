@@ -6,6 +6,7 @@
 
 pub mod format;
 pub mod server;
+pub mod sessions;
 pub mod tools;
 pub mod transport;
 
