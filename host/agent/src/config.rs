@@ -125,7 +125,10 @@ impl Config {
             ("wait_cap_seconds", self.wait_cap_seconds),
             ("request_timeout_seconds", self.request_timeout_seconds),
             ("shutdown_grace_seconds", self.shutdown_grace_seconds),
-            ("header_read_timeout_seconds", self.header_read_timeout_seconds),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
             ("body_read_timeout_seconds", self.body_read_timeout_seconds),
             ("mcp_session_idle_seconds", self.mcp_session_idle_seconds),
         ] {
@@ -271,7 +274,13 @@ mod tests {
 
     #[test]
     fn tokens_must_be_long_printable_and_not_blank() {
-        for bad in ["", "                    ", "short-token", "has a space in the middle", "tab\tseparated-0123456789"] {
+        for bad in [
+            "",
+            "                    ",
+            "short-token",
+            "has a space in the middle",
+            "tab\tseparated-0123456789",
+        ] {
             let err = Config::parse(&format!("token = {bad:?}")).unwrap_err();
             assert!(format!("{err:#}").contains("token"), "{bad:?}: {err:#}");
         }

@@ -38,8 +38,12 @@ struct ConnState {
 
 #[derive(Clone, Copy)]
 enum Phase {
-    Waiting { since: Instant },
-    Busy { requests: usize },
+    Waiting {
+        since: Instant,
+    },
+    Busy {
+        requests: usize,
+    },
     /// Closed without a request in flight; no request may start on it any more.
     Closed,
 }

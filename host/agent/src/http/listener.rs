@@ -108,7 +108,9 @@ async fn serve_connection(stream: TcpStream, app: Router, slot: Slot, limits: Ar
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES)
+        // Bounds what one connection buffers (a stalled one included).
+        .max_buf_size(2 * MAX_HEAD_BYTES);
     let connection = builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
@@ -135,9 +137,11 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let Some(busy) = slot.begin() else {
         // The connection was closed to make room while this request's header arrived.
-        return Ok(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Too many connections.")
-            .closing_connection()
-            .into_response());
+        return Ok(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Too many connections.")
+                .closing_connection()
+                .into_response(),
+        );
     };
     let uri_bytes = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     let response = if uri_bytes > MAX_URI_BYTES {

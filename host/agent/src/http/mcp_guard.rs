@@ -43,14 +43,11 @@ async fn guard_mcp(State(guard): State<Guard>, req: Request, next: Next) -> Resp
     }
     // A POST without a session may open one (an `initialize`): refuse it at the cap.
     if !req.headers().contains_key("mcp-session-id") && guard.sessions.is_full() {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many MCP sessions.",
-        )
-        .with_detail(
-            "close unused sessions (HTTP DELETE) or wait for idle ones to expire".to_owned(),
-        )
-        .into_response();
+        let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Too many MCP sessions.")
+            .with_detail(
+                "close unused sessions (HTTP DELETE) or wait for idle ones to expire".to_owned(),
+            )
+            .into_response();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -74,13 +71,10 @@ async fn guard_mcp(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         Ok(bytes) => bytes,
         Err(err) => {
             // A body that timed out is answered 408 by the listener whatever we say here.
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body is too large.",
-            )
-            .with_detail(err.to_string())
-            .closing_connection()
-            .into_response();
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+                .with_detail(err.to_string())
+                .closing_connection()
+                .into_response();
         }
     };
     if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {

@@ -70,16 +70,15 @@ pub async fn reject_oversized(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match announced {
-        Some(length) if length > state.max_body_bytes as u64 => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body is too large.",
-        )
-        .with_detail(format!(
-            "Content-Length {length} exceeds the limit of {} bytes",
-            state.max_body_bytes
-        ))
-        .closing_connection()
-        .into_response(),
+        Some(length) if length > state.max_body_bytes as u64 => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+                .with_detail(format!(
+                    "Content-Length {length} exceeds the limit of {} bytes",
+                    state.max_body_bytes
+                ))
+                .closing_connection()
+                .into_response()
+        }
         _ => next.run(req).await,
     }
 }

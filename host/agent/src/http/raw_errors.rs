@@ -100,8 +100,8 @@ fn json_replacement(buf: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    let head_only = buf.ends_with(b"\r\n\r\n")
-        && buf.windows(4).filter(|w| w == b"\r\n\r\n").count() == 1;
+    let head_only =
+        buf.ends_with(b"\r\n\r\n") && buf.windows(4).filter(|w| w == b"\r\n\r\n").count() == 1;
     let empty = buf
         .windows(b"\r\ncontent-length: 0\r\n".len())
         .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
