@@ -136,6 +136,53 @@ async fn stalled_connections_neither_starve_health_nor_exhaust_fds() {
 }
 
 #[test]
+fn when_every_connection_is_busy_a_new_one_is_refused_503() {
+    let server = Server::with_config("max_connections = 2\n");
+    let dir = tempfile::tempdir().unwrap();
+    let mut busy = Vec::new();
+    for i in 0..2 {
+        let marker = dir.path().join(format!("started-{i}"));
+        let body = serde_json::json!({"command": format!("touch {}; sleep 30", marker.display())})
+            .to_string();
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        write!(
+            stream,
+            "POST /api/v0/processes/start?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // The command runs: its request is in flight, its connection busy.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "command {i} never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        busy.push(stream);
+    }
+    let health = b"GET /api/v0/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (text, took) = raw_exchange(server.port(), health, Duration::from_secs(5));
+    assert_json_error(&text, 503);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("content-length: {}\r\n", body.len())),
+        "{text:?}"
+    );
+    assert!(took < Duration::from_secs(2), "refusal took {took:?}");
+
+    // Clients that go away free their places.
+    drop(busy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (text, _) = raw_exchange(server.port(), health, Duration::from_secs(5));
+        if text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never admitted again: {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_stalled_header_is_closed_after_the_header_read_timeout() {
     let server = Server::with_config("header_read_timeout_seconds = 1\n");
     for partial in [

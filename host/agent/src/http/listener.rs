@@ -21,7 +21,9 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
@@ -38,8 +40,23 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// pending connection stays queued, so retrying at once would only spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Refused connections drained at once, and for how long at most.
+const MAX_LINGERING_REFUSALS: usize = 32;
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
 /// Answer to a connection over the cap when every open one is busy.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 86\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"message\":\"Too many connections.\",\"detail\":\"every connection has a request in flight\"}";
+static REFUSAL: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = serde_json::json!({
+        "message": "Too many connections.",
+        "detail": "every connection has a request in flight",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
 
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
@@ -67,6 +84,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Connections::new(limits.max_connections);
+    let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
     let tasks = TaskTracker::new();
     let limits = Arc::new(limits);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -83,9 +101,8 @@ pub async fn serve(
             },
         };
         let Some(slot) = connections.admit() else {
-            // Best effort, without waiting: the client may not be reading.
-            let _ = stream.try_write(REFUSAL);
             tracing::debug!("connection refused: every connection is busy");
+            refuse(stream, &refusals);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -95,6 +112,26 @@ pub async fn serve(
     connections.shut_down();
     tasks.close();
     tasks.wait().await;
+}
+
+/// Tell a connection over the cap so, without waiting on it. Closing a socket whose request
+/// is unread resets it, which can destroy the answer before the client reads it; so a few
+/// refused connections are kept a moment to drain, and the rest are simply closed.
+fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
+    let _ = stream.try_write(&REFUSAL);
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        drop(permit);
+    });
 }
 
 async fn serve_connection(stream: TcpStream, app: Router, slot: Slot, limits: Arc<ListenerLimits>) {
