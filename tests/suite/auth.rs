@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use procwarden_tests::*;
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-0123456789";
 
 fn token_server() -> Server {
     Server::with_config(&format!("token = {TOKEN:?}\n"))

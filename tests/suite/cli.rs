@@ -223,22 +223,38 @@ async fn chat_flag_and_env_isolate() {
 
 #[tokio::test]
 async fn token_flag_and_env() {
-    let server = Server::with_config("token = \"cli-token\"\n");
+    let server = Server::with_config("token = \"cli-token-0123456789\"\n");
     let url = server.url();
     let o = cli(&["--url", url, "run", "echo x"], &[]).await;
     assert_cli_error(&o);
     assert!(
-        server.api().token("cli-token").list().await.is_empty(),
+        server
+            .api()
+            .token("cli-token-0123456789")
+            .list()
+            .await
+            .is_empty(),
         "nothing ran"
     );
     let o = cli(
-        &["--url", url, "--token", "cli-token", "run", "echo x"],
+        &[
+            "--url",
+            url,
+            "--token",
+            "cli-token-0123456789",
+            "run",
+            "echo x",
+        ],
         &[],
     )
     .await;
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(o.stdout, "x\n");
-    let o = cli(&["--url", url, "ps"], &[("PROCWARDEN_TOKEN", "cli-token")]).await;
+    let o = cli(
+        &["--url", url, "ps"],
+        &[("PROCWARDEN_TOKEN", "cli-token-0123456789")],
+    )
+    .await;
     assert_eq!(o.code, Some(0), "{o:?}");
 }
 

@@ -172,7 +172,7 @@ async fn a_chat_header_joins_sessions_and_the_http_api() {
 
 #[tokio::test]
 async fn the_token_guards_mcp_like_the_api() {
-    let server = HttpServer::start_with_config(Some("token = \"s3cret\"\n"));
+    let server = HttpServer::start_with_config(Some("token = \"s3cret-0123456789abcdef\"\n"));
     let refused = server.try_session(&[], None).await;
     assert!(refused.is_err(), "a session without the token was accepted");
     let refused = server.try_session(&[], Some("wrong")).await;
@@ -181,7 +181,7 @@ async fn the_token_guards_mcp_like_the_api() {
         "a session with a wrong token was accepted"
     );
     let client = server
-        .try_session(&[], Some("s3cret"))
+        .try_session(&[], Some("s3cret-0123456789abcdef"))
         .await
         .expect("session with the token");
     let reply = call(&client, "execute", json!({"command": "echo ok"}))

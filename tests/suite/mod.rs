@@ -3,6 +3,8 @@
 // HTTP API.
 mod auth;
 mod concurrency;
+// Hostile clients: stalled connections, slow and oversized requests, token rules, MCP sessions.
+mod hostile;
 mod http_api;
 mod lifecycle;
 mod output;

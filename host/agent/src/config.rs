@@ -41,6 +41,19 @@ pub struct Config {
     /// Deadline of every other request.
     pub request_timeout_seconds: f64,
     pub max_body_bytes: usize,
+    /// A client must send a request's whole header within this, or the connection is closed.
+    pub header_read_timeout_seconds: f64,
+    /// A client must send a request's whole body within this (from the end of its header),
+    /// or it is answered 408.
+    pub body_read_timeout_seconds: f64,
+    /// Most open HTTP connections. At the cap, the connection that has waited longest for a
+    /// request is closed to make room; when every connection has a request in flight, new
+    /// ones are refused with 503.
+    pub max_connections: usize,
+    /// Most MCP sessions over HTTP at once; an `initialize` beyond it is refused with 503.
+    pub mcp_max_sessions: usize,
+    /// An MCP session without a message and without a call in flight for this long is closed.
+    pub mcp_session_idle_seconds: f64,
     /// Between SIGTERM and SIGKILL, on shutdown and timeouts.
     pub shutdown_grace_seconds: f64,
     /// Most live processes (shell running or group alive) the agent runs at once.
@@ -76,6 +89,11 @@ impl Default for Config {
             wait_cap_seconds: 300.0,
             request_timeout_seconds: 20.0,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout_seconds: 10.0,
+            body_read_timeout_seconds: 30.0,
+            max_connections: 256,
+            mcp_max_sessions: 256,
+            mcp_session_idle_seconds: 600.0,
             shutdown_grace_seconds: 5.0,
             max_processes: 1024,
             max_processes_per_chat: 64,
@@ -124,6 +142,12 @@ impl Config {
             ("wait_cap_seconds", self.wait_cap_seconds),
             ("request_timeout_seconds", self.request_timeout_seconds),
             ("shutdown_grace_seconds", self.shutdown_grace_seconds),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
+            ("mcp_session_idle_seconds", self.mcp_session_idle_seconds),
         ] {
             if !(value.is_finite() && value > 0.0 && value < 1e9) {
                 bail!("{name} must be a positive number of seconds, got {value}");
@@ -144,8 +168,14 @@ impl Config {
                 bail!("{name} must be at least 1");
             }
         }
-        if self.token.as_deref().is_some_and(str::is_empty) {
-            bail!("token must not be empty");
+        if let Some(token) = &self.token {
+            validate_token(token)?;
+        }
+        if self.max_connections < 2 {
+            bail!("max_connections must be at least 2");
+        }
+        if self.mcp_max_sessions == 0 {
+            bail!("mcp_max_sessions must be at least 1");
         }
         Ok(())
     }
@@ -181,6 +211,39 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         secs(self.request_timeout_seconds)
     }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        secs(self.header_read_timeout_seconds)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        secs(self.body_read_timeout_seconds)
+    }
+
+    pub fn mcp_session_idle(&self) -> Duration {
+        secs(self.mcp_session_idle_seconds)
+    }
+}
+
+/// Shortest token accepted: a guessable token is no protection.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// A token is sent as `Authorization: Bearer <token>`, so it must be a valid header value,
+/// not blank, and long enough not to be guessed.
+fn validate_token(token: &str) -> anyhow::Result<()> {
+    if token.trim().is_empty() {
+        bail!("token must not be blank");
+    }
+    if token.len() < MIN_TOKEN_BYTES {
+        bail!(
+            "token must be at least {MIN_TOKEN_BYTES} bytes long, got {} (generate one with e.g. `openssl rand -hex 32`)",
+            token.len()
+        );
+    }
+    if token.trim() != token || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("token must be printable ASCII without spaces");
+    }
+    Ok(())
 }
 
 fn secs(value: f64) -> Duration {
@@ -235,5 +298,23 @@ mod tests {
         assert!(Config::parse("max_line_bytes = 4").is_err());
         assert!(Config::parse("listen = \"nowhere\"").is_err());
         assert!(Config::parse("[[plugin]]\npath = \"x.wasm\"\nonerror = \"allow\"").is_err());
+        assert!(Config::parse("max_connections = 1").is_err());
+        assert!(Config::parse("mcp_max_sessions = 0").is_err());
+        assert!(Config::parse("body_read_timeout_seconds = 0").is_err());
+    }
+
+    #[test]
+    fn tokens_must_be_long_printable_and_not_blank() {
+        for bad in [
+            "",
+            "                    ",
+            "short-token",
+            "has a space in the middle",
+            "tab\tseparated-0123456789",
+        ] {
+            let err = Config::parse(&format!("token = {bad:?}")).unwrap_err();
+            assert!(format!("{err:#}").contains("token"), "{bad:?}: {err:#}");
+        }
+        assert!(Config::parse("token = \"0123456789abcdef\"").is_ok());
     }
 }

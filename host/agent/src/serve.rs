@@ -36,17 +36,18 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     let app = http::router(
         agent.clone(),
         &config,
-        axum::Router::new().route_service("/mcp", mcp),
+        mcp::guard::route(mcp, config.max_body_bytes),
     );
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = serving_stopped.await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(http::listener::serve(
+        listener,
+        app,
+        http::listener::ListenerLimits::from_config(&config),
+        async {
+            let _ = serving_stopped.await;
+        },
+    ));
     // Tests and scripts read this line to learn the port when listening on port 0.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "procwarden listening on http://{local}")?;
@@ -62,7 +63,7 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     mcp_shutdown.cancel();
     let _ = stop_serving.send(());
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(Ok(result)) => result.context("HTTP server failed")?,
+        Ok(Ok(())) => {}
         Ok(Err(join)) => bail!("HTTP server task failed: {join}"),
         Err(_) => tracing::warn!("in-flight requests did not finish; closing them"),
     }

@@ -4,16 +4,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
+use super::body_timeout::BodyProgress;
 use super::error::ApiError;
 
 /// Headroom past the wait cap, so a blocked request always gets to write its answer.
 pub const WAIT_DEADLINE_HEADROOM: Duration = Duration::from_secs(30);
 
+/// Runs before anything reads the body: an unauthenticated request is answered at once,
+/// whatever body it announces or trickles, and gets no `100 Continue`.
 pub async fn require_token(
     State(state): State<Arc<ApiState>>,
     req: Request,
@@ -26,14 +29,57 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_credentials);
     match presented {
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "A valid bearer token is required.",
-        )
-        .into_response(),
+        _ => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "A valid bearer token is required.",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"procwarden\""),
+            );
+            response
+        }
+    }
+}
+
+/// The credentials of `Bearer <credentials>`; the scheme is case-insensitive (RFC 9110).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
+/// A body announced larger than the limit is refused from its `Content-Length`, before the
+/// body is polled: hyper sends `100 Continue` only when the body is first read, so a client
+/// that asked for it is told 413 without having sent a byte. (A chunked body is still cut
+/// at the limit while it is read.)
+pub async fn reject_oversized(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(length) if length > state.max_body_bytes as u64 => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+                .with_detail(format!(
+                    "Content-Length {length} exceeds the limit of {} bytes",
+                    state.max_body_bytes
+                ))
+                .closing_connection()
+                .into_response()
+        }
+        _ => next.run(req).await,
     }
 }
 
@@ -95,8 +141,13 @@ pub async fn deadline(State(state): State<Arc<ApiState>>, req: Request, next: Ne
     } else {
         state.request_timeout
     };
+    let body = req.extensions().get::<BodyProgress>().cloned();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
+        // Still receiving the body: the client is slow, not the server.
+        Err(_) if super::listener::body_incomplete(body.as_ref()) => {
+            super::listener::body_timeout_response(limit)
+        }
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The request took too long.",
@@ -139,7 +190,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_authority;
+    use super::{bearer_credentials, is_loopback_authority};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (header, expected) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ] {
+            assert_eq!(bearer_credentials(header), expected, "{header}");
+        }
+    }
 
     #[test]
     fn loopback_authorities() {

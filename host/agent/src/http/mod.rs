@@ -1,8 +1,13 @@
 //! The HTTP API (axum): routes compatible with the reference agent's `/api/v0/processes`.
 
+pub mod body_timeout;
+pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod json_errors;
+pub mod listener;
 pub mod middleware;
+pub mod raw_errors;
 pub mod routes;
 
 use std::sync::Arc;
@@ -20,6 +25,7 @@ pub struct ApiState {
     pub agent: Arc<Agent>,
     pub token: Option<String>,
     pub request_timeout: Duration,
+    pub max_body_bytes: usize,
 }
 
 /// The API's routes, plus `extra` routes that other front ends serve on the same listener
@@ -32,6 +38,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         agent,
         token: config.token.clone(),
         request_timeout: config.request_timeout(),
+        max_body_bytes: config.max_body_bytes,
     });
     let processes = Router::new()
         .route("/start", post(routes::start))
@@ -52,11 +59,16 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            middleware::reject_oversized,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             middleware::require_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             middleware::reject_browsers,
         ))
+        .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn(middleware::access_log))
 }

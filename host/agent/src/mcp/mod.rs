@@ -5,7 +5,9 @@
 //! so MCP starts pass through the same policy chain and process manager.
 
 pub mod format;
+pub mod guard;
 pub mod handler;
+pub mod sessions;
 pub mod tools;
 pub mod transport;
 

@@ -2,27 +2,23 @@
 //! streamable HTTP at `/mcp` beside the HTTP API (`procwarden serve`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{ChatSource, ProcwardenMcp};
-use super::tools::MAX_WAIT_SECONDS;
+use super::sessions::BoundedSessions;
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::runtime::{ShutdownSignals, build_agent};
 
-/// The `/mcp` endpoint's service.
-pub type McpHttpService = StreamableHttpService<ProcwardenMcp, LocalSessionManager>;
-
-/// An HTTP session with no traffic for this long is closed. rmcp counts only messages as
-/// traffic, so a session must outlive the longest wait a tool call may make, or a long
-/// `execute` would lose its session (and its answer) halfway.
-const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(MAX_WAIT_SECONDS as u64 + 3600);
+/// The `/mcp` endpoint's service, and its sessions (for the HTTP layer's session cap check).
+pub struct McpHttpService {
+    pub service: StreamableHttpService<ProcwardenMcp, BoundedSessions>,
+    pub sessions: Arc<BoundedSessions>,
+}
 
 /// The streamable HTTP MCP service over `agent`. Each session gets its own handler; calls are
 /// scoped to the session's chat. Cancelling `shutdown` closes every session and open stream,
@@ -32,8 +28,11 @@ pub fn http_service(
     config: &Config,
     shutdown: CancellationToken,
 ) -> McpHttpService {
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(SESSION_IDLE_TIMEOUT);
+    let sessions = Arc::new(BoundedSessions::new(
+        config.mcp_max_sessions,
+        config.mcp_session_idle(),
+    ));
+    sessions.spawn_sweeper(shutdown.clone());
     let mut server_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(config.max_body_bytes);
@@ -52,11 +51,12 @@ pub fn http_service(
             "http://[::1]:*",
         ]);
     }
-    StreamableHttpService::new(
+    let service = StreamableHttpService::new(
         move || Ok(ProcwardenMcp::new(agent.clone(), ChatSource::HttpSession)),
-        Arc::new(sessions),
+        sessions.clone(),
         server_config,
-    )
+    );
+    McpHttpService { service, sessions }
 }
 
 /// `procwarden mcp`: serve one MCP client over stdin/stdout with an agent of our own, until
