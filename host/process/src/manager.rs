@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
 use super::group::signal_group;
+use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
 use crate::sync::lock;
@@ -85,8 +86,15 @@ pub enum ProcessError {
     NotRunning(String),
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// The working directory could not be entered when the command started (it vanished, or
+    /// is not a directory or not accessible).
+    #[error("Cannot enter the working directory \"{workdir}\": {source}.")]
+    Workdir {
+        workdir: String,
+        source: std::io::Error,
+    },
     #[error("start process: {0}")]
-    Spawn(std::io::Error),
+    Spawn(SpawnError),
     #[error("signal process: {0}")]
     Signal(std::io::Error),
 }
@@ -147,7 +155,13 @@ impl ProcessManager {
             workdir: &spec.workdir,
             env: &env,
         })
-        .map_err(ProcessError::Spawn)?;
+        .map_err(|err| match err {
+            SpawnError::Workdir(source) => ProcessError::Workdir {
+                workdir: spec.workdir.clone(),
+                source,
+            },
+            other => ProcessError::Spawn(other),
+        })?;
         let process = Arc::new(Process::new(
             Identity {
                 id: uuid::Uuid::new_v4().to_string(),

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
 use super::group::signal_group;
-use super::os_spawn::{SessionChild, spawn_in_new_session};
+use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session};
 use super::record::{Phase, Process};
 
 /// Read size for the output pipe: a full default pipe buffer per read.
@@ -37,9 +37,13 @@ pub struct Spawned {
     pub pgid: i32,
 }
 
-pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
+pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     // One pipe for both streams keeps stdout and stderr interleaved in write order.
-    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| SpawnError::Setup {
+            stage: "make the output pipe",
+            source: e.into(),
+        })?;
     let child = spawn_in_new_session(spec.command, spec.workdir, spec.env, &write_end)?;
     // Our copy of the write end must go, or the pipe would never report end-of-file.
     drop(write_end);
@@ -47,7 +51,10 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
         // The shell leads a new session, so its PID is also its process group ID.
         pgid: child.pid(),
         child,
-        output: receiver(read_end)?,
+        output: receiver(read_end).map_err(|source| SpawnError::Setup {
+            stage: "watch the output pipe",
+            source,
+        })?,
     })
 }
 

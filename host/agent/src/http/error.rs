@@ -98,6 +98,7 @@ impl From<ProcessError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The agent is shutting down.",
             ),
+            ProcessError::Workdir { .. } => Self::new(StatusCode::BAD_REQUEST, err.to_string()),
             ProcessError::Spawn(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Failed to start process.",
