@@ -12,7 +12,7 @@ use super::buffer::BufferLimits;
 use super::group::signal_group;
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
-use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
+use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -162,6 +162,11 @@ impl ProcessManager {
             },
             other => ProcessError::Spawn(other),
         })?;
+        let Spawned {
+            child,
+            output,
+            pgid,
+        } = spawned;
         let process = Arc::new(Process::new(
             Identity {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -169,14 +174,15 @@ impl ProcessManager {
                 command: spec.command,
                 workdir: spec.workdir,
                 background: spec.background,
-                pgid: spawned.pgid,
+                pgid,
                 started_at_unix: unix_now(),
                 sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
             },
             self.settings.buffer,
+            child,
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
-        tokio::spawn(supervise(process.clone(), spawned));
+        tokio::spawn(supervise(process.clone(), output));
         if let Some(limit) = spec.timeout {
             tokio::spawn(enforce_timeout(
                 process.clone(),

@@ -25,10 +25,21 @@ use tokio::io::unix::AsyncFd;
 use crate::child_stack::with_child_stack;
 use crate::kernel;
 
-/// A child started by [`spawn_in_new_session`], not yet reaped.
+/// A child started by [`spawn_in_new_session`]. It is reaped only when this is dropped: until
+/// then an exited child stays a zombie, so its PID (which is also its process group's and
+/// session's ID) cannot be given to another process, and signalling the group by that number
+/// can only reach processes this child started.
 pub struct SessionChild {
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
+}
+
+impl std::fmt::Debug for SessionChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionChild")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionChild {
@@ -36,15 +47,15 @@ impl SessionChild {
         self.pid
     }
 
-    /// Wait for the child to exit and reap it. Returns the exit code as a shell reports it:
-    /// the status, or 128 + N when killed by signal N. Cancel-safe: dropping the future
-    /// before completion leaves the child unreaped and waitable again.
+    /// Wait for the child to exit, without reaping it. Returns the exit code as a shell
+    /// reports it: the status, or 128 + N when killed by signal N. May be called again, and
+    /// is cancel-safe.
     pub async fn wait(&self) -> io::Result<i32> {
         loop {
             let mut ready = self.pidfd.readable().await?;
             match waitid(
                 Id::PIDFd(self.pidfd.get_ref().as_fd()),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                 Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
@@ -52,6 +63,20 @@ impl SessionChild {
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(err) => return Err(err.into()),
             }
+        }
+    }
+}
+
+impl Drop for SessionChild {
+    /// Reap the child, freeing its PID. Owners drop it only after it has exited; one still
+    /// running is left to exit unreaped rather than block here.
+    fn drop(&mut self) {
+        let reaped = waitid(
+            Id::PIDFd(self.pidfd.get_ref().as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        );
+        if let Ok(WaitStatus::StillAlive) | Err(_) = reaped {
+            tracing::warn!(pid = self.pid, result = ?reaped, "a started shell was not reaped");
         }
     }
 }
@@ -717,8 +742,7 @@ mod tests {
     fn a_missing_directory_is_a_workdir_error_found_with_one_clone() {
         let (_read, write) = pipe();
         let err = spawn_in_new_session("true", "/definitely/not/here", &[], &write)
-            .err()
-            .expect("spawn must fail");
+            .expect_err("spawn must fail");
         let SpawnError::Workdir(err) = err else {
             panic!("not a workdir error: {err:?}");
         };

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
 use super::group;
+use super::os_spawn::SessionChild;
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -60,7 +61,8 @@ pub struct Identity {
     pub command: String,
     pub workdir: String,
     pub background: bool,
-    /// Process group (and session) ID: the shell's PID, since it called `setsid`.
+    /// Process group (and session) ID: the shell's PID, since it called `setsid`. Ours for as
+    /// long as the record lives: the shell is reaped only when the record is dropped.
     pub pgid: i32,
     pub started_at_unix: i64,
     /// Start order, to sort processes started within the same second.
@@ -73,7 +75,8 @@ struct ExitState {
     exited_at_unix: Option<i64>,
     exited_at: Option<Instant>,
     timed_out: bool,
-    /// Set once no member of the group is alive; never unset (the PGID may be reused).
+    /// Set once no member of the group is alive; never unset: nothing can join a group whose
+    /// members are all gone but its unreaped leader.
     group_gone: bool,
 }
 
@@ -83,16 +86,24 @@ pub struct Process {
     state: Mutex<ExitState>,
     output: Mutex<HeadTailBuffer>,
     phase: watch::Sender<Phase>,
+    /// The shell, unreaped until this record is dropped, which pins `identity.pgid`.
+    leader: SessionChild,
 }
 
 impl Process {
-    pub fn new(identity: Identity, limits: BufferLimits) -> Self {
+    pub fn new(identity: Identity, limits: BufferLimits, leader: SessionChild) -> Self {
         Self {
             identity,
+            leader,
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
         }
+    }
+
+    /// The shell that leads the group.
+    pub fn leader(&self) -> &SessionChild {
+        &self.leader
     }
 
     pub fn id(&self) -> &str {

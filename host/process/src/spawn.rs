@@ -39,8 +39,8 @@ pub struct Spawned {
 
 pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     // One pipe for both streams keeps stdout and stderr interleaved in write order.
-    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| SpawnError::Setup {
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup {
             stage: "make the output pipe",
             source: e.into(),
         })?;
@@ -67,13 +67,10 @@ fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 }
 
 /// Copy output into the process's buffer until the pipe closes, and record the shell's exit
-/// as soon as it happens — without waiting for children that keep the pipe open.
-pub async fn supervise(process: Arc<Process>, spawned: Spawned) {
-    let Spawned {
-        child,
-        output: pipe,
-        ..
-    } = spawned;
+/// as soon as it happens — without waiting for children that keep the pipe open. The shell
+/// itself stays unreaped in the record (see [`SessionChild`]).
+pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
+    let child = process.leader();
     let mut pipe_open = true;
     let mut shell_running = true;
     while pipe_open || shell_running {
