@@ -113,7 +113,11 @@ mod tests {
                 with_child_stack(|s| (s.guard_page().0, s.guard_page().1, s.top() as usize))
                     .unwrap();
             let (permissions, end) = mapping_at(guard).unwrap();
-            assert_eq!((permissions.as_str(), end), ("---p", guard + len), "guard page");
+            assert_eq!(
+                (permissions.as_str(), end),
+                ("---p", guard + len),
+                "guard page"
+            );
             let (permissions, end) = mapping_at(guard + len).unwrap();
             assert_eq!(permissions, "rw-p", "the stack itself");
             assert!(end >= top, "the stack reaches its top");

@@ -13,7 +13,10 @@ pub mod buffer;
 #[cfg(target_os = "linux")]
 mod child_stack;
 pub mod group;
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod kernel;
 pub mod manager;
 #[cfg(target_os = "linux")]
