@@ -94,6 +94,17 @@ pub unsafe fn reset_disposition(signal: libc::c_int) -> Result<(), libc::c_int> 
     if done < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
+/// Close every fd from `first` up (`close_range`, Linux 5.9).
+///
+/// # Safety
+/// Closes fds that other code may own: only for a process about to exec with its own fd table
+/// (the spawn child, which is not cloned with `CLONE_FILES`).
+pub unsafe fn close_from(first: libc::c_uint) -> Result<(), libc::c_int> {
+    // SAFETY: close_range takes plain integers; the caller vouches that nothing uses the fds.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0u32) };
+    if done < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

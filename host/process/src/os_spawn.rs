@@ -349,7 +349,7 @@ fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
 /// (ignored ones would survive exec: the agent ignores SIGPIPE, and `yes | head` would never
 /// end; glibc's handlers for its own signals would run agent code here), starts a new session,
 /// sets up stdin from /dev/null and stdout and stderr to the output pipe, changes directory,
-/// unblocks every signal and execs. On failure it records the step and errno in the plan and
+/// closes every other fd, unblocks every signal and execs. On failure it records the step and errno in the plan and
 /// exits 127.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildPlan` the parent passed to clone, alive until we exec or
@@ -395,6 +395,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(plan.workdir) < 0 {
             fail(Stage::Workdir, errno());
+        }
+        // Nothing but stdin, stdout and stderr goes to the command: fds the agent inherited
+        // without close-on-exec (a launcher's pipe, say) would otherwise reach every command.
+        if let Err(e) = kernel::close_from(3) {
+            fail(Stage::CloseFds, e);
         }
         #[cfg(test)]
         if !plan.status_probe.is_null() {
@@ -736,6 +741,28 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    #[test]
+    fn fds_the_agent_inherited_without_close_on_exec_do_not_reach_the_command() {
+        // As a launcher would leave it: fd 251 open without close-on-exec.
+        let inherited = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: nothing in the test process uses fd 251 (the tests open a few dozen fds at
+        // most), so taking it over closes nobody's file; the OwnedFd is its only owner.
+        let fd = unsafe { nix::unistd::dup2_raw(&inherited, 251) }.unwrap();
+        assert_eq!(
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap(),
+            0,
+            "inheritable"
+        );
+        let sh = shell_path().expect("sh on PATH");
+        let (code, out) = run_with_shells(
+            &[sh.as_c_str()],
+            "for n in 3 4 5 251; do [ -e /proc/$$/fd/$n ] && echo \"open: $n\"; done; echo checked",
+        )
+        .unwrap();
+        drop(fd);
+        assert_eq!((code, out.as_str()), (0, "checked\n"));
     }
 
     #[test]
