@@ -18,6 +18,7 @@ pub mod group;
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 mod kernel;
+pub mod limits;
 pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod os_spawn;

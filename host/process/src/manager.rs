@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
 use super::group::signal_group;
+use super::limits::{check_lengths, too_long_together};
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
@@ -93,6 +94,18 @@ pub enum ProcessError {
         workdir: String,
         source: std::io::Error,
     },
+    /// A string `execve` cannot pass: one argument or environment entry over
+    /// `MAX_ARG_STRLEN`, or all of them together over `ARG_MAX`. The caller's fault.
+    #[error(
+        "The {what} is {length} bytes; the kernel passes at most {limit} bytes ({limit_name}) \
+         to a command."
+    )]
+    TooLong {
+        what: String,
+        length: usize,
+        limit: usize,
+        limit_name: &'static str,
+    },
     #[error("start process: {0}")]
     Spawn(SpawnError),
     #[error("signal process: {0}")]
@@ -150,6 +163,7 @@ impl ProcessManager {
             env.push(("PROCWARDEN_CHAT_ID".into(), chat.clone()));
             env.push(("CODER_CHAT_ID".into(), chat.clone()));
         }
+        check_lengths(&spec.command, &env)?;
         let spawned = spawn(&SpawnSpec {
             command: &spec.command,
             workdir: &spec.workdir,
@@ -160,6 +174,9 @@ impl ProcessManager {
                 workdir: spec.workdir.clone(),
                 source,
             },
+            SpawnError::Exec(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                too_long_together(&spec.command, &env)
+            }
             other => ProcessError::Spawn(other),
         })?;
         let Spawned {

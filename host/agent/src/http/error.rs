@@ -99,6 +99,9 @@ impl From<ProcessError> for ApiError {
                 "The agent is shutting down.",
             ),
             ProcessError::Workdir { .. } => Self::new(StatusCode::BAD_REQUEST, err.to_string()),
+            ProcessError::TooLong { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
+            }
             ProcessError::Spawn(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Failed to start process.",

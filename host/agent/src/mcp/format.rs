@@ -221,7 +221,7 @@ fn process_error(err: &ProcessError) -> String {
         ProcessError::ShuttingDown => {
             "The agent is shutting down; it does not start or signal processes any more.".to_owned()
         }
-        ProcessError::Workdir { .. } => err.to_string(),
+        ProcessError::Workdir { .. } | ProcessError::TooLong { .. } => err.to_string(),
         ProcessError::Spawn(err) => format!("Failed to start the command: {err}"),
         ProcessError::Signal(err) => format!("Failed to signal the process: {err}"),
     }
