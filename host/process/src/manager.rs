@@ -9,7 +9,6 @@ use futures::future::join_all;
 use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
-use super::group::signal_group;
 use super::limits::{check_lengths, too_long_together};
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
@@ -209,7 +208,7 @@ impl ProcessManager {
         }
         // Shutdown may have begun while we spawned; make sure this one does not escape it.
         if self.is_closed() {
-            let _ = signal_group(process.identity.pgid, Signal::SIGKILL);
+            let _ = process.signal_group(Signal::SIGKILL);
             return Err(ProcessError::ShuttingDown);
         }
         tracing::info!(
@@ -242,15 +241,12 @@ impl ProcessManager {
         if !process.group_alive() {
             return Err(ProcessError::NotRunning(id.to_owned()));
         }
-        match signal_group(process.identity.pgid, signal.signal()) {
+        match process.signal_group(signal.signal()) {
             Ok(true) => {
                 tracing::info!(id, signal = signal.name(), "signal sent to process group");
                 Ok(())
             }
-            Ok(false) => {
-                process.mark_group_gone();
-                Err(ProcessError::NotRunning(id.to_owned()))
-            }
+            Ok(false) => Err(ProcessError::NotRunning(id.to_owned())),
             Err(err) => Err(ProcessError::Signal(err)),
         }
     }

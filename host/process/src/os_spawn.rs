@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
@@ -25,13 +25,14 @@ use tokio::io::unix::AsyncFd;
 use crate::child_stack::with_child_stack;
 use crate::kernel;
 
-/// A child started by [`spawn_in_new_session`]. It is reaped only when this is dropped: until
-/// then an exited child stays a zombie, so its PID (which is also its process group's and
-/// session's ID) cannot be given to another process, and signalling the group by that number
-/// can only reach processes this child started.
+/// A child started by [`spawn_in_new_session`]. It is reaped only by [`SessionChild::reap`] or
+/// when this is dropped: until then an exited child stays a zombie, so its PID (which is also
+/// its process group's and session's ID) cannot be given to another process, and signalling
+/// the group by that number can only reach processes this child started.
 pub struct SessionChild {
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
+    reaped: AtomicBool,
 }
 
 impl std::fmt::Debug for SessionChild {
@@ -67,17 +68,36 @@ impl SessionChild {
     }
 }
 
-impl Drop for SessionChild {
-    /// Reap the child, freeing its PID. Owners drop it only after it has exited; one still
-    /// running is left to exit unreaped rather than block here.
-    fn drop(&mut self) {
+impl SessionChild {
+    /// Reap the exited child, freeing its PID for reuse: from here on, its number says nothing
+    /// about who owns it. Returns whether the child is reaped (now or before); `false` while it
+    /// still runs.
+    pub fn reap(&self) -> bool {
+        if self.reaped.load(Ordering::Acquire) {
+            return true;
+        }
         let reaped = waitid(
             Id::PIDFd(self.pidfd.get_ref().as_fd()),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
         );
-        if let Ok(WaitStatus::StillAlive) | Err(_) = reaped {
-            tracing::warn!(pid = self.pid, result = ?reaped, "a started shell was not reaped");
+        match reaped {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                self.reaped.store(true, Ordering::Release);
+                true
+            }
+            other => {
+                tracing::warn!(pid = self.pid, result = ?other, "a started shell could not be reaped");
+                false
+            }
         }
+    }
+}
+
+impl Drop for SessionChild {
+    /// Reap the child if nobody has. Owners drop it only after it has exited; one still
+    /// running is left to exit unreaped rather than block here.
+    fn drop(&mut self) {
+        self.reap();
     }
 }
 
@@ -166,7 +186,11 @@ pub fn spawn_in_new_session(
     // SAFETY: an OwnedFd always returns the same open fd until dropped, and the AsyncFd owns it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| SpawnError::setup("watch the pidfd")(e.into()))?;
-    Ok(SessionChild { pid, pidfd })
+    Ok(SessionChild {
+        pid,
+        pidfd,
+        reaped: AtomicBool::new(false),
+    })
 }
 
 /// The steps of the child between `clone` and `execve`, as reported when one fails.

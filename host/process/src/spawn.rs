@@ -8,7 +8,6 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
-use super::group::signal_group;
 use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session};
 use super::record::{Phase, Process};
 
@@ -68,7 +67,7 @@ fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 
 /// Copy output into the process's buffer until the pipe closes, and record the shell's exit
 /// as soon as it happens — without waiting for children that keep the pipe open. The shell
-/// itself stays unreaped in the record (see [`SessionChild`]).
+/// itself stays unreaped until its group is gone (see [`Process::signal_group`]).
 pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
     let child = process.leader();
     let mut pipe_open = true;
@@ -101,6 +100,10 @@ pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
         }
     }
     process.mark_finished();
+    // Most commands leave no member behind: find that out now, off the async workers (it
+    // reads /proc), so the shell is reaped and its PID freed instead of waiting as a zombie
+    // until someone asks or the record is forgotten.
+    let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
 }
 
 thread_local! {
@@ -154,8 +157,7 @@ fn drain_ready_output(process: &Process, pipe: &pipe::Receiver) -> bool {
 
 /// Terminate a group politely, then kill what is left after `grace`, unless it finishes first.
 pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) {
-    let pgid = process.identity.pgid;
-    if !matches!(signal_group(pgid, Signal::SIGTERM), Ok(true)) {
+    if !matches!(process.signal_group(Signal::SIGTERM), Ok(true)) {
         return;
     }
     if tokio::time::timeout(grace, process.wait_for(Phase::Finished))
@@ -165,5 +167,5 @@ pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) 
     {
         return;
     }
-    let _ = signal_group(pgid, Signal::SIGKILL);
+    let _ = process.signal_group(Signal::SIGKILL);
 }

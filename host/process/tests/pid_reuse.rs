@@ -1,9 +1,9 @@
-//! A process group number procwarden has recorded can never be someone else's.
+//! procwarden never signals a process group number it cannot prove it still owns.
 //!
 //! The attack: a command's shell exits, its PID (also its group's ID) is freed, a foreign
 //! process is given that number and makes it its group, and signalling the record or shutting
 //! the agent down kills the foreign group. Rather than forking tens of thousands of times until
-//! the kernel hands the number out again, the test asks for the number outright with
+//! the kernel hands the number out again, the tests ask for the number outright with
 //! `clone3(set_tid)` (Linux 5.5, needs CAP_SYS_ADMIN): the kernel gives it whenever it is free,
 //! which is exactly when a fork storm would reach it.
 
@@ -141,11 +141,16 @@ fn proc_state(pid: i32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+fn skip_reuse(errno: i32) {
+    eprintln!(
+        "SKIP (reuse part): clone3 with set_tid is not available here (errno {errno}: needs \
+         Linux 5.5 and CAP_SYS_ADMIN), so a PID cannot be chosen; the rest is checked"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_group_number_cannot_pass_to_a_foreign_process_which_survives_signal_and_shutdown()
- {
+async fn a_foreign_process_given_a_gone_groups_number_survives_signal_and_shutdown() {
     let manager = ProcessManager::new(ManagerSettings {
-        reap_age: Duration::ZERO,
         kill_grace: Duration::from_millis(200),
         ..ManagerSettings::default()
     });
@@ -153,64 +158,108 @@ async fn a_recorded_group_number_cannot_pass_to_a_foreign_process_which_survives
     process.wait_for(Phase::Finished).await;
     let (id, pgid) = (process.id().to_owned(), process.identity.pgid);
     assert_eq!(process.info().exit_code, Some(3), "exit reported at once");
+    // The group is gone, so the shell has been reaped and its number is free.
     assert!(!process.group_alive());
+    assert_eq!(proc_state(pgid), None, "reaped once its group is gone");
 
-    // While the record exists, its shell is kept as a zombie: the number is taken.
-    assert_eq!(proc_state(pgid), Some('Z'), "the shell is pinned, unreaped");
-    match Foreign::start_as(pgid) {
-        Err(libc::EEXIST) => {}
+    // Reuse: a foreign session takes the number, and so leads a group with our record's PGID.
+    let foreign = match Foreign::start_as(pgid) {
+        Ok(foreign) => foreign,
         Err(errno @ (libc::EPERM | libc::ENOSYS | libc::EINVAL)) => {
-            eprintln!(
-                "SKIP (reuse part): clone3 with set_tid is not available here (errno {errno}: \
-                 needs Linux 5.5 and CAP_SYS_ADMIN); only the 409 and the pin are checked"
-            );
+            skip_reuse(errno);
             let err = manager
                 .signal(&id, Scope::All, GroupSignal::Kill)
                 .unwrap_err();
             assert!(matches!(err, ProcessError::NotRunning(_)), "{err:?}");
             return;
         }
-        Err(errno) => panic!("clone3: errno {errno}"),
-        Ok(_) => panic!("PID {pgid} was given to another process while its record exists"),
-    }
-    // A record whose group has no live member answers "not running" (HTTP 409).
+        Err(errno) => panic!("clone3 with set_tid {pgid}: errno {errno}"),
+    };
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pgid))).unwrap();
+    assert_eq!(
+        group.as_raw(),
+        pgid,
+        "the foreign process leads group {pgid}"
+    );
+
+    // The record still exists; a signal to it answers "not running" (HTTP 409)...
     let err = manager
         .signal(&id, Scope::All, GroupSignal::Kill)
         .unwrap_err();
     assert!(matches!(err, ProcessError::NotRunning(_)), "{err:?}");
-
-    // Forget the record: only now is the shell reaped and the number free.
-    let record = Arc::downgrade(&process);
-    drop(process);
-    assert_eq!(manager.reap(), 1);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        // The supervising task lets go of its reference as it finishes.
-        while record.strong_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the record is dropped once forgotten");
-    assert_eq!(proc_state(pgid), None, "reaped with its record");
-
-    // A foreign session now takes the number and leads group `pgid`...
-    let foreign = Foreign::start_as(pgid).expect("the freed number can be taken");
-    assert_eq!(
-        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pgid)))
-            .unwrap()
-            .as_raw(),
-        pgid
-    );
-    // ...and neither a signal to the old record nor shutdown touches it.
-    let err = manager
-        .signal(&id, Scope::All, GroupSignal::Kill)
-        .unwrap_err();
-    assert!(matches!(err, ProcessError::NotFound(_)), "{err:?}");
+    assert!(process.info().exit_code == Some(3) && !process.info().group_alive);
+    // ...and shutdown leaves the foreign group alone.
     manager.shutdown().await;
     assert!(
         foreign.alive(),
         "the foreign group survived signal and shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_member_lingers_the_exited_shell_pins_the_groups_number() {
+    let manager = ProcessManager::new(ManagerSettings::default());
+    // The shell exits at once; `sleep` stays in its group, holding the pipe.
+    let process = manager
+        .start(quick_exit("exec >/dev/null 2>&1; sleep 1000 & exit 0"))
+        .unwrap();
+    process.wait_for(Phase::Finished).await;
+    let (id, pgid) = (process.id().to_owned(), process.identity.pgid);
+    assert_eq!(process.info().exit_code, Some(0), "exit reported at once");
+    assert!(process.group_alive(), "sleep lives on in the group");
+    assert_eq!(proc_state(pgid), Some('Z'), "the shell is kept unreaped");
+    match Foreign::start_as(pgid) {
+        Err(libc::EEXIST) => {}
+        Err(errno @ (libc::EPERM | libc::ENOSYS | libc::EINVAL)) => skip_reuse(errno),
+        Err(errno) => panic!("clone3 with set_tid {pgid}: errno {errno}"),
+        Ok(_) => panic!("PID {pgid} was given away while its group lives"),
+    }
+    // The group is still ours to signal; once it is gone, the shell is reaped.
+    manager.signal(&id, Scope::All, GroupSignal::Kill).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while process.group_alive() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the group dies of SIGKILL");
+    assert_eq!(proc_state(pgid), None, "reaped once its group is gone");
+    let err = manager
+        .signal(&id, Scope::All, GroupSignal::Kill)
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::NotRunning(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_record_leaves_no_zombie() {
+    let manager = ProcessManager::new(ManagerSettings {
+        reap_age: Duration::ZERO,
+        ..ManagerSettings::default()
+    });
+    let process = manager
+        .start(quick_exit("exec >/dev/null 2>&1; sleep 1000 & exit 0"))
+        .unwrap();
+    process.wait_for(Phase::Exited).await;
+    let pgid = process.identity.pgid;
+    assert_eq!(proc_state(pgid), Some('Z'), "pinned while sleep lives");
+    manager
+        .signal(process.id(), Scope::All, GroupSignal::Kill)
+        .unwrap();
+    process.wait_for(Phase::Finished).await;
+    let record = Arc::downgrade(&process);
+    drop(process);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        // Forgotten once the group is seen gone; dropped once the supervising task lets go.
+        while manager.reap() == 0 && !manager.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        while record.strong_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the record is forgotten and dropped");
+    assert_eq!(proc_state(pgid), None, "no zombie left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,9 +276,4 @@ async fn shutdown_leaves_exited_groups_alone_and_still_stops_live_ones() {
     live.wait_for(Phase::Finished).await;
     assert_eq!(live.info().exit_code, Some(128 + libc::SIGTERM));
     assert_eq!(done.info().exit_code, Some(0));
-    assert_eq!(
-        proc_state(done.identity.pgid),
-        Some('Z'),
-        "still pinned by its record"
-    );
 }
