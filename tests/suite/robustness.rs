@@ -231,3 +231,31 @@ async fn wrong_method_is_405_json() {
     }
     still_serving(&server).await;
 }
+
+#[tokio::test]
+async fn an_fd_the_agent_inherited_does_not_reach_its_commands() {
+    let server = Server::builder().inherit_fd(9).spawn();
+    let fd_of_agent = format!("/proc/{}/fd/9", server.pid());
+    assert!(
+        std::path::Path::new(&fd_of_agent).exists(),
+        "the agent itself has fd 9"
+    );
+    let api = server.api();
+    let id = api
+        .start("[ -e /proc/$$/fd/9 ] && echo leaked || echo closed")
+        .await;
+    assert_eq!(api.wait_exit(&id).await.output, "closed\n");
+}
+
+#[tokio::test]
+async fn a_command_longer_than_the_kernel_passes_is_413_naming_the_limit() {
+    let server = Server::start();
+    let api = server.api();
+    // MAX_ARG_STRLEN with 4 KiB pages: 131,072 bytes with the NUL.
+    let command = format!("echo {}", "x".repeat(131_072));
+    let r = api.start_req(&json!({ "command": command })).await;
+    let message = r.error(413);
+    assert!(message.contains("MAX_ARG_STRLEN"), "{message}");
+    assert!(message.contains("131071"), "{message}");
+    still_serving(&server).await;
+}

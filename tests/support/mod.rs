@@ -92,6 +92,7 @@ pub struct ServerBuilder {
     config: String,
     envs: Vec<(String, String)>,
     listen: Option<String>,
+    inherited_fd: Option<i32>,
 }
 
 impl ServerBuilder {
@@ -110,6 +111,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Start the server with `fd` (0 to 9: `sh` opens it) open on /dev/null without
+    /// close-on-exec, as a launcher that leaks a pipe would leave it.
+    pub fn inherit_fd(mut self, fd: i32) -> Self {
+        self.inherited_fd = Some(fd);
+        self
+    }
+
     /// `--listen` address (default `127.0.0.1:0`).
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = Some(addr.to_string());
@@ -122,7 +130,26 @@ impl ServerBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = write_config(dir.path(), &self.config);
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".to_string());
-        let mut cmd = procwarden_command();
+        let mut cmd = match self.inherited_fd {
+            None => procwarden_command(),
+            Some(fd) => {
+                // The shell opens the fd and then becomes the server (same PID).
+                let mut cmd = procwarden_command();
+                let mut via_sh = Command::new("sh");
+                via_sh
+                    .arg("-c")
+                    .arg(format!("exec {fd}</dev/null; exec \"$0\" \"$@\""))
+                    .arg(cmd.get_program());
+                for (key, value) in cmd.get_envs() {
+                    match value {
+                        Some(value) => via_sh.env(key, value),
+                        None => via_sh.env_remove(key),
+                    };
+                }
+                cmd = via_sh;
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&listen)

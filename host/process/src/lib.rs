@@ -1,9 +1,26 @@
 //! Running shell commands: spawning in their own session, bounded output, exit tracking,
 //! group signals, reaping. Knows nothing of HTTP or WebAssembly.
 
+// The spawn path speaks to the Linux kernel directly (clone with CLONE_PIDFD, waitid on a
+// pidfd, raw signal masks whose size is the x86_64/aarch64 one).
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!("procwarden-process supports Linux on x86_64 and aarch64 only");
+
 pub mod buffer;
+#[cfg(target_os = "linux")]
+mod child_stack;
 pub mod group;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod kernel;
+pub mod limits;
 pub mod manager;
+#[cfg(target_os = "linux")]
 pub mod os_spawn;
 pub mod record;
 pub mod request;

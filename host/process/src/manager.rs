@@ -9,10 +9,11 @@ use futures::future::join_all;
 use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
-use super::group::signal_group;
+use super::limits::{check_lengths, too_long_together};
+use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::request::StartRequest;
-use super::spawn::{SpawnSpec, spawn, supervise, terminate_then_kill};
+use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -78,8 +79,27 @@ pub enum ProcessError {
     NotRunning(String),
     #[error("The agent is shutting down.")]
     ShuttingDown,
+    /// The working directory could not be entered when the command started (it vanished, or
+    /// is not a directory or not accessible).
+    #[error("Cannot enter the working directory \"{workdir}\": {source}.")]
+    Workdir {
+        workdir: String,
+        source: std::io::Error,
+    },
+    /// A string `execve` cannot pass: one argument or environment entry over
+    /// `MAX_ARG_STRLEN`, or all of them together over `ARG_MAX`. The caller's fault.
+    #[error(
+        "The {what} is {length} bytes; the kernel passes at most {limit} bytes ({limit_name}) \
+         to a command."
+    )]
+    TooLong {
+        what: String,
+        length: usize,
+        limit: usize,
+        limit_name: &'static str,
+    },
     #[error("Failed to start the command: {0}.")]
-    Spawn(std::io::Error),
+    Spawn(SpawnError),
     #[error("Failed to signal the process: {0}.")]
     Signal(std::io::Error),
 }
@@ -146,7 +166,10 @@ impl ProcessManager {
         let workdir = match workdir {
             Some(dir) => dir,
             None => std::env::current_dir()
-                .map_err(ProcessError::Spawn)?
+                .map_err(|source| ProcessError::Workdir {
+                    workdir: ".".into(),
+                    source,
+                })?
                 .to_string_lossy()
                 .into_owned(),
         };
@@ -154,12 +177,27 @@ impl ProcessManager {
             env.push(("PROCWARDEN_CHAT_ID".into(), chat.clone()));
             env.push(("CODER_CHAT_ID".into(), chat.clone()));
         }
+        check_lengths(&command, &env)?;
         let spawned = spawn(&SpawnSpec {
             command: &command,
             workdir: &workdir,
             env: &env,
         })
-        .map_err(ProcessError::Spawn)?;
+        .map_err(|err| match err {
+            SpawnError::Workdir(source) => ProcessError::Workdir {
+                workdir: workdir.clone(),
+                source,
+            },
+            SpawnError::Exec(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                too_long_together(&command, &env)
+            }
+            other => ProcessError::Spawn(other),
+        })?;
+        let Spawned {
+            child,
+            output,
+            pgid,
+        } = spawned;
         let process = Arc::new(Process::new(
             Identity {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -167,14 +205,15 @@ impl ProcessManager {
                 command,
                 workdir,
                 background,
-                pgid: spawned.pgid,
+                pgid,
                 started_at_unix: unix_now(),
                 sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
             },
             self.settings.buffer,
+            child,
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
-        tokio::spawn(supervise(process.clone(), spawned));
+        tokio::spawn(supervise(process.clone(), output));
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
                 process.clone(),
@@ -184,7 +223,7 @@ impl ProcessManager {
         }
         // Shutdown may have begun while we spawned; make sure this one does not escape it.
         if self.is_closed() {
-            let _ = signal_group(process.identity.pgid, Signal::SIGKILL);
+            let _ = process.signal_group(Signal::SIGKILL);
             return Err(ProcessError::ShuttingDown);
         }
         tracing::info!(
@@ -217,15 +256,12 @@ impl ProcessManager {
         if !process.group_alive() {
             return Err(ProcessError::NotRunning(id.to_owned()));
         }
-        match signal_group(process.identity.pgid, signal.signal()) {
+        match process.signal_group(signal.signal()) {
             Ok(true) => {
                 tracing::info!(id, signal = signal.name(), "signal sent to process group");
                 Ok(())
             }
-            Ok(false) => {
-                process.mark_group_gone();
-                Err(ProcessError::NotRunning(id.to_owned()))
-            }
+            Ok(false) => Err(ProcessError::NotRunning(id.to_owned())),
             Err(err) => Err(ProcessError::Signal(err)),
         }
     }

@@ -17,15 +17,30 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
 
-/// A child started by [`spawn_in_new_session`], not yet reaped.
+use crate::child_stack::with_child_stack;
+use crate::kernel;
+
+/// A child started by [`spawn_in_new_session`]. It is reaped only by [`SessionChild::reap`] or
+/// when this is dropped: until then an exited child stays a zombie, so its PID (which is also
+/// its process group's and session's ID) cannot be given to another process, and signalling
+/// the group by that number can only reach processes this child started.
 pub struct SessionChild {
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
+    reaped: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionChild")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionChild {
@@ -33,15 +48,15 @@ impl SessionChild {
         self.pid
     }
 
-    /// Wait for the child to exit and reap it. Returns the exit code as a shell reports it:
-    /// the status, or 128 + N when killed by signal N. Cancel-safe: dropping the future
-    /// before completion leaves the child unreaped and waitable again.
+    /// Wait for the child to exit, without reaping it. Returns the exit code as a shell
+    /// reports it: the status, or 128 + N when killed by signal N. May be called again, and
+    /// is cancel-safe.
     pub async fn wait(&self) -> io::Result<i32> {
         loop {
             let mut ready = self.pidfd.readable().await?;
             match waitid(
                 Id::PIDFd(self.pidfd.get_ref().as_fd()),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                 Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
@@ -53,25 +68,87 @@ impl SessionChild {
     }
 }
 
+impl SessionChild {
+    /// Reap the exited child, freeing its PID for reuse: from here on, its number says nothing
+    /// about who owns it. Returns whether the child is reaped (now or before); `false` while it
+    /// still runs.
+    pub fn reap(&self) -> bool {
+        if self.reaped.load(Ordering::Acquire) {
+            return true;
+        }
+        let reaped = waitid(
+            Id::PIDFd(self.pidfd.get_ref().as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        );
+        match reaped {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                self.reaped.store(true, Ordering::Release);
+                true
+            }
+            other => {
+                tracing::warn!(pid = self.pid, result = ?other, "a started shell could not be reaped");
+                false
+            }
+        }
+    }
+}
+
+impl Drop for SessionChild {
+    /// Reap the child if nobody has. Owners drop it only after it has exited; one still
+    /// running is left to exit unreaped rather than block here.
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// Why a start failed, by the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The child could not enter the working directory (gone, not a directory, no access).
+    #[error("cannot enter the working directory: {0}")]
+    Workdir(#[source] io::Error),
+    /// `execve` of the shell failed on every candidate (`E2BIG`: arguments plus environment
+    /// over the kernel's limit; `ENOENT`: no `sh` on PATH).
+    #[error("cannot run sh: {0}")]
+    Exec(#[source] io::Error),
+    /// Any other step: making the pipe or the child, or setting the child up.
+    #[error("{stage}: {source}")]
+    Setup {
+        stage: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SpawnError {
+    fn setup(stage: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Setup { stage, source }
+    }
+}
+
 /// Run `sh -c command` in `workdir` as the leader of a new session (and so of a new process
-/// group), stdin from /dev/null, stdout and stderr both to `output`, with the agent's
-/// environment plus `env` (later entries win) and every signal disposition reset to default.
+/// group), stdin from /dev/null, stdout and stderr both to `output`, no other fd open, with the
+/// agent's environment plus `env` (later entries win), every signal disposition reset to
+/// default and no signal blocked.
 pub fn spawn_in_new_session(
     command: &str,
     workdir: &str,
     env: &[(String, String)],
     output: &OwnedFd,
-) -> io::Result<SessionChild> {
+) -> Result<SessionChild, SpawnError> {
+    let nul = SpawnError::setup("prepare the arguments");
     let argv_owned = [
-        CString::new("sh")?,
-        CString::new("-c")?,
-        CString::new(command)?,
+        c"sh".to_owned(),
+        c"-c".to_owned(),
+        CString::new(command).map_err(|e| nul(e.into()))?,
     ];
     let overrides = env
         .iter()
         .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let workdir = CString::new(workdir)?;
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(SpawnError::setup("prepare the environment"))?;
+    let workdir =
+        CString::new(workdir).map_err(|e| SpawnError::setup("prepare the workdir")(e.into()))?;
     let argv = null_terminated(&argv_owned);
     let envp = environment(&overrides);
 
@@ -88,18 +165,19 @@ pub fn spawn_in_new_session(
             envp: envp.as_ptr(),
             workdir: workdir_ptr,
             output: output.as_raw_fd(),
-            failure: AtomicI32::new(0),
+            failure: ChildFailure::default(),
+            status_probe: ptr::null_mut(),
         };
         clone_child(&plan)
     };
     let found = match shell_path() {
         Some(sh) => attempt(&[sh.as_ptr()]),
-        None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        None => Err(SpawnError::Exec(io::Error::from_raw_os_error(libc::ENOENT))),
     };
     let (pid, pidfd) = match found {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            // The shell found at start-up is gone (or the workdir is): search PATH as exec
-            // would, trying each directory in order.
+        Err(SpawnError::Exec(e)) if e.raw_os_error() == Some(libc::ENOENT) => {
+            // The shell found at start-up is gone: search PATH as exec would, trying each
+            // directory in order. (A missing workdir fails before exec, and is not retried.)
             let candidates = shell_candidates();
             attempt(&candidates.iter().map(|c| c.as_ptr()).collect::<Vec<_>>())?
         }
@@ -107,8 +185,85 @@ pub fn spawn_in_new_session(
     };
     // SAFETY: an OwnedFd always returns the same open fd until dropped, and the AsyncFd owns it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(io::Error::from)?;
-    Ok(SessionChild { pid, pidfd })
+        .map_err(|e| SpawnError::setup("watch the pidfd")(e.into()))?;
+    Ok(SessionChild {
+        pid,
+        pidfd,
+        reaped: AtomicBool::new(false),
+    })
+}
+
+/// The steps of the child between `clone` and `execve`, as reported when one fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Stage {
+    Signals = 1,
+    Session,
+    Output,
+    Stdin,
+    Workdir,
+    CloseFds,
+    Mask,
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 8] = [
+        Stage::Signals,
+        Stage::Session,
+        Stage::Output,
+        Stage::Stdin,
+        Stage::Workdir,
+        Stage::CloseFds,
+        Stage::Mask,
+        Stage::Exec,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Signals => "reset signal dispositions in the child",
+            Stage::Session => "start a new session",
+            Stage::Output => "connect stdout and stderr",
+            Stage::Stdin => "connect stdin to /dev/null",
+            Stage::Workdir => "enter the working directory",
+            Stage::CloseFds => "close inherited fds",
+            Stage::Mask => "unblock signals in the child",
+            Stage::Exec => "exec sh",
+        }
+    }
+
+    fn into_error(self, errno: libc::c_int) -> SpawnError {
+        let source = io::Error::from_raw_os_error(errno);
+        match self {
+            Stage::Workdir => SpawnError::Workdir(source),
+            Stage::Exec => SpawnError::Exec(source),
+            other => SpawnError::Setup {
+                stage: other.describe(),
+                source,
+            },
+        }
+    }
+}
+
+/// Where the child reports a failure before it exits: which step, and its errno. The parent
+/// reads it after clone returns (the child has exited by then: `CLONE_VFORK`).
+#[derive(Default)]
+struct ChildFailure {
+    stage: AtomicU32,
+    errno: AtomicI32,
+}
+
+impl ChildFailure {
+    fn record(&self, stage: Stage, errno: libc::c_int) {
+        self.errno.store(errno.max(1), Ordering::Relaxed);
+        self.stage.store(stage as u32, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<SpawnError> {
+        let stage = self.stage.load(Ordering::Acquire);
+        let stage = Stage::ALL.into_iter().find(|s| *s as u32 == stage)?;
+        Some(stage.into_error(self.errno.load(Ordering::Relaxed)))
+    }
 }
 
 /// Everything the child needs, prepared by the parent: between `clone` and `execve` the
@@ -120,115 +275,128 @@ struct ChildPlan {
     envp: *const *mut libc::c_char,
     workdir: *const libc::c_char,
     output: RawFd,
-    /// Set by the child when it could not exec: the errno.
-    failure: AtomicI32,
+    failure: ChildFailure,
+    /// Tests only (NULL otherwise): where the child copies its /proc status just before it
+    /// unblocks signals, to show what it ran with.
+    #[cfg_attr(not(test), allow(dead_code))]
+    status_probe: *mut StatusProbe,
 }
 
-/// Bytes of the stack a child runs on until it execs. What runs there is `child_main` and
-/// the system call wrappers it calls, a few hundred bytes deep.
-const CHILD_STACK_BYTES: usize = 64 << 10;
-
-/// A child's stack, 16-byte aligned as the ABI requires.
-#[repr(C, align(16))]
-struct ChildStack([u8; CHILD_STACK_BYTES]);
-
-thread_local! {
-    /// This thread's child stack, allocated once. `CLONE_VFORK` suspends the thread until
-    /// its child has exec'd or exited, so one stack per thread is never used twice at once.
-    /// (`posix_spawn` maps and unmaps a stack for every child; the unmap makes the kernel
-    /// interrupt every other CPU running the agent to flush its TLB.)
-    static CHILD_STACK: std::cell::Cell<Option<Box<ChildStack>>> =
-        const { std::cell::Cell::new(None) };
+/// A copy of the child's `/proc/thread-self/status`, taken just before it unblocks signals.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct StatusProbe {
+    bytes: [u8; 8192],
+    len: usize,
 }
 
 /// Starts the child described by `plan` with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`:
 /// like `posix_spawn`, the child borrows the agent's memory instead of copying its page
 /// tables, and this returns once it has exec'd. Returns its PID and pidfd.
-fn clone_child(plan: &ChildPlan) -> io::Result<(libc::pid_t, OwnedFd)> {
-    let mut stack = CHILD_STACK
-        .take()
-        .unwrap_or_else(|| Box::new(ChildStack([0; CHILD_STACK_BYTES])));
+fn clone_child(plan: &ChildPlan) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
     let mut pidfd: libc::c_int = -1;
-    // Block every signal for the clone: the child starts with them blocked, so no handler of
-    // the agent runs in the child (on the agent's memory) before it has reset them.
-    // SAFETY: an all-zero sigset_t is a valid value; both are filled before being read.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: sigfillset initialises `all`; pthread_sigmask reads `all` and writes `old`,
-    // both valid for the call. The clone: `stack` is ours, unused by anyone else while the
-    // thread is suspended (CLONE_VFORK), and its top is 16-byte aligned; `plan` and the
-    // strings it points to outlive the call, which returns only after the child has exec'd or
-    // exited; `pidfd` receives the pidfd (CLONE_PIDFD writes it to the parent_tid argument).
-    let pid = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let top = stack
-            .0
-            .as_mut_ptr()
-            .add(CHILD_STACK_BYTES)
-            .cast::<libc::c_void>();
-        let pid = libc::clone(
-            child_main,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            (plan as *const ChildPlan).cast_mut().cast::<libc::c_void>(),
-            &mut pidfd as *mut libc::c_int,
-        );
+    let cloned = with_child_stack(|stack| {
+        // Block every signal, glibc's own included, for the clone: the child starts with them
+        // blocked, so no handler of the agent runs in the child (on the agent's memory)
+        // before it has reset them all.
+        let old = kernel::set_signal_mask(kernel::ALL_SIGNALS)
+            .map_err(|e| SpawnError::setup("block signals")(io::Error::from_raw_os_error(e)))?;
+        // SAFETY: `stack` is this thread's, unused by anyone else while the thread is
+        // suspended (CLONE_VFORK), and its top is 16-byte aligned with a guard page below;
+        // `plan` and the strings it points to outlive the call, which returns only after the
+        // child has exec'd or exited; `pidfd` receives the pidfd (CLONE_PIDFD writes it to
+        // the parent_tid argument).
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (plan as *const ChildPlan).cast_mut().cast::<libc::c_void>(),
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
         let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
-        if pid < 0 {
-            CHILD_STACK.set(Some(stack));
-            return Err(clone_error);
-        }
-        pid
-    };
-    CHILD_STACK.set(Some(stack));
+        let restored = kernel::set_signal_mask(old);
+        Ok((pid, clone_error, restored))
+    })
+    .map_err(SpawnError::setup("map the child stack"))?;
+    let (pid, clone_error, restored) = cloned?;
+    if pid < 0 {
+        return Err(SpawnError::setup("create the child")(clone_error));
+    }
     // SAFETY: the kernel just created this pidfd (close-on-exec) for us; nobody else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let failure = plan.failure.load(Ordering::Acquire);
-    if failure != 0 {
+    let reap = |pidfd: &OwnedFd| {
+        waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED)
+            .map(drop)
+            .map_err(|e| SpawnError::setup("reap the failed child")(e.into()))
+    };
+    if let Err(errno) = restored {
+        // Never seen (the arguments are valid), but a thread left with every signal blocked
+        // must not pretend the start worked: stop the child and report it.
+        if plan.failure.take().is_none() {
+            pidfd_kill(&pidfd).map_err(SpawnError::setup("stop the child"))?;
+        }
+        reap(&pidfd)?;
+        return Err(SpawnError::setup("restore the signal mask")(
+            io::Error::from_raw_os_error(errno),
+        ));
+    }
+    if let Some(failure) = plan.failure.take() {
         // The child has exited (status 127) without exec'ing: reap it and report why.
-        let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
-        return Err(io::Error::from_raw_os_error(failure));
+        reap(&pidfd)?;
+        return Err(failure);
     }
     Ok((pid, pidfd))
 }
 
+/// SIGKILL through a pidfd, which cannot hit a reused PID.
+fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: plain integers and a NULL siginfo, as pidfd_send_signal allows.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if done < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// The child, between `clone` and `execve`: on a borrowed stack and the agent's memory, so
-/// only system calls. Resets every signal disposition to default (ignored ones would survive
-/// exec: the agent ignores SIGPIPE, and `yes | head` would never end), starts a new session,
+/// only system calls. Every signal is blocked on entry. Resets every disposition to default
+/// (ignored ones would survive exec: the agent ignores SIGPIPE, and `yes | head` would never
+/// end; glibc's handlers for its own signals would run agent code here), starts a new session,
 /// sets up stdin from /dev/null and stdout and stderr to the output pipe, changes directory,
-/// unblocks every signal and execs. On failure it records errno in the plan and exits 127.
+/// closes every other fd, unblocks every signal and execs. On failure it records the step and errno in the plan and
+/// exits 127.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildPlan` the parent passed to clone, alive until we exec or
     // exit; every pointer in it is valid and NULL-terminated where a list. Only
     // async-signal-safe system call wrappers are called.
     unsafe {
         let plan = &*(arg as *const ChildPlan);
-        let fail = |errno: libc::c_int| -> ! {
-            plan.failure.store(errno.max(1), Ordering::Release);
+        let fail = |stage: Stage, errno: libc::c_int| -> ! {
+            plan.failure.record(stage, errno);
             libc::_exit(127)
         };
-        let errno = || *libc::__errno_location();
+        let errno = kernel::last_errno;
 
-        // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, empty mask. The system
-        // call directly, because glibc's wrapper refuses its own signals (32 and 33), which
-        // can be ignored in the agent all the same.
-        let default = [0u64; 4];
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    default.as_ptr(),
-                    ptr::null_mut::<u64>(),
-                    8usize,
-                );
+        for signal in 1..=kernel::MAX_SIGNAL {
+            if signal != libc::SIGKILL
+                && signal != libc::SIGSTOP
+                && let Err(e) = kernel::reset_disposition(signal)
+            {
+                fail(Stage::Signals, e);
             }
         }
         if libc::setsid() < 0 {
-            fail(errno());
+            fail(Stage::Session, errno());
         }
         // Output first, in case the pipe is fd 0, 1 or 2 (an agent started with those closed).
         for target in [1, 2] {
@@ -239,28 +407,33 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::dup2(plan.output, target)
             };
             if copied < 0 {
-                fail(errno());
+                fail(Stage::Output, errno());
             }
         }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null < 0 || libc::dup2(null, 0) < 0 {
-            fail(errno());
+            fail(Stage::Stdin, errno());
         }
         if null != 0 {
             libc::close(null);
         }
         if libc::chdir(plan.workdir) < 0 {
-            fail(errno());
+            fail(Stage::Workdir, errno());
         }
-        // Unblock everything, glibc's own signals included (its wrapper would keep them).
-        let none = 0u64;
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &none as *const u64,
-            ptr::null_mut::<u64>(),
-            8usize,
-        );
+        // Nothing but stdin, stdout and stderr goes to the command: fds the agent inherited
+        // without close-on-exec (a launcher's pipe, say) would otherwise reach every command.
+        if let Err(e) = kernel::close_from(3) {
+            fail(Stage::CloseFds, e);
+        }
+        #[cfg(test)]
+        if !plan.status_probe.is_null() {
+            copy_status(&mut *plan.status_probe);
+        }
+        // Unblock everything, glibc's own signals included (its wrapper would keep them):
+        // a command starts with no signal blocked, whatever the agent's threads block.
+        if let Err(e) = kernel::set_signal_mask(kernel::NO_SIGNALS) {
+            fail(Stage::Mask, e);
+        }
         let mut last = libc::ENOENT;
         let mut shell = plan.shells;
         while !(*shell).is_null() {
@@ -271,7 +444,34 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             shell = shell.add(1);
         }
-        fail(last)
+        fail(Stage::Exec, last)
+    }
+}
+
+/// Copy `/proc/thread-self/status` into `probe` with system calls only (runs in the child).
+#[cfg(test)]
+fn copy_status(probe: &mut StatusProbe) {
+    // SAFETY: a NUL-terminated path; `probe.bytes` is valid for writes of its length.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/thread-self/status".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        while probe.len < probe.bytes.len() {
+            let n = libc::read(
+                fd,
+                probe.bytes.as_mut_ptr().add(probe.len).cast(),
+                probe.bytes.len() - probe.len,
+            );
+            if n <= 0 {
+                break;
+            }
+            probe.len += n as usize;
+        }
+        libc::close(fd);
     }
 }
 
@@ -448,9 +648,26 @@ mod tests {
     }
 
     /// Runs `command` through [`clone_child`] with the given shells to try.
-    fn run_with_shells(shells: &[&std::ffi::CStr], command: &str) -> io::Result<(i32, String)> {
+    fn run_with_shells(
+        shells: &[&std::ffi::CStr],
+        command: &str,
+    ) -> Result<(i32, String), SpawnError> {
+        run_in(shells, c"/", command, ptr::null_mut())
+    }
+
+    /// Runs `command` in `workdir` through [`clone_child`], with an optional status probe.
+    fn run_in(
+        shells: &[&std::ffi::CStr],
+        workdir: &std::ffi::CStr,
+        command: &str,
+        status_probe: *mut StatusProbe,
+    ) -> Result<(i32, String), SpawnError> {
         let (read, write) = pipe();
-        let argv_owned = [c"sh".to_owned(), c"-c".to_owned(), CString::new(command)?];
+        let argv_owned = [
+            c"sh".to_owned(),
+            c"-c".to_owned(),
+            CString::new(command).unwrap(),
+        ];
         let argv = null_terminated(&argv_owned);
         let envp = environment(&[]);
         let shells: Vec<_> = shells
@@ -462,17 +679,27 @@ mod tests {
             shells: shells.as_ptr(),
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
-            workdir: c"/".as_ptr(),
+            workdir: workdir.as_ptr(),
             output: write.as_raw_fd(),
-            failure: AtomicI32::new(0),
+            failure: ChildFailure::default(),
+            status_probe,
         };
         let (_pid, pidfd) = clone_child(&plan)?;
         drop(write);
-        let status = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED)?;
+        let status = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED).unwrap();
         let WaitStatus::Exited(_, code) = status else {
             panic!("{status:?}");
         };
         Ok((code, read_all(read)))
+    }
+
+    /// The hexadecimal mask on the `field:` line of a /proc status text.
+    fn status_mask(status: &str, field: &str) -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
     }
 
     #[test]
@@ -482,6 +709,9 @@ mod tests {
             run_with_shells(&[c"/definitely/not/here/sh", sh.as_c_str()], "echo found").unwrap();
         assert_eq!((code, out.as_str()), (0, "found\n"));
         let err = run_with_shells(&[c"/definitely/not/here/sh"], "true").unwrap_err();
+        let SpawnError::Exec(err) = err else {
+            panic!("{err:?}");
+        };
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
@@ -538,11 +768,88 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_is_an_error_not_a_child() {
+    fn fds_the_agent_inherited_without_close_on_exec_do_not_reach_the_command() {
+        // As a launcher would leave it: fd 251 open without close-on-exec.
+        let inherited = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: nothing in the test process uses fd 251 (the tests open a few dozen fds at
+        // most), so taking it over closes nobody's file; the OwnedFd is its only owner.
+        let fd = unsafe { nix::unistd::dup2_raw(&inherited, 251) }.unwrap();
+        assert_eq!(
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap(),
+            0,
+            "inheritable"
+        );
+        let sh = shell_path().expect("sh on PATH");
+        let (code, out) = run_with_shells(
+            &[sh.as_c_str()],
+            "for n in 3 4 5 251; do [ -e /proc/$$/fd/$n ] && echo \"open: $n\"; done; echo checked",
+        )
+        .unwrap();
+        drop(fd);
+        assert_eq!((code, out.as_str()), (0, "checked\n"));
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_workdir_error_found_with_one_clone() {
         let (_read, write) = pipe();
         let err = spawn_in_new_session("true", "/definitely/not/here", &[], &write)
-            .err()
-            .expect("spawn must fail");
+            .expect_err("spawn must fail");
+        let SpawnError::Workdir(err) = err else {
+            panic!("not a workdir error: {err:?}");
+        };
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_workdir_that_vanished_is_reported_as_such_not_as_a_missing_shell() {
+        let dir = std::env::temp_dir().join(format!("pw-vanish-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let workdir = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        let sh = shell_path().expect("sh on PATH");
+        // Several shells to try: a workdir failure must not go on to try them.
+        let err = run_in(
+            &[sh.as_c_str(), sh.as_c_str(), sh.as_c_str()],
+            &workdir,
+            "true",
+            ptr::null_mut(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, SpawnError::Workdir(e) if e.raw_os_error() == Some(libc::ENOENT)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("working directory"), "{err}");
+    }
+
+    #[test]
+    fn every_signal_is_blocked_and_every_handler_reset_until_just_before_exec() {
+        // The test harness catches SIGSEGV and SIGBUS and ignores SIGPIPE; the child must
+        // show none of that, and every signal but SIGKILL and SIGSTOP blocked (glibc's 32
+        // and 33 included, which its sigfillset + pthread_sigmask would leave open).
+        let sh = shell_path().expect("sh on PATH");
+        let mut probe = Box::new(StatusProbe {
+            bytes: [0; 8192],
+            len: 0,
+        });
+        let (code, after) = run_in(
+            &[sh.as_c_str()],
+            c"/",
+            "while read -r k v; do echo \"$k $v\"; done < /proc/$$/status",
+            &mut *probe,
+        )
+        .unwrap();
+        assert_eq!(code, 0);
+        let before = std::str::from_utf8(&probe.bytes[..probe.len]).unwrap();
+        let bit = |signal: i32| 1u64 << (signal - 1);
+        assert_eq!(
+            status_mask(before, "SigBlk:"),
+            !(bit(libc::SIGKILL) | bit(libc::SIGSTOP)),
+            "blocked before exec"
+        );
+        assert_eq!(status_mask(before, "SigCgt:"), 0, "no handler left");
+        assert_eq!(status_mask(before, "SigIgn:"), 0, "nothing ignored");
+        // After exec, the shell itself (builtins only, so no fork) runs with nothing blocked.
+        assert_eq!(status_mask(&after, "SigBlk:"), 0, "unblocked after exec");
     }
 }

@@ -7,7 +7,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
+use nix::sys::signal::Signal;
+
 use super::group;
+use super::os_spawn::SessionChild;
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -60,7 +63,9 @@ pub struct Identity {
     pub command: String,
     pub workdir: String,
     pub background: bool,
-    /// Process group (and session) ID: the shell's PID, since it called `setsid`.
+    /// Process group (and session) ID: the shell's PID, since it called `setsid`. Ours while
+    /// any member lives: the shell is reaped only once the group is found gone (see
+    /// [`Process::signal_group`]).
     pub pgid: i32,
     pub started_at_unix: i64,
     /// Start order, to sort processes started within the same second.
@@ -73,7 +78,8 @@ struct ExitState {
     exited_at_unix: Option<i64>,
     exited_at: Option<Instant>,
     timed_out: bool,
-    /// Set once no member of the group is alive; never unset (the PGID may be reused).
+    /// Set once no member of the group is alive; never unset. From then on the shell is
+    /// reaped, its number may belong to someone else, and the group is never signalled.
     group_gone: bool,
 }
 
@@ -83,16 +89,25 @@ pub struct Process {
     state: Mutex<ExitState>,
     output: Mutex<HeadTailBuffer>,
     phase: watch::Sender<Phase>,
+    /// The shell, unreaped until its group is found gone (or this record is dropped): an
+    /// unreaped zombie keeps its PID, so `identity.pgid` cannot name anyone else's group.
+    leader: SessionChild,
 }
 
 impl Process {
-    pub fn new(identity: Identity, limits: BufferLimits) -> Self {
+    pub fn new(identity: Identity, limits: BufferLimits, leader: SessionChild) -> Self {
         Self {
             identity,
+            leader,
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
         }
+    }
+
+    /// The shell that leads the group.
+    pub fn leader(&self) -> &SessionChild {
+        &self.leader
     }
 
     pub fn id(&self) -> &str {
@@ -145,7 +160,7 @@ impl Process {
     }
 
     /// Whether any member of the process group is alive. Cheap while the shell runs;
-    /// afterwards checks the group, and remembers once it is gone.
+    /// afterwards checks the group, and once it is gone remembers that and reaps the shell.
     pub fn group_alive(&self) -> bool {
         if self.phase() == Phase::Running {
             return true;
@@ -154,14 +169,36 @@ impl Process {
         if state.group_gone {
             return false;
         }
-        let alive = group::group_has_live_member(self.identity.pgid);
-        state.group_gone = !alive;
+        // Past Running: the shell has exited and is kept unreaped (a zombie).
+        let alive = group::group_has_live_member(self.identity.pgid, true);
+        if !alive {
+            self.forget_group(&mut state);
+        }
         alive
     }
 
-    /// Remember that the group is gone (e.g. a signal found no member).
-    pub fn mark_group_gone(&self) {
-        lock(&self.state).group_gone = true;
+    /// Send `signal` to every member of the group. `Ok(false)` when no member lives. The
+    /// state lock is held across the check and the signal, and the shell is reaped only under
+    /// it after the group is marked gone: the number signalled is always still pinned by our
+    /// own unreaped shell, so it cannot be another process's group.
+    pub fn signal_group(&self, signal: Signal) -> std::io::Result<bool> {
+        let mut state = lock(&self.state);
+        if state.group_gone {
+            return Ok(false);
+        }
+        let sent = group::signal_group(self.identity.pgid, signal)?;
+        if !sent {
+            // Not while the shell is pinned (a zombie is a member); kept for safety.
+            self.forget_group(&mut state);
+        }
+        Ok(sent)
+    }
+
+    /// The group has no live member: remember it, and free the shell's PID. Only after the
+    /// shell has exited (phase past Running), so the reap does not wait.
+    fn forget_group(&self, state: &mut ExitState) {
+        state.group_gone = true;
+        self.leader.reap();
     }
 
     pub fn info(&self) -> ProcessInfo {

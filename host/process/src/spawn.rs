@@ -8,8 +8,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
-use super::group::signal_group;
-use super::os_spawn::{SessionChild, spawn_in_new_session};
+use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session};
 use super::record::{Phase, Process};
 
 /// Read size for the output pipe: a full default pipe buffer per read.
@@ -37,9 +36,13 @@ pub struct Spawned {
     pub pgid: i32,
 }
 
-pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
+pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     // One pipe for both streams keeps stdout and stderr interleaved in write order.
-    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup {
+            stage: "make the output pipe",
+            source: e.into(),
+        })?;
     let child = spawn_in_new_session(spec.command, spec.workdir, spec.env, &write_end)?;
     // Our copy of the write end must go, or the pipe would never report end-of-file.
     drop(write_end);
@@ -47,7 +50,10 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Spawned> {
         // The shell leads a new session, so its PID is also its process group ID.
         pgid: child.pid(),
         child,
-        output: receiver(read_end)?,
+        output: receiver(read_end).map_err(|source| SpawnError::Setup {
+            stage: "watch the output pipe",
+            source,
+        })?,
     })
 }
 
@@ -60,13 +66,10 @@ fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 }
 
 /// Copy output into the process's buffer until the pipe closes, and record the shell's exit
-/// as soon as it happens — without waiting for children that keep the pipe open.
-pub async fn supervise(process: Arc<Process>, spawned: Spawned) {
-    let Spawned {
-        child,
-        output: pipe,
-        ..
-    } = spawned;
+/// as soon as it happens — without waiting for children that keep the pipe open. The shell
+/// itself stays unreaped until its group is gone (see [`Process::signal_group`]).
+pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
+    let child = process.leader();
     let mut pipe_open = true;
     let mut shell_running = true;
     while pipe_open || shell_running {
@@ -97,6 +100,10 @@ pub async fn supervise(process: Arc<Process>, spawned: Spawned) {
         }
     }
     process.mark_finished();
+    // Most commands leave no member behind: find that out now, off the async workers (it
+    // reads /proc), so the shell is reaped and its PID freed instead of waiting as a zombie
+    // until someone asks or the record is forgotten.
+    let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
 }
 
 thread_local! {
@@ -150,8 +157,7 @@ fn drain_ready_output(process: &Process, pipe: &pipe::Receiver) -> bool {
 
 /// Terminate a group politely, then kill what is left after `grace`, unless it finishes first.
 pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) {
-    let pgid = process.identity.pgid;
-    if !matches!(signal_group(pgid, Signal::SIGTERM), Ok(true)) {
+    if !matches!(process.signal_group(Signal::SIGTERM), Ok(true)) {
         return;
     }
     if tokio::time::timeout(grace, process.wait_for(Phase::Finished))
@@ -161,5 +167,5 @@ pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) 
     {
         return;
     }
-    let _ = signal_group(pgid, Signal::SIGKILL);
+    let _ = process.signal_group(Signal::SIGKILL);
 }

@@ -43,6 +43,8 @@ pub enum AgentError {
 pub enum ErrorKind {
     /// The request is malformed or names something that cannot work.
     Invalid,
+    /// Part of the request is longer than the kernel can pass to a command.
+    TooLarge,
     /// A policy plugin refused the request.
     Denied,
     /// No such process (or not the caller's).
@@ -74,6 +76,8 @@ impl AgentError {
             Self::Process(err) => match err {
                 ProcessError::NotFound(_) => ErrorKind::NotFound,
                 ProcessError::NotRunning(_) => ErrorKind::Conflict,
+                ProcessError::Workdir { .. } => ErrorKind::Invalid,
+                ProcessError::TooLong { .. } => ErrorKind::TooLarge,
                 ProcessError::ShuttingDown => ErrorKind::Unavailable,
                 ProcessError::Spawn(_) | ProcessError::Signal(_) => ErrorKind::Internal,
             },

@@ -322,6 +322,9 @@ fn validate(request: &StartRequest) -> Result<(), AgentError> {
     if request.timeout_seconds == Some(0) {
         return Err(AgentError::ZeroTimeout);
     }
+    // Before the policy chain too: a plugin should never spend its CPU budget on input the
+    // kernel would refuse anyway.
+    procwarden_process::limits::check_lengths(&request.command, &request.env)?;
     Ok(())
 }
 

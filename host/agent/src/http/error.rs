@@ -75,6 +75,7 @@ impl From<AgentError> for ApiError {
     fn from(err: AgentError) -> Self {
         let status = match err.kind() {
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Denied => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
