@@ -141,6 +141,7 @@ impl Agent {
             chat_id: call.chat_id.clone(),
             agent_workdir: self.agent_workdir.as_deref().map(path_string),
             home: self.home.as_deref().map(path_string),
+            front_end: None,
         };
         let request = self
             .policy

@@ -16,7 +16,8 @@
 //! every call gets a fresh instance from a pre-instantiated component, a CPU budget enforced
 //! with epoch interruption, a memory bound, and WASI with nothing granted (no files,
 //! environment, arguments or sockets; clocks and random numbers only; stdout/stderr captured
-//! for the log). A plugin that traps, runs out of time or memory, or cannot be instantiated
+//! for the log). Plugins may be built against any version of `procwarden:policy` the host
+//! serves (see `wit.rs`); one chain mixes them. A plugin that traps, runs out of time or memory, or cannot be instantiated
 //! is a failure: by default the request is denied naming the plugin (`on_error = "deny"`),
 //! or it passes that plugin unchanged (`on_error = "allow"`).
 
@@ -30,8 +31,11 @@ mod engine;
 mod instance;
 mod memo;
 mod plugin;
+mod probe;
 mod stdio;
+mod wasi;
 mod watched;
+mod wit;
 mod worker;
 
 #[cfg(test)]
@@ -42,24 +46,16 @@ pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
 pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
 pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
-/// A request to start `sh -c command`, as it travels through the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
-pub struct StartRequest {
-    pub command: String,
-    pub workdir: Option<String>,
-    /// Added on top of the agent's environment, in order; later entries win.
-    pub env: Vec<(String, String)>,
-    pub background: bool,
-    pub timeout_seconds: Option<u32>,
-}
+/// A request to start `sh -c command`, as it travels through the chain: the `start-request`
+/// record of the newest `procwarden:policy` version, generated from its WIT.
+pub use wit::latest::StartRequest;
 
-/// Facts plugins decide with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct PolicyContext {
-    pub chat_id: Option<String>,
-    pub agent_workdir: Option<String>,
-    pub home: Option<String>,
-}
+/// Facts plugins decide with: the `context` record of the newest `procwarden:policy`
+/// version. `PolicyContext::default()` knows nothing (no chat, no directories, no front end).
+pub use wit::latest::Context as PolicyContext;
+
+/// The front end a request came in through ([`PolicyContext::front_end`]).
+pub use wit::latest::FrontEnd;
 
 /// A refusal, with the plugin that made it and the reason it gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
