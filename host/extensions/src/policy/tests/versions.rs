@@ -90,7 +90,9 @@ fn ask(c: &PolicyChain, command: &str, dir: &Path) -> String {
         agent_workdir: None,
         ..ctx()
     };
-    c.evaluate(in_dir(command, dir), &context).unwrap_err().reason
+    c.evaluate(in_dir(command, dir), &context)
+        .unwrap_err()
+        .reason
 }
 
 #[test]

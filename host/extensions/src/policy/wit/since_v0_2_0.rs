@@ -27,6 +27,9 @@ wasmtime::component::bindgen!({
 pub use procwarden::policy::host::{self, LogLevel, ReadError};
 pub use procwarden::policy::types::{self, Context, Decision, FrontEnd, StartRequest};
 
+// By hand: `bindgen!` generates the struct, and `additional_derives` would ask for `Default`
+// on the WIT enums and variants too, where it cannot be derived.
+#[allow(clippy::derivable_impls)]
 impl Default for StartRequest {
     fn default() -> Self {
         Self {
@@ -40,6 +43,7 @@ impl Default for StartRequest {
 }
 
 /// No chat, no directories, front end not known.
+#[allow(clippy::derivable_impls)]
 impl Default for Context {
     fn default() -> Self {
         Self {
