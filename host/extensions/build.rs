@@ -1,10 +1,12 @@
 //! Builds the policy plugins in `plugins/` (WebAssembly components for `wasm32-wasip2`) so
 //! the host can embed them, and tells the host where they are:
 //!
-//! * `PROCWARDEN_PLUGIN_AMPERSAND`, `_ENV`, `_WORKDIR`, `_DENY`: the sample plugins, for
-//!   `include_bytes!(env!("PROCWARDEN_PLUGIN_AMPERSAND"))` (see `src/policy/builtin.rs`);
-//! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`: deliberately faulty
-//!   components for the host's fault-containment tests.
+//! * `PROCWARDEN_PLUGIN_AMPERSAND`, `_ENV`, `_WORKDIR`, `_DENY`, `_NPM_CI`: the sample
+//!   plugins, for `include_bytes!(env!("PROCWARDEN_PLUGIN_AMPERSAND"))` (see
+//!   `src/policy/builtin.rs`);
+//! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`, `_FILESYSTEM`,
+//!   `_QUESTIONS`: test fixtures (mostly deliberately faulty components) for the host's
+//!   tests.
 //!
 //! The build is the one `scripts/build-plugins.sh` runs: `cargo build --release --target
 //! wasm32-wasip2 --manifest-path plugins/Cargo.toml --workspace` with
@@ -30,11 +32,14 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("PROCWARDEN_PLUGIN_ENV", "env"),
     ("PROCWARDEN_PLUGIN_WORKDIR", "workdir"),
     ("PROCWARDEN_PLUGIN_DENY", "deny"),
+    ("PROCWARDEN_PLUGIN_NPM_CI", "npm_ci"),
     ("PROCWARDEN_FIXTURE_TRAP", "faulty_trap"),
     ("PROCWARDEN_FIXTURE_SPIN", "faulty_spin"),
     ("PROCWARDEN_FIXTURE_HOG", "faulty_hog"),
     ("PROCWARDEN_FIXTURE_WRONG_WORLD", "faulty_wrong_world"),
     ("PROCWARDEN_FIXTURE_SLEEP", "faulty_sleep"),
+    ("PROCWARDEN_FIXTURE_FILESYSTEM", "faulty_filesystem"),
+    ("PROCWARDEN_FIXTURE_QUESTIONS", "faulty_questions"),
 ];
 
 /// Environment the outer cargo sets for this script (or the user sets for the host) that

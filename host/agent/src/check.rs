@@ -59,6 +59,7 @@ pub fn load_chain(choice: &ChainChoice) -> anyhow::Result<(PolicyChain, PolicyCo
             .as_deref()
             .map(|p| p.to_string_lossy().into_owned()),
         home: std::env::var("HOME").ok(),
+        front_end: None,
     };
     Ok((chain, context))
 }

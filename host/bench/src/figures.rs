@@ -412,6 +412,7 @@ async fn chain(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         chat_id: Some("bench".into()),
         agent_workdir: None,
         home: std::env::var("HOME").ok(),
+        front_end: None,
     };
     // Latency per request, and the CPU of the whole process per request: that includes the
     // instances made ready for later calls on other threads, which the latency leaves out.

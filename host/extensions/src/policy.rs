@@ -16,7 +16,8 @@
 //! every call gets a fresh instance from a pre-instantiated component, a CPU budget enforced
 //! with epoch interruption, a memory bound, and WASI with nothing granted (no files,
 //! environment, arguments or sockets; clocks and random numbers only; stdout/stderr captured
-//! for the log). A plugin that traps, runs out of time or memory, or cannot be instantiated
+//! for the log). Plugins may be built against any version of `procwarden:policy` the host
+//! serves (see `wit.rs`); one chain mixes them. A plugin that traps, runs out of time or memory, or cannot be instantiated
 //! is a failure: by default the request is denied naming the plugin (`on_error = "deny"`),
 //! or it passes that plugin unchanged (`on_error = "allow"`).
 
@@ -30,8 +31,11 @@ mod engine;
 mod instance;
 mod memo;
 mod plugin;
+mod probe;
 mod stdio;
+mod wasi;
 mod watched;
+mod wit;
 mod worker;
 
 #[cfg(test)]
@@ -42,16 +46,20 @@ pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
 pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
 pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
-/// The request the chain decides on: the process layer's one start request.
+/// The request the chain decides on: the process layer's one start request. The chain
+/// moves it into the newest WIT's `start-request` record ([`WitRequest`]) on the way in and
+/// back on the way out, so plugins get it without a copy.
 pub use procwarden_process::StartRequest;
+/// The chain's working form of a request: the `start-request` record of the newest
+/// `procwarden:policy` version, generated from its WIT.
+pub(crate) use wit::latest::StartRequest as WitRequest;
 
-/// Facts plugins decide with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct PolicyContext {
-    pub chat_id: Option<String>,
-    pub agent_workdir: Option<String>,
-    pub home: Option<String>,
-}
+/// Facts plugins decide with: the `context` record of the newest `procwarden:policy`
+/// version. `PolicyContext::default()` knows nothing (no chat, no directories, no front end).
+pub use wit::latest::Context as PolicyContext;
+
+/// The front end a request came in through ([`PolicyContext::front_end`]).
+pub use wit::latest::FrontEnd;
 
 /// Why the chain refused a request: a plugin said no, or could not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

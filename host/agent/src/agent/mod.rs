@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::{Config, ProcessLimits};
-use procwarden_extensions::policy::{PolicyChain, PolicyContext};
+use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_process::{
     GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
@@ -97,15 +97,17 @@ impl Agent {
     /// Start `request` for `chat`: validate it, run it through the policy chain, resolve its
     /// directory and spawn it. With an idempotency key, a retry of the same request in the
     /// same chat returns the process the first one started.
+    /// `front_end` tells policy plugins where the request came from.
     pub async fn start(
         &self,
         chat: Option<&str>,
+        front_end: FrontEnd,
         request: StartRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Started, AgentError> {
         validate(&request)?;
         let Some(key) = idempotency_key else {
-            return self.start_new(chat, request).await;
+            return self.start_new(chat, front_end, request).await;
         };
         let fingerprint = fingerprint(&request);
         let entry = self.idempotency.entry(chat, key, |id| self.is_tracked(id));
@@ -123,7 +125,7 @@ impl Agent {
                 ..k.started.clone()
             });
         }
-        let started = self.start_new(chat, request).await?;
+        let started = self.start_new(chat, front_end, request).await?;
         *known = Some(KeyedStart {
             fingerprint,
             started: started.clone(),
@@ -138,6 +140,7 @@ impl Agent {
     async fn start_new(
         &self,
         chat: Option<&str>,
+        front_end: FrontEnd,
         request: StartRequest,
     ) -> Result<Started, AgentError> {
         self.check_limits(chat)?;
@@ -145,6 +148,7 @@ impl Agent {
             chat_id: chat.map(str::to_owned),
             agent_workdir: self.agent_workdir.as_deref().map(path_string),
             home: self.home.as_deref().map(path_string),
+            front_end: Some(front_end),
         };
         let mut request = self
             .policy

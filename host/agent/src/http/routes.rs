@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{Chat, json_body, wants_wait};
+use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -78,7 +79,12 @@ pub async fn start(
     };
     let started = state
         .agent
-        .start(chat.as_deref(), request, idempotency_key.as_deref())
+        .start(
+            chat.as_deref(),
+            FrontEnd::Http,
+            request,
+            idempotency_key.as_deref(),
+        )
         .await?;
     let background = started.request.background;
     let result = match (wants_wait(query.as_deref()), background) {

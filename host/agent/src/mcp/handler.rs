@@ -22,6 +22,7 @@ use super::tools::{
 };
 use crate::agent::{Agent, AgentError};
 use crate::chat::chat_from_headers;
+use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
 
 /// How often a long wait tells a client that asked for progress that the call is alive, so
@@ -181,7 +182,11 @@ impl ProcwardenMcp {
         };
         // The policy chain may have rewritten the request (e.g. a trailing `&` becomes a
         // background start): answer for what actually runs, and say so.
-        let (id, ran) = match self.agent.start(chat.as_deref(), request, None).await {
+        let (id, ran) = match self
+            .agent
+            .start(chat.as_deref(), FrontEnd::Mcp, request, None)
+            .await
+        {
             Ok(started) => (started.id, started.request),
             Err(err) => return format::agent_error(&err),
         };

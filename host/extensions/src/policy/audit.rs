@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::StartRequest;
+use super::WitRequest;
 
 pub(crate) struct AuditLog {
     path: PathBuf,
@@ -92,7 +92,7 @@ pub(crate) fn now_unix() -> f64 {
 }
 
 /// Names of the request fields that differ between `a` and `b`.
-pub(crate) fn changed_fields(a: &StartRequest, b: &StartRequest) -> Vec<&'static str> {
+pub(crate) fn changed_fields(a: &WitRequest, b: &WitRequest) -> Vec<&'static str> {
     let mut out = Vec::new();
     if a.command != b.command {
         out.push("command");
@@ -121,11 +121,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path).unwrap();
-        let before = StartRequest {
+        let before = WitRequest {
             command: "sleep 1 &".into(),
             ..Default::default()
         };
-        let after = StartRequest {
+        let after = WitRequest {
             command: "sleep 1".into(),
             background: true,
             ..Default::default()

@@ -17,6 +17,16 @@ pub const SAMPLES: &[(&str, &[u8])] = &[
     ("deny", include_bytes!(env!("PROCWARDEN_PLUGIN_DENY"))),
 ];
 
+/// Sample plugins built into the binary but not in the default chain: an operator adds one
+/// with `path = "builtin:NAME"`. `npm-ci` is built against `procwarden:policy@0.2.0`.
+pub const OPTIONAL: &[(&str, &[u8])] =
+    &[("npm-ci", include_bytes!(env!("PROCWARDEN_PLUGIN_NPM_CI")))];
+
+/// Every built-in plugin, default chain first.
+pub fn all() -> impl Iterator<Item = &'static (&'static str, &'static [u8])> {
+    SAMPLES.iter().chain(OPTIONAL)
+}
+
 /// Deliberately faulty components (`plugins/faulty/`), for fault-containment tests only.
 #[cfg(test)]
 #[allow(dead_code)] // Each test uses the fixtures it needs.

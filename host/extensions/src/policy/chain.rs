@@ -17,7 +17,7 @@ use super::plugin::{
     Answer, LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since,
 };
 use super::worker::{Workers, contained};
-use super::{Denial, DenialCause, PolicyContext, StartRequest};
+use super::{Denial, DenialCause, PolicyContext, StartRequest, WitRequest};
 
 /// An ordered list of policy plugins. Cloning is cheap and shares the plugins.
 #[derive(Clone, Default)]
@@ -307,9 +307,9 @@ impl ChainInner {
         steps: Option<&mut Vec<StepReport>>,
     ) -> Result<StartRequest, Denial> {
         let mut spent = Vec::with_capacity(self.plugins.len());
-        let result = self.run_plugins(req, ctx, steps, &mut spent).await;
+        let result = self.run_plugins(req.into(), ctx, steps, &mut spent).await;
         self.recycle(spent);
-        result
+        result.map(Into::into)
     }
 
     /// Drops spent instances and creates the next ready ones after the request has moved
@@ -345,11 +345,11 @@ impl ChainInner {
 
     async fn run_plugins(
         &self,
-        mut req: StartRequest,
+        mut req: WitRequest,
         ctx: &PolicyContext,
         mut steps: Option<&mut Vec<StepReport>>,
         spent: &mut Vec<SpentInstance>,
-    ) -> Result<StartRequest, Denial> {
+    ) -> Result<WitRequest, Denial> {
         let dry_run = steps.is_some();
         let chat_id = ctx.chat_id.as_deref();
         for p in &self.plugins {
@@ -382,7 +382,7 @@ impl ChainInner {
                     ..
                 })
             );
-            let record = |decision, reason, on_error, after: Option<&StartRequest>| {
+            let record = |decision, reason, on_error, after: Option<&WitRequest>| {
                 if let Some(audit) = audit {
                     audit.record(&AuditRecord {
                         time_unix: now_unix(),
@@ -419,7 +419,7 @@ impl ChainInner {
                         steps.push(StepReport {
                             plugin: plugin.to_owned(),
                             outcome: StepOutcome::Allowed {
-                                request: next.clone(),
+                                request: next.clone().into(),
                             },
                             micros,
                         });

@@ -3,8 +3,9 @@
 //! Epoch interruption only stops a plugin while it runs wasm code. A plugin that sleeps
 //! (WASI `subscribe-duration`/`subscribe-instant` and then `poll` or `block`) waits inside the
 //! host, where no deadline applies: `sleep(1 hour)` would hold a policy thread for an hour.
-//! So the two subscribe functions are replaced: a sleep never lasts past the call's
-//! real-time limit. When the plugin wakes up and runs wasm again, the epoch check sees the
+//! So the host's `wasi:clocks/monotonic-clock` is this module's own typed implementation
+//! ([`BoundedClock`], added to the linker with the interface's generated `add_to_linker`): a
+//! sleep never lasts past the call's real-time limit. When the plugin wakes up and runs wasm again, the epoch check sees the
 //! limit has passed and stops it.
 //!
 //! The clock itself starts at zero for every call (a monotonic clock has no meaningful
@@ -15,18 +16,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceTable};
-use wasmtime_wasi::HostMonotonicClock;
+use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use super::memo::Nondeterminism;
-
-/// The `monotonic-clock` interface as Wasmtime's WASI registers it. Plugins built against
-/// any 0.2.x version resolve to this definition (the linker matches semver-compatible
-/// versions); a test checks that sleeps really are bounded, so a WASI upgrade that changes
-/// this name does not silently bypass the bound.
-const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// The clock of one call and the instant its sleeps must end by. Clones share the clock.
 #[derive(Debug, Clone)]
@@ -83,43 +77,49 @@ impl CallClock {
     }
 }
 
-impl HostMonotonicClock for CallClock {
-    fn resolution(&self) -> u64 {
-        1
-    }
-
-    fn now(&self) -> u64 {
-        self.now_nanos()
-    }
-}
-
 /// Store data that has a [`CallClock`] and a resource table.
 pub(crate) trait HasCallClock: Send + 'static {
-    fn call_clock(&mut self) -> (CallClock, &mut ResourceTable);
+    fn call_clock(&mut self) -> CallClockView<'_>;
 }
 
-/// Replaces WASI's `subscribe-duration` and `subscribe-instant` with bounded versions. Must be
-/// called after the WASI interfaces were added to `linker`.
-pub(crate) fn add_to_linker<T: HasCallClock>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
-    clock.func_wrap(
-        "subscribe-duration",
-        |mut store: StoreContextMut<'_, T>, (nanos,): (u64,)| {
-            let (clock, table) = store.data_mut().call_clock();
-            Ok((subscribe(table, clock.bound(Duration::from_nanos(nanos)))?,))
-        },
-    )?;
-    clock.func_wrap(
-        "subscribe-instant",
-        |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
-            let (clock, table) = store.data_mut().call_clock();
-            let requested = Duration::from_nanos(when.saturating_sub(clock.now_nanos()));
-            Ok((subscribe(table, clock.bound(requested))?,))
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
+/// The `monotonic-clock` host of one store: its call's clock and the table its sleeps'
+/// pollables go in.
+pub(crate) struct CallClockView<'a> {
+    pub clock: &'a CallClock,
+    pub table: &'a mut ResourceTable,
+}
+
+/// Names [`CallClockView`] as the data of `wasi:clocks/monotonic-clock`, for the generated
+/// `monotonic_clock::add_to_linker`.
+pub(crate) struct BoundedClock;
+
+impl HasData for BoundedClock {
+    type Data<'a> = CallClockView<'a>;
+}
+
+impl monotonic_clock::Host for CallClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(self.clock.now_nanos())
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Ok(1)
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let requested = Duration::from_nanos(when.saturating_sub(self.clock.now_nanos()));
+        subscribe(self.table, self.clock.bound(requested))
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        nanos: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        subscribe(self.table, self.clock.bound(Duration::from_nanos(nanos)))
+    }
 }
 
 fn subscribe(
@@ -154,9 +154,9 @@ mod tests {
         let shared = c.clone();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(c.bound(Duration::from_secs(1)), Duration::ZERO);
-        assert!(c.now() >= 5_000_000);
+        assert!(c.now_nanos() >= 5_000_000);
         shared.arm(Duration::from_secs(60));
-        assert!(c.now() < 5_000_000, "armed clock restarts at zero");
+        assert!(c.now_nanos() < 5_000_000, "armed clock restarts at zero");
         assert_eq!(c.bound(Duration::from_secs(1)), Duration::from_secs(1));
     }
 
@@ -165,8 +165,8 @@ mod tests {
         let c = CallClock::new(Duration::from_millis(50), Nondeterminism::default());
         assert!(c.bound(Duration::from_secs(3600)) <= Duration::from_millis(50));
         assert_eq!(c.bound(Duration::from_millis(1)), Duration::from_millis(1));
-        let a = c.now();
+        let a = c.now_nanos();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(c.now() >= a + 2_000_000);
+        assert!(c.now_nanos() >= a + 2_000_000);
     }
 }

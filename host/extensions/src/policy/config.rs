@@ -149,6 +149,11 @@ pub struct PluginConfig {
     /// Memory bound of one instance, in bytes. Default: `policy.default_max_memory_bytes`.
     #[serde(default)]
     pub max_memory_bytes: Option<u64>,
+    /// Directories (or files) whose files a `procwarden:policy@0.2.0` plugin may read with
+    /// `read-file`, besides the request's and the agent's working directories. Relative
+    /// paths are relative to the configuration file's directory.
+    #[serde(default)]
+    pub read_paths: Vec<PathBuf>,
 }
 
 /// Where a plugin's component comes from.
@@ -181,6 +186,9 @@ pub struct PluginSource {
     pub on_error: OnError,
     pub timeout_ms: Option<u64>,
     pub max_memory_bytes: Option<u64>,
+    /// Paths `read-file` may read under, besides the request's and the agent's working
+    /// directories.
+    pub read_paths: Vec<PathBuf>,
 }
 
 impl PluginSource {
@@ -218,7 +226,14 @@ impl PluginSource {
             on_error: OnError::default(),
             timeout_ms: None,
             max_memory_bytes: None,
+            read_paths: Vec::new(),
         }
+    }
+
+    /// Adds paths `read-file` may read under.
+    pub fn with_read_paths(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.read_paths.extend(paths);
+        self
     }
 
     /// Replaces the settings table.
@@ -266,6 +281,7 @@ impl From<PluginConfig> for PluginSource {
             on_error: c.on_error,
             timeout_ms: c.timeout_ms,
             max_memory_bytes: c.max_memory_bytes,
+            read_paths: c.read_paths,
         }
     }
 }
@@ -281,9 +297,8 @@ impl PluginConfig {
         let mut config = self.clone();
         let text = config.path.to_string_lossy();
         if let Some(sample) = text.strip_prefix(BUILTIN_PREFIX) {
-            let Some((name, bytes)) = super::builtin::SAMPLES.iter().find(|(n, _)| *n == sample)
-            else {
-                let known: Vec<&str> = super::builtin::SAMPLES.iter().map(|(n, _)| *n).collect();
+            let Some((name, bytes)) = super::builtin::all().find(|(n, _)| *n == sample) else {
+                let known: Vec<&str> = super::builtin::all().map(|(n, _)| *n).collect();
                 anyhow::bail!(
                     "unknown built-in plugin {sample:?} (built-in: {})",
                     known.join(", ")
@@ -295,11 +310,13 @@ impl PluginConfig {
             source.name = config.name.or(Some((*name).to_owned()));
             source.timeout_ms = config.timeout_ms;
             source.max_memory_bytes = config.max_memory_bytes;
+            source.read_paths = relative_to(base_dir, config.read_paths);
             return Ok(source);
         }
         if let Some(base) = base_dir.filter(|_| config.path.is_relative()) {
             config.path = base.join(&config.path);
         }
+        config.read_paths = relative_to(base_dir, config.read_paths);
         Ok(config.into())
     }
 }
@@ -308,6 +325,17 @@ impl From<&PluginConfig> for PluginSource {
     fn from(c: &PluginConfig) -> Self {
         c.clone().into()
     }
+}
+
+/// `paths`, the relative ones joined to `base` if there is one.
+fn relative_to(base: Option<&Path>, paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths
+        .into_iter()
+        .map(|p| match base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        })
+        .collect()
 }
 
 fn file_stem(path: &Path) -> String {

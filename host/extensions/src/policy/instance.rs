@@ -9,6 +9,7 @@
 //! plugin that misbehaves while instantiating is stopped and reported all the same.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,15 +18,16 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::clock::{CallClock, HasCallClock};
+use super::clock::{CallClock, CallClockView, HasCallClock};
 use super::engine::PolicyEngine;
 use super::memo::{Nondeterminism, Observations};
-use super::plugin::bindings::procwarden::policy::{host, types};
-use super::plugin::bindings::{PolicyPlugin, PolicyPluginPre};
 use super::plugin::{Verdict, WALL_CLOCK_FACTOR, truncate};
+use super::probe::ReadScope;
 use super::stdio::Capture;
 use super::watched::{WatchedRng, WatchedWallClock};
-use super::{PolicyContext, StartRequest};
+use super::wit::latest::{Decision, LogLevel};
+use super::wit::{PolicyBindings, PolicyPre};
+use super::{PolicyContext, WitRequest};
 
 /// Bytes of a plugin's stdout and of its stderr kept per call (the rest is discarded).
 const STDIO_CAPTURE_BYTES: usize = 4096;
@@ -41,9 +43,11 @@ const INSECURE_SEED: u128 = 0x7072_6f63_7761_7264_656e_2d73_6565_6421;
 
 /// What every instance of one plugin shares.
 pub(crate) struct InstanceSpec<'a> {
-    pub pre: &'a PolicyPluginPre<HostState>,
+    pub pre: &'a PolicyPre,
     pub plugin: &'a Arc<str>,
     pub settings: &'a Arc<BTreeMap<String, String>>,
+    /// Paths the operator allowed `read-file` under.
+    pub read_paths: &'a Arc<[PathBuf]>,
     /// CPU time for instantiating, and again for the call.
     pub budget: Duration,
     pub max_memory_bytes: u64,
@@ -65,7 +69,7 @@ pub(crate) struct Fault {
 /// An instance that has never been called.
 pub(crate) struct ReadyInstance {
     store: Store<HostState>,
-    bindings: PolicyPlugin,
+    bindings: PolicyBindings,
     stdout: Capture,
     stderr: Capture,
 }
@@ -101,13 +105,15 @@ impl ReadyInstance {
                     .allow_tcp(false)
                     .allow_udp(false)
                     .allow_ip_name_lookup(false)
-                    .monotonic_clock(clock.clone())
                     .wall_clock(WatchedWallClock::new(nondeterminism.clone()))
                     .secure_random(WatchedRng::new(nondeterminism.clone()))
                     .insecure_random(WatchedRng::new(nondeterminism.clone()))
                     .insecure_random_seed(INSECURE_SEED)
                     .build(),
                 clock,
+                read_paths: spec.read_paths.clone(),
+                call: CallFacts::default(),
+                read_scope: None,
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter {
                     limit: usize::try_from(spec.max_memory_bytes).unwrap_or(usize::MAX),
@@ -147,7 +153,7 @@ impl ReadyInstance {
         engine: &PolicyEngine,
         timers: &tokio::runtime::Handle,
         budget: Duration,
-        req: &StartRequest,
+        req: &WitRequest,
         ctx: &PolicyContext,
     ) -> (
         Result<(Verdict, Option<Observations>), Fault>,
@@ -156,16 +162,15 @@ impl ReadyInstance {
         let state = self.store.data_mut();
         state.clock.arm(budget * WALL_CLOCK_FACTOR as u32);
         state.timed_out = None;
+        state.call = CallFacts {
+            workdir: req.workdir.clone(),
+            agent_workdir: ctx.agent_workdir.clone(),
+        };
         let meter = Arc::new(CpuMeter::default());
         arm_time_limit(&mut self.store, budget, meter.clone());
         let result = {
             let _running = engine.begin_call();
-            let (wit_req, wit_ctx) = (to_wit_request(req), to_wit_context(ctx));
-            let call = self.bindings.procwarden_policy_policy().call_on_start(
-                &mut self.store,
-                &wit_req,
-                &wit_ctx,
-            );
+            let call = self.bindings.on_start(&mut self.store, req, ctx);
             meter.run(timers, call).await
         };
         let state = self.store.data_mut();
@@ -177,8 +182,8 @@ impl ReadyInstance {
         let observed =
             (!state.nondeterminism.is_marked()).then(|| std::mem::take(&mut state.observed));
         let outcome = match result {
-            Ok(types::Decision::Allow(r)) => Ok((Verdict::Allow(from_wit_request(r)), observed)),
-            Ok(types::Decision::Deny(reason)) => {
+            Ok(Decision::Allow(r)) => Ok((Verdict::Allow(r), observed)),
+            Ok(Decision::Deny(reason)) => {
                 Ok((Verdict::Deny(truncate(reason, MAX_TEXT_BYTES)), observed))
             }
             Err(error) => Err(fault(error, false, self.store.data(), &self.stderr)),
@@ -229,21 +234,34 @@ fn arm_time_limit(store: &mut Store<HostState>, budget: Duration, meter: Arc<Cpu
     });
 }
 
-/// Store data of one instance.
+/// Store data of one instance. The host side of the policy imports is in
+/// [`super::wit::latest`].
 pub(crate) struct HostState {
-    plugin: Arc<str>,
-    settings: Arc<BTreeMap<String, String>>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) settings: Arc<BTreeMap<String, String>>,
+    pub(crate) read_paths: Arc<[PathBuf]>,
+    /// What `read-file` needs to know of the current call.
+    pub(crate) call: CallFacts,
+    /// Where the current call's `read-file` may read, once it has asked.
+    pub(crate) read_scope: Option<Arc<ReadScope>>,
     wasi: WasiCtx,
     clock: CallClock,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    logs_left: u32,
+    pub(crate) logs_left: u32,
     /// What the call observed, to remember its answer with.
-    observed: Observations,
+    pub(crate) observed: Observations,
     /// Marked when the instance reads a clock or random numbers.
     nondeterminism: Nondeterminism,
     /// Set when the time limit stopped the call: `true` if by the real-time cap.
     timed_out: Option<bool>,
+}
+
+/// The working directories of the call in progress.
+#[derive(Default)]
+pub(crate) struct CallFacts {
+    pub workdir: Option<String>,
+    pub agent_workdir: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -256,53 +274,19 @@ impl WasiView for HostState {
 }
 
 impl HasCallClock for HostState {
-    fn call_clock(&mut self) -> (CallClock, &mut ResourceTable) {
-        (self.clock.clone(), &mut self.table)
-    }
-}
-
-impl types::Host for HostState {}
-
-impl host::Host for HostState {
-    fn log(&mut self, level: host::LogLevel, message: String) {
-        if self.logs_left == 0 {
-            self.observed.logs_dropped += 1;
-            return;
+    fn call_clock(&mut self) -> CallClockView<'_> {
+        CallClockView {
+            clock: &self.clock,
+            table: &mut self.table,
         }
-        self.logs_left -= 1;
-        let line = LogLine {
-            level,
-            message: truncate(message, MAX_TEXT_BYTES),
-        };
-        line.emit(&self.plugin);
-        self.observed.logs.push(line);
     }
-
-    fn is_dir(&mut self, path: String) -> bool {
-        let answer = is_dir(&path);
-        self.observed.dirs.push((path, answer));
-        answer
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        self.settings.get(&key).cloned()
-    }
-
-    fn config_keys(&mut self) -> Vec<String> {
-        self.settings.keys().cloned().collect()
-    }
-}
-
-/// Whether `path` names a directory, as the `is-dir` import answers.
-pub(crate) fn is_dir(path: &str) -> bool {
-    !path.is_empty() && std::fs::metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 /// A line a plugin logged.
 #[derive(Debug, Clone)]
 pub(crate) struct LogLine {
-    level: host::LogLevel,
-    message: String,
+    pub level: LogLevel,
+    pub message: String,
 }
 
 impl LogLine {
@@ -315,11 +299,11 @@ impl LogLine {
     pub fn emit(&self, plugin: &str) {
         let message = &self.message;
         match self.level {
-            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
     }
 }
@@ -372,34 +356,6 @@ impl ResourceLimiter for MemoryLimiter {
 fn log_stdio(plugin: &str, stream: &'static str, capture: &Capture) {
     if let Some(text) = capture.summary() {
         tracing::debug!(plugin, stream, "policy plugin output: {text}");
-    }
-}
-
-fn to_wit_request(r: &StartRequest) -> types::StartRequest {
-    types::StartRequest {
-        command: r.command.clone(),
-        workdir: r.workdir.clone(),
-        env: r.env.clone(),
-        background: r.background,
-        timeout_seconds: r.timeout_seconds,
-    }
-}
-
-fn from_wit_request(r: types::StartRequest) -> StartRequest {
-    StartRequest {
-        command: r.command,
-        workdir: r.workdir,
-        env: r.env,
-        background: r.background,
-        timeout_seconds: r.timeout_seconds,
-    }
-}
-
-fn to_wit_context(c: &PolicyContext) -> types::Context {
-    types::Context {
-        chat_id: c.chat_id.clone(),
-        agent_workdir: c.agent_workdir.clone(),
-        home: c.home.clone(),
     }
 }
 

@@ -5,14 +5,16 @@
 //! plugin's life) and what its imports return. The imports that can return something new
 //! for the same input are few, and all are watched:
 //!
-//! - `is-dir` reads the file system: each path asked about is remembered with its answer,
-//!   and a remembered answer is used only if every one of those paths still gives the same
-//!   answer.
+//! - The questions about the machine (`is-dir`, `is-file`, `exists`, `which`, `read-file`;
+//!   see [`super::probe`]): each one asked is remembered with its answer (a file's contents
+//!   as a digest), and a remembered answer is used only if every one of them is still
+//!   answered the same way.
 //! - WASI clocks and random numbers: an instance that reads any of them (a sleep reads the
 //!   monotonic clock) is [`Nondeterminism`]-marked, and its answer is not remembered. The
 //!   `insecure-seed` is fixed, so the hash tables of a Rust guest stay deterministic.
-//! - Everything else WASI offers a plugin answers the same way every time: no files, no
-//!   sockets, an empty environment and stdin.
+//! - Everything else the linker grants a plugin answers the same way every time: an empty
+//!   environment and stdin, no terminal (see [`super::wasi`]). Files, sockets and any other
+//!   interface are not granted: a component that imports one does not load.
 //!
 //! So a remembered answer is the answer a fresh instance would give. What the instance did
 //! besides answering is kept too: its `log` lines are logged again, so a remembered answer
@@ -28,15 +30,16 @@ use lru::LruCache;
 
 use super::instance::LogLine;
 use super::plugin::Verdict;
-use super::{PolicyContext, StartRequest};
+use super::probe::{Answer, Question};
+use super::{PolicyContext, WitRequest};
 use procwarden_process::sync::lock;
 
 /// What one call observed besides its arguments: enough to replay it, or to tell that it
 /// cannot be replayed.
 #[derive(Debug, Default)]
 pub(crate) struct Observations {
-    /// Every `is-dir` question and its answer, in order.
-    pub dirs: Vec<(String, bool)>,
+    /// Every question about the machine and its answer, in order.
+    pub probes: Vec<(Question, Answer)>,
     /// Every `log` line the call wrote (after the per-call cap).
     pub logs: Vec<LogLine>,
     /// `log` lines over the per-call cap.
@@ -79,7 +82,7 @@ pub(crate) struct Memo {
 }
 
 struct Entry {
-    req: StartRequest,
+    req: WitRequest,
     ctx: PolicyContext,
     remembered: Arc<Remembered>,
 }
@@ -93,9 +96,9 @@ impl Memo {
         }
     }
 
-    /// The remembered answer to `req` in `ctx`, if there is one and the file system still
-    /// answers the plugin's `is-dir` questions as it did then.
-    pub fn recall(&self, req: &StartRequest, ctx: &PolicyContext) -> Option<Arc<Remembered>> {
+    /// The remembered answer to `req` in `ctx`, if there is one and the machine still
+    /// answers the plugin's questions as it did then.
+    pub fn recall(&self, req: &WitRequest, ctx: &PolicyContext) -> Option<Arc<Remembered>> {
         let entries = self.entries.as_ref()?;
         let key = self.key(req, ctx);
         let entry = lock(entries).get(&key).cloned()?;
@@ -106,9 +109,9 @@ impl Memo {
         let still = entry
             .remembered
             .observed
-            .dirs
+            .probes
             .iter()
-            .all(|(path, was)| super::instance::is_dir(path) == *was);
+            .all(|(question, was)| question.answer() == *was);
         if !still {
             lock(entries).pop(&key);
             return None;
@@ -118,7 +121,7 @@ impl Memo {
 
     /// Remembers the answer to `req` in `ctx`, unless the entry would be over
     /// [`MAX_ENTRY_BYTES`].
-    pub fn remember(&self, req: &StartRequest, ctx: &PolicyContext, remembered: Remembered) {
+    pub fn remember(&self, req: &WitRequest, ctx: &PolicyContext, remembered: Remembered) {
         let Some(entries) = &self.entries else { return };
         if request_bytes(req) + context_bytes(ctx) + remembered.bytes() > MAX_ENTRY_BYTES {
             return;
@@ -132,7 +135,7 @@ impl Memo {
         lock(entries).put(key, entry);
     }
 
-    fn key(&self, req: &StartRequest, ctx: &PolicyContext) -> u64 {
+    fn key(&self, req: &WitRequest, ctx: &PolicyContext) -> u64 {
         let mut h = self.hasher.build_hasher();
         req.hash(&mut h);
         ctx.hash(&mut h);
@@ -147,20 +150,25 @@ impl Remembered {
             Verdict::Allow(req) => request_bytes(req),
             Verdict::Deny(reason) => reason.len(),
         };
-        let dirs: usize = self.observed.dirs.iter().map(|(p, _)| p.len() + 8).sum();
+        let probes: usize = self.observed.probes.iter().map(|(q, _)| q.bytes()).sum();
         let logs: usize = self.observed.logs.iter().map(|l| l.bytes()).sum();
-        verdict + dirs + logs
+        verdict + probes + logs
     }
 }
 
-fn request_bytes(req: &StartRequest) -> usize {
+fn request_bytes(req: &WitRequest) -> usize {
     let env: usize = req.env.iter().map(|(k, v)| k.len() + v.len()).sum();
     req.command.len() + req.workdir.as_ref().map_or(0, String::len) + env
 }
 
 fn context_bytes(ctx: &PolicyContext) -> usize {
+    let front_end = match &ctx.front_end {
+        Some(super::FrontEnd::Tool(name)) => name.len(),
+        _ => 0,
+    };
     [&ctx.chat_id, &ctx.agent_workdir, &ctx.home]
         .iter()
         .map(|s| s.as_ref().map_or(0, String::len))
-        .sum()
+        .sum::<usize>()
+        + front_end
 }

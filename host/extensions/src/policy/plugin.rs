@@ -8,33 +8,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::Trap;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
 use super::cache::{ArtifactCache, CacheStatus};
-use super::clock;
 use super::config::{self, OnError, PluginCode, PluginSource, PolicyConfig, flatten_settings};
 use super::engine::PolicyEngine;
 use super::instance::{Fault, HostState, InstanceSpec, ReadyInstance, SpentInstance};
 use super::memo::{Memo, Remembered};
-use super::{PolicyContext, StartRequest, wasm_err};
+use super::wit::PolicyPre;
+use super::{PolicyContext, WitRequest, wasm_err};
 use procwarden_process::sync::lock;
-
-pub(crate) mod bindings {
-    wasmtime::component::bindgen!({
-        world: "policy-plugin",
-        path: "../../wit/policy",
-        // Calls run on a fiber, so a plugin that waits (WASI `poll`) does not block a
-        // thread; the host functions stay synchronous.
-        exports: { default: async },
-    });
-}
-
-use bindings::{PolicyPlugin, PolicyPluginPre};
-
-/// The interface every plugin must export, as named in error messages.
-pub const POLICY_EXPORT: &str = "procwarden:policy/policy@0.1.0";
-/// The world plugins are built against, as named in error messages.
-pub const POLICY_WORLD: &str = "procwarden:policy/policy-plugin@0.1.0";
 
 /// A call is stopped after this many times its CPU budget in real time, however little CPU
 /// it got.
@@ -43,7 +26,7 @@ pub const WALL_CLOCK_FACTOR: u64 = 10;
 /// A plugin's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    Allow(StartRequest),
+    Allow(WitRequest),
     Deny(String),
 }
 
@@ -134,6 +117,9 @@ pub struct LoadReport {
     pub micros: u64,
     /// Size of the component, in bytes.
     pub component_bytes: usize,
+    /// The version of `procwarden:policy` the component was built against (`0.1.0`,
+    /// `0.2.0`); empty if it could not be loaded.
+    pub wit_version: &'static str,
 }
 
 /// Counters of one plugin's calls (evaluations only; dry runs are not counted).
@@ -220,11 +206,13 @@ pub(crate) struct Plugin {
     pub timeout_ms: u64,
     pub max_memory_bytes: u64,
     pub settings: Arc<BTreeMap<String, String>>,
+    /// Paths the operator allowed `read-file` under.
+    pub read_paths: Arc<[std::path::PathBuf]>,
     pub load: LoadReport,
     pub health: HealthCounters,
     /// Why loading failed; `None` when `pre` is ready.
     pub load_error: Option<String>,
-    pre: Option<PolicyPluginPre<HostState>>,
+    pre: Option<PolicyPre>,
     /// The instance the next call runs in, created after the previous call; or why creating
     /// it failed (the next call reports that).
     spare: Mutex<Option<Result<ReadyInstance, PluginFailure>>>,
@@ -234,13 +222,12 @@ pub(crate) struct Plugin {
     memo: Memo,
 }
 
-/// Builds the linker every plugin is instantiated with: WASI (nothing granted) plus `host`.
+/// Builds the linker every plugin is instantiated with: the granted WASI interfaces (see
+/// [`super::wasi`]) plus the `host` interface of every version of the world.
 pub(crate) fn new_linker(engine: &PolicyEngine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
-    clock::add_to_linker(&mut linker).map_err(wasm_err)?;
-    PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-        .map_err(wasm_err)?;
+    super::wasi::add_to_linker(&mut linker).map_err(wasm_err)?;
+    super::wit::add_to_linker(&mut linker).map_err(wasm_err)?;
     Ok(linker)
 }
 
@@ -294,21 +281,16 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(wasm_err)
             .context(
-                "it imports something this host does not provide (plugins may import \
-             procwarden:policy/host@0.1.0 and WASI 0.2 only)",
+                "it imports something policy plugins are not granted (they may import the \
+                 `host` interface of procwarden:policy, and WASI's cli, clocks, io and random \
+                 interfaces: no files, no sockets)",
             )?;
-        let pre = PolicyPluginPre::new(pre)
-            .map_err(wasm_err)
-            .with_context(|| {
-                format!(
-                    "it does not implement the world {POLICY_WORLD}: it must export \
-                 {POLICY_EXPORT} with `on-start`"
-                )
-            })?;
+        let pre = PolicyPre::new(pre)?;
         let load = LoadReport {
             cache: cache_status,
             micros: micros_since(start),
             component_bytes: wasm.len(),
+            wit_version: pre.version(),
         };
         tracing::info!(
             plugin = name,
@@ -316,6 +298,7 @@ impl Plugin {
             cache = %load.cache,
             micros = load.micros,
             bytes = load.component_bytes,
+            wit = load.wit_version,
             "loaded policy plugin"
         );
         Ok(Self {
@@ -325,6 +308,7 @@ impl Plugin {
             timeout_ms,
             max_memory_bytes,
             settings: Arc::new(flatten_settings(&src.settings)),
+            read_paths: src.read_paths.clone().into(),
             load,
             health: HealthCounters::default(),
             load_error: None,
@@ -348,10 +332,12 @@ impl Plugin {
                 .max_memory_bytes
                 .unwrap_or(defaults.default_max_memory_bytes),
             settings: Arc::new(flatten_settings(&src.settings)),
+            read_paths: src.read_paths.clone().into(),
             load: LoadReport {
                 cache: super::cache::CacheStatus::Off,
                 micros: 0,
                 component_bytes: 0,
+                wit_version: "",
             },
             health: HealthCounters::default(),
             load_error: Some(error),
@@ -374,7 +360,7 @@ impl Plugin {
         &self,
         engine: &PolicyEngine,
         timers: &tokio::runtime::Handle,
-        req: &StartRequest,
+        req: &WitRequest,
         ctx: &PolicyContext,
         spent: &mut Vec<SpentInstance>,
         recall: bool,
@@ -454,6 +440,7 @@ impl Plugin {
             pre,
             plugin: &self.name,
             settings: &self.settings,
+            read_paths: &self.read_paths,
             budget: self.budget(),
             max_memory_bytes: self.max_memory_bytes,
         };

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+mod versions;
+
 /// The component `name` (`faulty-trap` is the file `faulty_trap.wasm`).
 fn wasm(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("PROCWARDEN_TEST_PLUGIN_DIR") {
@@ -27,11 +29,14 @@ fn wasm(name: &str) -> PathBuf {
         "env" => env!("PROCWARDEN_PLUGIN_ENV"),
         "workdir" => env!("PROCWARDEN_PLUGIN_WORKDIR"),
         "deny" => env!("PROCWARDEN_PLUGIN_DENY"),
+        "npm-ci" => env!("PROCWARDEN_PLUGIN_NPM_CI"),
         "faulty-trap" => env!("PROCWARDEN_FIXTURE_TRAP"),
         "faulty-spin" => env!("PROCWARDEN_FIXTURE_SPIN"),
         "faulty-hog" => env!("PROCWARDEN_FIXTURE_HOG"),
         "faulty-wrong-world" => env!("PROCWARDEN_FIXTURE_WRONG_WORLD"),
         "faulty-sleep" => env!("PROCWARDEN_FIXTURE_SLEEP"),
+        "faulty-filesystem" => env!("PROCWARDEN_FIXTURE_FILESYSTEM"),
+        "faulty-questions" => env!("PROCWARDEN_FIXTURE_QUESTIONS"),
         _ => panic!("unknown test component {name}"),
     })
 }
@@ -73,6 +78,7 @@ fn ctx() -> PolicyContext {
         chat_id: Some("chat-1".into()),
         agent_workdir: Some(std::env::temp_dir().display().to_string()),
         home: std::env::var("HOME").ok(),
+        ..Default::default()
     }
 }
 
@@ -327,7 +333,9 @@ fn wrong_world_fails_to_load_naming_plugin_and_path() {
     let e = load_err(&[source("env"), source("faulty-wrong-world")]);
     assert!(e.contains("policy plugin \"faulty-wrong-world\""), "{e}");
     assert!(e.contains(&path.display().to_string()), "{e}");
+    // Every version's export, as its bindings name it.
     assert!(e.contains("procwarden:policy/policy@0.1.0"), "{e}");
+    assert!(e.contains("procwarden:policy/policy@0.2.0"), "{e}");
 }
 
 #[test]
@@ -719,8 +727,8 @@ fn sleeping_plugins_are_stopped_at_the_real_time_limit() {
     }
 }
 
-/// `faulty-sleep` in mode `probe` tries files, environment, arguments, sockets and the
-/// working directory, and denies with what it found.
+/// `faulty-sleep` in mode `probe` tries environment variables and arguments, and denies with
+/// what it found. (Files and sockets are not granted at all: see `versions.rs`.)
 #[test]
 fn wasi_grants_nothing() {
     let c = chain(&[source("faulty-sleep").with_settings(settings("mode = 'probe'"))]);
