@@ -36,6 +36,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Between SIGTERM and SIGKILL, on shutdown and timeouts.
     pub shutdown_grace_seconds: f64,
+    /// Ignore unknown fields in a start request's body instead of refusing it with 400 (for
+    /// old clients that send fields this agent does not know).
+    pub lenient_start_body: bool,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -63,6 +66,7 @@ impl Default for Config {
             request_timeout_seconds: 20.0,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 5.0,
+            lenient_start_body: false,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             base_dir: None,

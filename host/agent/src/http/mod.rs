@@ -20,6 +20,8 @@ pub struct ApiState {
     pub agent: Arc<Agent>,
     pub token: Option<String>,
     pub request_timeout: Duration,
+    /// Unknown fields in a start body are ignored rather than refused (`lenient_start_body`).
+    pub lenient_start_body: bool,
 }
 
 /// The API's routes, plus `extra` routes that other front ends serve on the same listener
@@ -32,6 +34,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         agent,
         token: config.token.clone(),
         request_timeout: config.request_timeout(),
+        lenient_start_body: config.lenient_start_body,
     });
     let processes = Router::new()
         .route("/start", post(routes::start))
