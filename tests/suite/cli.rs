@@ -108,7 +108,11 @@ async fn background_ps_output_kill() {
     m.assert_gone(GONE, "after `procwarden kill`").await;
 
     let o = cli(&["output", "--url", url, &id, "--wait", "--json"], &[]).await;
-    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(
+        o.code,
+        Some(137),
+        "output --wait exits with the process's code: {o:?}"
+    );
     let v: OutputSnapshot =
         serde_json::from_str(&o.stdout).expect("output --json is the output reply");
     assert!(!v.running, "{v}");
