@@ -40,21 +40,48 @@ async fn serve_takes_its_token_from_the_environment() {
 
 #[tokio::test]
 async fn serve_token_flag_overrides_the_config() {
-    // Listening beyond loopback needs a token: given on the command line, it is enough.
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
-    let out = procwarden_command()
-        .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+    let config = write_config(dir.path(), "token = \"from-the-file\"\n");
+    let mut child = procwarden_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--config",
+        ])
         .arg(&config)
-        .arg("--token")
-        .arg("")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("procwarden listening on ")
+        .unwrap();
+    let api = Api::new(url);
+    api.get("/api/v0/health").await.error(401);
+    api.token("from-the-file")
+        .get("/api/v0/health")
+        .await
+        .error(401);
+    assert_eq!(api.token(TOKEN).health().await.status, "ok");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // An empty token is a mistake, not "no token".
+    let out = procwarden_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", ""])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an empty token is refused: {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("must not be empty"));
 }
 
