@@ -11,11 +11,15 @@ const GONE: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn run_prints_output_and_exits_zero() {
     let server = Server::start();
-    let o = cli(&["--url", server.url(), "run", "echo", "hi"], &[]).await;
+    let o = cli(&["run", "--url", server.url(), "echo", "hi"], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(o.stdout, "hi\n", "{o:?}");
-    // Words are joined with spaces and run by sh.
-    let o = cli(&["--url", server.url(), "run", "echo a b; echo c"], &[]).await;
+    // -c passes a shell line as written.
+    let o = cli(
+        &["run", "--url", server.url(), "-c", "echo a b; echo c"],
+        &[],
+    )
+    .await;
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(o.stdout, "a b\nc\n", "{o:?}");
 }
@@ -23,13 +27,14 @@ async fn run_prints_output_and_exits_zero() {
 #[tokio::test]
 async fn run_exits_with_the_commands_exit_code() {
     let server = Server::start();
-    let o = cli(&["--url", server.url(), "run", "exit 3"], &[]).await;
+    let o = cli(&["run", "--url", server.url(), "-c", "exit 3"], &[]).await;
     assert_eq!(o.code, Some(3), "{o:?}");
     let o = cli(
         &[
+            "run",
             "--url",
             server.url(),
-            "run",
+            "-c",
             "echo out; echo err >&2; exit 7",
         ],
         &[],
@@ -46,7 +51,7 @@ async fn run_exits_with_the_commands_exit_code() {
 async fn url_from_environment() {
     let server = Server::start();
     let o = cli(
-        &["run", "echo via-env"],
+        &["run", "-c", "echo via-env"],
         &[("PROCWARDEN_URL", server.url())],
     )
     .await;
@@ -61,12 +66,12 @@ async fn background_ps_output_kill() {
     let url = server.url();
     let o = cli(
         &[
+            "run",
             "--url",
             url,
-            "run",
             "--background",
-            "echo started;",
-            &m.sleep(),
+            "-c",
+            &format!("echo started; {}", m.sleep()),
         ],
         &[],
     )
@@ -78,7 +83,7 @@ async fn background_ps_output_kill() {
     let info = server.api().list().await;
     assert!(info[0].background, "{:?}", info);
 
-    let ps = cli(&["--url", url, "ps"], &[]).await;
+    let ps = cli(&["ps", "--url", url], &[]).await;
     assert_eq!(ps.code, Some(0), "{ps:?}");
     assert!(ps.stdout.contains(&id[..8]), "ps lists the id: {ps:?}");
     assert!(ps.stdout.contains("sleep"), "ps shows the command: {ps:?}");
@@ -87,30 +92,34 @@ async fn background_ps_output_kill() {
         assert!(header.contains(col), "ps header lacks {col}: {ps:?}");
     }
 
-    let psj = cli(&["--url", url, "ps", "--json"], &[]).await;
+    let psj = cli(&["ps", "--url", url, "--json"], &[]).await;
     assert_eq!(psj.code, Some(0), "{psj:?}");
     // `--json` prints the API's reply as it came.
     let v: ListReply = serde_json::from_str(&psj.stdout).expect("ps --json is the list reply");
     assert_eq!(v.processes[0].id, id, "{v}");
     assert!(v.processes[0].running, "{v}");
 
-    let o = cli(&["--url", url, "output", &id], &[]).await;
+    let o = cli(&["output", "--url", url, &id], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.stdout.contains("started"), "{o:?}");
 
-    let o = cli(&["--url", url, "kill", &id], &[]).await;
+    let o = cli(&["kill", "--url", url, &id], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
     m.assert_gone(GONE, "after `procwarden kill`").await;
 
-    let o = cli(&["--url", url, "output", &id, "--wait", "--json"], &[]).await;
-    assert_eq!(o.code, Some(0), "{o:?}");
+    let o = cli(&["output", "--url", url, &id, "--wait", "--json"], &[]).await;
+    assert_eq!(
+        o.code,
+        Some(137),
+        "output --wait exits with the process's code: {o:?}"
+    );
     let v: OutputSnapshot =
         serde_json::from_str(&o.stdout).expect("output --json is the output reply");
     assert!(!v.running, "{v}");
     assert_eq!(v.exit_code, Some(137), "default kill is SIGKILL: {v}");
 
     // Killing again: 409 -> client error convention.
-    let o = cli(&["--url", url, "kill", &id], &[]).await;
+    let o = cli(&["kill", "--url", url, &id], &[]).await;
     assert_cli_error(&o);
 }
 
@@ -119,7 +128,7 @@ async fn kill_terminate_flag_sends_sigterm() {
     let server = Server::start();
     let m = Marker::new();
     let id = server.api().start(&m.sleep()).await;
-    let o = cli(&["--url", server.url(), "kill", &id, "--terminate"], &[]).await;
+    let o = cli(&["kill", "--url", server.url(), &id, "--terminate"], &[]).await;
     assert_eq!(o.code, Some(0), "{o:?}");
     let body = server.api().wait_exit(&id).await;
     assert_eq!(body.exit_code, Some(143), "{body}");
@@ -135,15 +144,16 @@ async fn run_workdir_env_and_timeout_flags() {
     let dir_s = dir_s.to_str().unwrap();
     let o = cli(
         &[
+            "run",
             "--url",
             url,
-            "run",
             "--workdir",
             dir_s,
             "--env",
             "PW_A=one",
             "--env",
             "PW_B=two=2",
+            "-c",
             "pwd -P; printenv PW_A; printenv PW_B",
         ],
         &[],
@@ -154,7 +164,11 @@ async fn run_workdir_env_and_timeout_flags() {
 
     let m = Marker::new();
     let t0 = std::time::Instant::now();
-    let o = cli(&["--url", url, "run", "--timeout", "1", &m.sleep()], &[]).await;
+    let o = cli(
+        &["run", "--url", url, "--timeout", "1", "-c", &m.sleep()],
+        &[],
+    )
+    .await;
     assert_ne!(o.code, Some(0), "timed-out command is a failure: {o:?}");
     assert!(secs(t0) < 10.0);
     m.assert_gone(GONE, "after --timeout").await;
@@ -167,9 +181,10 @@ async fn run_rewaits_across_the_server_cap() {
     let server = Server::with_config("wait_cap_seconds = 0.5\n");
     let o = cli(
         &[
+            "run",
             "--url",
             server.url(),
-            "run",
+            "-c",
             "sleep 1.3; echo finally; exit 4",
         ],
         &[],
@@ -185,11 +200,12 @@ async fn chat_flag_and_env_isolate() {
     let url = server.url();
     let o = cli(
         &[
+            "run",
             "--url",
             url,
             "--chat",
             "cli-a",
-            "run",
+            "-c",
             "echo $PROCWARDEN_CHAT_ID",
         ],
         &[],
@@ -197,23 +213,23 @@ async fn chat_flag_and_env_isolate() {
     .await;
     assert_eq!(o.stdout, "cli-a\n", "{o:?}");
     let o = cli(
-        &["--url", url, "run", "--background", "echo in-b"],
+        &["run", "--url", url, "--background", "-c", "echo in-b"],
         &[("PROCWARDEN_CHAT_ID", "cli-b")],
     )
     .await;
     assert_eq!(o.code, Some(0), "{o:?}");
     let b_id = o.stdout.trim().to_string();
 
-    let ps_a = cli(&["--url", url, "--chat", "cli-a", "ps", "--json"], &[]).await;
+    let ps_a = cli(&["ps", "--url", url, "--chat", "cli-a", "--json"], &[]).await;
     let v: ListReply = serde_json::from_str(&ps_a.stdout).expect("ps --json is the list reply");
     let ids: Vec<&str> = v.processes.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids.len(), 1, "{v}");
     assert!(!ids.contains(&b_id.as_str()), "{v}");
 
-    let o = cli(&["--url", url, "--chat", "cli-a", "output", &b_id], &[]).await;
+    let o = cli(&["output", "--url", url, "--chat", "cli-a", &b_id], &[]).await;
     assert_cli_error(&o);
     let o = cli(
-        &["--url", url, "--chat", "cli-b", "output", &b_id, "--wait"],
+        &["output", "--url", url, "--chat", "cli-b", &b_id, "--wait"],
         &[],
     )
     .await;
@@ -225,7 +241,7 @@ async fn chat_flag_and_env_isolate() {
 async fn token_flag_and_env() {
     let server = Server::with_config("token = \"cli-token-0123456789\"\n");
     let url = server.url();
-    let o = cli(&["--url", url, "run", "echo x"], &[]).await;
+    let o = cli(&["run", "--url", url, "-c", "echo x"], &[]).await;
     assert_cli_error(&o);
     assert!(
         server
@@ -238,11 +254,12 @@ async fn token_flag_and_env() {
     );
     let o = cli(
         &[
+            "run",
             "--url",
             url,
             "--token",
             "cli-token-0123456789",
-            "run",
+            "-c",
             "echo x",
         ],
         &[],
@@ -251,7 +268,7 @@ async fn token_flag_and_env() {
     assert_eq!(o.code, Some(0), "{o:?}");
     assert_eq!(o.stdout, "x\n");
     let o = cli(
-        &["--url", url, "ps"],
+        &["ps", "--url", url],
         &[("PROCWARDEN_TOKEN", "cli-token-0123456789")],
     )
     .await;
@@ -262,18 +279,18 @@ async fn token_flag_and_env() {
 async fn unreachable_agent_is_exit_2_with_one_line() {
     let url = unreachable_url();
     for args in [
-        vec!["--url", url.as_str(), "run", "echo", "hi"],
-        vec!["--url", url.as_str(), "ps"],
+        vec!["run", "--url", url.as_str(), "echo", "hi"],
+        vec!["ps", "--url", url.as_str()],
         vec![
+            "output",
             "--url",
             url.as_str(),
-            "output",
             "00000000-0000-0000-0000-000000000000",
         ],
         vec![
+            "kill",
             "--url",
             url.as_str(),
-            "kill",
             "00000000-0000-0000-0000-000000000000",
         ],
     ] {
@@ -288,8 +305,8 @@ async fn unknown_id_is_a_client_error() {
     let server = Server::start();
     let id = uuid::Uuid::new_v4().to_string();
     for args in [
-        vec!["--url", server.url(), "output", id.as_str()],
-        vec!["--url", server.url(), "kill", id.as_str()],
+        vec!["output", "--url", server.url(), id.as_str()],
+        vec!["kill", "--url", server.url(), id.as_str()],
     ] {
         let o = cli(&args, &[]).await;
         assert_cli_error(&o);
@@ -297,16 +314,16 @@ async fn unknown_id_is_a_client_error() {
 }
 
 #[tokio::test]
-async fn run_rejected_by_server_is_exit_2() {
+async fn run_denied_by_the_workdir_plugin_is_exit_3() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, "").unwrap();
     let o = cli(
         &[
+            "run",
             "--url",
             server.url(),
-            "run",
             "--workdir",
             file.to_str().unwrap(),
             "echo",
@@ -315,6 +332,6 @@ async fn run_rejected_by_server_is_exit_2() {
         &[],
     )
     .await;
-    assert_cli_error(&o);
+    assert_eq!(o.code, Some(3), "a policy denial exits 3: {o:?}");
     assert!(o.stderr.contains("not a directory"), "{o:?}");
 }

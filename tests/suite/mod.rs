@@ -20,3 +20,5 @@ mod mcp_stdio;
 mod mcp_policy;
 // Policy plugins over HTTP with the real components, faulty ones included.
 mod plugins;
+// What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
+mod operator;

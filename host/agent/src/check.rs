@@ -64,6 +64,59 @@ pub fn load_chain(choice: &ChainChoice) -> anyhow::Result<(PolicyChain, PolicyCo
     Ok((chain, context))
 }
 
+/// `procwarden config check`: every problem of a configuration file, one readable line each
+/// (empty when it is valid). Reads the file, validates its keys and values, and loads every
+/// plugin it names as `serve` would, so a plugin that cannot load is reported here rather
+/// than at the first start request.
+pub fn config_problems(path: &std::path::Path) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => return vec![format!("cannot read the file: {err}")],
+    };
+    let mut config = match Config::parse(&text) {
+        Ok(config) => config,
+        Err(err) => return vec![one_line(&err, &text)],
+    };
+    config.base_dir = path.parent().map(std::path::Path::to_path_buf);
+    let sources = match config.plugin_sources() {
+        Ok(sources) => sources,
+        Err(err) => return vec![format!("{err:#}")],
+    };
+    let policy = PolicyConfig {
+        audit_file: None,
+        ..config.policy.clone()
+    };
+    match PolicyChain::load(&policy, &sources) {
+        Ok(chain) => chain
+            .plugins()
+            .into_iter()
+            .filter_map(|p| {
+                p.load_error
+                    .map(|e| format!("plugin {} ({}) cannot be loaded: {e}", p.name, p.origin))
+            })
+            .collect(),
+        Err(err) => vec![format!("{err:#}")],
+    }
+}
+
+/// A configuration error on one line: TOML errors as `line L, column C: message` instead of
+/// their multi-line excerpt.
+fn one_line(err: &anyhow::Error, text: &str) -> String {
+    let Some(toml) = err.downcast_ref::<toml::de::Error>() else {
+        return format!("{err:#}");
+    };
+    let message = toml.message().trim().replace('\n', " ");
+    match toml.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 /// The dry run as text: one line per plugin, then the result.
 pub fn render(request: &StartRequest, explanation: &Explanation) -> String {
     let mut out = String::new();

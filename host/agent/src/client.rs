@@ -8,6 +8,15 @@ pub use procwarden_process::StartRequest;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7077";
 
+/// The agent answered with an error: its status and the sentence it gave. The CLI maps the
+/// status to its exit code (a policy denial, 403, is told apart from other failures).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -52,10 +61,15 @@ impl Client {
             return Ok(body);
         }
         let message = body["message"].as_str().unwrap_or("request failed");
-        Err(match body["detail"].as_str() {
-            Some(detail) => anyhow!("{message} ({detail})"),
-            None => anyhow!("{message}"),
-        })
+        let message = match body["detail"].as_str() {
+            Some(detail) => format!("{message} ({detail})"),
+            None => message.to_owned(),
+        };
+        Err(Refused {
+            status: status.as_u16(),
+            message,
+        }
+        .into())
     }
 
     /// Start a process; returns its ID and whether it runs in the background (the agent's

@@ -63,6 +63,9 @@ pub struct Config {
     /// Most exited processes kept for reading; past it the oldest are forgotten first,
     /// before `reap_age_seconds`.
     pub max_exited_processes: usize,
+    /// Ignore unknown fields in a start request's body instead of refusing it with 400 (for
+    /// old clients that send fields this agent does not know).
+    pub lenient_start_body: bool,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -98,6 +101,7 @@ impl Default for Config {
             max_processes: 1024,
             max_processes_per_chat: 64,
             max_exited_processes: 1000,
+            lenient_start_body: false,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             base_dir: None,

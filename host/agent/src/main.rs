@@ -1,145 +1,19 @@
 //! The `procwarden` command: `serve` runs the agent; the other subcommands talk to one.
 
+mod cli;
+
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use serde_json::Value;
 
-use procwarden::client::{Client, DEFAULT_URL, StartRequest};
+use cli::args::{Cli, ClientArgs, Command, ConfigAction, PluginAction, api_signal_name};
+use cli::exit;
+use procwarden::client::{Client, Refused, StartRequest};
 use procwarden::config::{Config, DEFAULT_LISTEN};
-
-/// Exit code of the CLI itself when it could not do what was asked.
-const CLIENT_ERROR_EXIT: u8 = 2;
-
-#[derive(Parser)]
-#[command(
-    name = "procwarden",
-    version,
-    about = "Workspace agent that runs shell commands for AI coding agents"
-)]
-struct Cli {
-    /// Agent to talk to (client subcommands).
-    #[arg(long, global = true, env = "PROCWARDEN_URL", default_value = DEFAULT_URL)]
-    url: String,
-    /// Bearer token for the agent (client subcommands).
-    #[arg(long, global = true, env = "PROCWARDEN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Chat ID to act as: only that chat's processes are visible (client subcommands; for
-    /// `mcp`, the chat of every call, else a fresh one per server process).
-    /// Commands run by the agent inherit their chat through this variable.
-    #[arg(long, global = true, env = "PROCWARDEN_CHAT_ID")]
-    chat: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent: the HTTP API on --listen.
-    Serve {
-        /// Address to listen on (overrides the config file's `listen`).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Serve the agent's tools to one MCP client over stdin/stdout, with an agent of its own
-    /// (`serve` offers the same tools over HTTP at /mcp). Stops its processes when stdin closes.
-    Mcp {
-        /// TOML configuration file (policy plugins, buffer sizes, ...).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Run a command through the agent, print its output and exit with its exit code.
-    Run {
-        /// Do not wait: print the process ID and return.
-        #[arg(long)]
-        background: bool,
-        /// Working directory of the command.
-        #[arg(long)]
-        workdir: Option<String>,
-        /// Extra environment variable (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-        env: Vec<(String, String)>,
-        /// Have the agent kill the command after this many seconds.
-        #[arg(long, value_name = "SECONDS")]
-        timeout: Option<u32>,
-        /// The shell command (words are joined with spaces and run with `sh -c`).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
-    /// List processes: running first, then newest first.
-    Ps {
-        /// Print the agent's JSON reply.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a process's output.
-    Output {
-        id: String,
-        /// Block until the process exits.
-        #[arg(long)]
-        wait: bool,
-        /// Print the agent's JSON reply.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Work with policy plugins.
-    Plugin {
-        #[command(subcommand)]
-        action: PluginAction,
-    },
-    /// Kill a process's whole group (SIGKILL, or SIGTERM with --terminate).
-    Kill {
-        id: String,
-        #[arg(long)]
-        terminate: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum PluginAction {
-    /// Dry-run the policy chain on one request and print each plugin's decision.
-    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when denied.
-    Check {
-        /// A single component to check (default: the built-in sample chain).
-        #[arg(conflicts_with = "config")]
-        plugin: Option<PathBuf>,
-        /// Check the chain this configuration file describes.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Settings for the single component, as a TOML table, e.g. 'patterns = ["git push"]'.
-        #[arg(long, requires = "plugin")]
-        settings: Option<String>,
-        /// The request's working directory.
-        #[arg(long)]
-        workdir: Option<String>,
-        /// A variable in the request's environment (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-        env: Vec<(String, String)>,
-        /// The request asks for a background start.
-        #[arg(long)]
-        background: bool,
-        /// Print the dry run as JSON.
-        #[arg(long)]
-        json: bool,
-        /// The command, after `--`.
-        #[arg(required = true, last = true)]
-        command: Vec<String>,
-    },
-}
-
-fn parse_env(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -161,7 +35,7 @@ fn main() -> ExitCode {
 fn fail(err: anyhow::Error) -> ExitCode {
     // One readable line: the whole cause chain, joined.
     eprintln!("procwarden: {err:#}");
-    ExitCode::from(CLIENT_ERROR_EXIT)
+    ExitCode::from(exit::for_error(&err))
 }
 
 fn init_logging(command: &Command) {
@@ -180,55 +54,93 @@ fn init_logging(command: &Command) {
         .init();
 }
 
+fn client(args: &ClientArgs) -> Client {
+    Client::new(&args.url, args.token.clone(), args.chat.clone())
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    }
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = || Client::new(&cli.url, cli.token.clone(), cli.chat.clone());
     match cli.command {
-        Command::Serve { listen, config } => {
-            let config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
+        Command::Serve {
+            listen,
+            config,
+            token,
+        } => {
+            let mut config = load_config(config.as_deref())?;
+            if let Some(token) = token {
+                if token.is_empty() {
+                    anyhow::bail!("--token (or PROCWARDEN_TOKEN) must not be empty");
+                }
+                config.token = Some(token);
+            }
+            let listen = match listen.or(config.listen) {
+                Some(listen) => listen,
+                None => DEFAULT_LISTEN.parse()?,
             };
-            let listen = listen
-                .or(config.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
             procwarden::serve::serve(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mcp { config } => {
-            let config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
-            procwarden::mcp::transport::serve_stdio(config, cli.chat.clone()).await?;
+        Command::Mcp { config, chat } => {
+            let config = load_config(config.as_deref())?;
+            procwarden::mcp::transport::serve_stdio(config, chat).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
+            client: args,
             background,
             workdir,
             env,
             timeout,
-            command,
+            shell,
+            argv,
         } => {
+            let command = match shell {
+                Some(line) => line,
+                None => cli::words::shell_line(&argv)?,
+            };
             let run = StartRequest {
-                command: command.join(" "),
+                command,
                 workdir,
                 env,
                 background,
                 timeout_seconds: timeout,
             };
-            run_command(&client(), &run).await
+            run_command(&client(&args), &run).await
         }
-        Command::Ps { json } => {
-            let reply = client().list().await?;
+        Command::Ps {
+            client: args,
+            quiet,
+            running,
+            all,
+            json,
+        } => {
+            let reply = client(&args).list().await?;
             if json {
                 print_json(&reply)?;
             } else {
-                print_table(&reply)?;
+                let options = cli::table::TableOptions {
+                    running_only: running,
+                    all,
+                    quiet,
+                };
+                cli::table::print(&reply, &options, &mut std::io::stdout().lock())?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Output { id, wait, json } => {
-            let client = client();
+        Command::Output {
+            client: args,
+            id,
+            wait,
+            json,
+        } => {
+            let client = client(&args);
+            let id = cli::ids::resolve(&client, &id).await?;
             let reply = if wait {
                 client.wait_for_exit(&id).await?
             } else {
@@ -239,6 +151,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print_output(&reply)?;
             }
+            // Like `docker wait`: once the process is known to have exited, its code is ours.
+            Ok(if wait {
+                exit::of_command(reply["exit_code"].as_i64())
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Stop {
+            client: args,
+            id,
+            grace,
+        } => {
+            let client = client(&args);
+            let id = cli::ids::resolve(&client, &id).await?;
+            stop(&client, &id, Duration::from_secs(grace)).await
+        }
+        Command::Kill {
+            client: args,
+            id,
+            signal,
+            terminate,
+        } => {
+            let client = client(&args);
+            let id = cli::ids::resolve(&client, &id).await?;
+            let name = if terminate {
+                "terminate".to_owned()
+            } else {
+                api_signal_name(&signal)
+            };
+            println!("{}", client.signal(&id, &name).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
@@ -288,12 +230,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if explanation.result.is_ok() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(exit::CHECK_FAILED)
             })
         }
-        Command::Kill { id, terminate } => {
-            let signal = if terminate { "terminate" } else { "kill" };
-            println!("{}", client().signal(&id, signal).await?);
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
+            let problems = procwarden::check::config_problems(&file);
+            if problems.is_empty() {
+                println!("{}: valid", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            for problem in &problems {
+                println!("{}: {problem}", file.display());
+            }
+            Ok(ExitCode::from(exit::CHECK_FAILED))
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "procwarden",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -314,12 +273,50 @@ async fn run_command(client: &Client, run: &StartRequest) -> anyhow::Result<Exit
             // The command runs in its own session, so the terminal's Ctrl-C did not reach
             // it: pass it on rather than leave it running unattended.
             let _ = client.signal(&id, "terminate").await;
-            return Ok(ExitCode::from(130));
+            return Ok(ExitCode::from(exit::INTERRUPTED));
         }
     };
     print_output(&reply)?;
-    let code = reply["exit_code"].as_i64().unwrap_or(1);
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    if reply["timed_out"] == Value::Bool(true) {
+        eprintln!(
+            "procwarden: the agent killed the command after its {} s timeout",
+            run.timeout_seconds.unwrap_or_default()
+        );
+        return Ok(ExitCode::from(exit::TIMED_OUT));
+    }
+    Ok(exit::of_command(reply["exit_code"].as_i64()))
+}
+
+/// TERM to the whole group; KILL if the shell still runs after `grace`, or if members of its
+/// group outlived it (they ignored TERM and would linger unattended).
+async fn stop(client: &Client, id: &str, grace: Duration) -> anyhow::Result<ExitCode> {
+    client.signal(id, "terminate").await?;
+    let reply = match tokio::time::timeout(grace, client.wait_for_exit(id)).await {
+        Ok(reply) => Some(reply?),
+        Err(_) => None,
+    };
+    if reply
+        .as_ref()
+        .is_some_and(|r| r["group_alive"] != Value::Bool(true))
+    {
+        println!("Process \"{id}\" stopped.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match client.signal(id, "kill").await {
+        Ok(_) => {}
+        // Gone between the wait and the kill: it stopped after all.
+        Err(err)
+            if err
+                .downcast_ref::<Refused>()
+                .is_some_and(|r| r.status == 409) => {}
+        Err(err) => return Err(err),
+    }
+    client.wait_for_exit(id).await?;
+    println!(
+        "Process \"{id}\" did not stop within {} s of SIGTERM and was killed.",
+        grace.as_secs()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -334,47 +331,4 @@ fn print_output(reply: &Value) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(output.as_bytes())?;
     stdout.flush().context("cannot write to stdout")
-}
-
-fn print_table(reply: &Value) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "{:<36}  {:<9}  {:>4}  {:>6}  COMMAND",
-        "ID", "STATE", "EXIT", "AGE"
-    )?;
-    for p in reply["processes"].as_array().into_iter().flatten() {
-        let state = if p["running"] == Value::Bool(true) {
-            "running"
-        } else if p["group_alive"] == Value::Bool(true) {
-            "lingering"
-        } else {
-            "exited"
-        };
-        let exit = p["exit_code"]
-            .as_i64()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        let age = now - p["started_at_unix"].as_i64().unwrap_or(now);
-        let command: String = p["command"]
-            .as_str()
-            .unwrap_or_default()
-            .chars()
-            .take(60)
-            .collect();
-        writeln!(
-            stdout,
-            "{:<36}  {:<9}  {:>4}  {:>5}s  {}",
-            p["id"].as_str().unwrap_or_default(),
-            state,
-            exit,
-            age,
-            command.replace('\n', " ")
-        )?;
-    }
-    Ok(())
 }

@@ -26,6 +26,8 @@ pub struct ApiState {
     pub token: Option<String>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Unknown fields in a start body are ignored rather than refused (`lenient_start_body`).
+    pub lenient_start_body: bool,
 }
 
 /// The API's routes, plus `extra` routes that other front ends serve on the same listener
@@ -39,6 +41,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         token: config.token.clone(),
         request_timeout: config.request_timeout(),
         max_body_bytes: config.max_body_bytes,
+        lenient_start_body: config.lenient_start_body,
     });
     let processes = Router::new()
         .route("/start", post(routes::start))

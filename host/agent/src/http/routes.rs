@@ -33,7 +33,12 @@ struct StartBody {
     timeout_seconds: Option<f64>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// Fields this agent does not know: a typo (`backgroud`) must not pass silently.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
+
+const START_FIELDS: &str = "command, workdir, env, background, timeout_seconds, idempotency_key";
 
 #[derive(Debug, Serialize)]
 pub struct StartReply {
@@ -59,6 +64,16 @@ pub async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartReply>, ApiError> {
     let body: StartBody = json_body(body)?;
+    if let Some(field) = body.unknown.keys().next()
+        && !state.lenient_start_body
+    {
+        return Err(ApiError::bad_request(format!(
+            "Unknown field \"{field}\" in the start request; known fields: {START_FIELDS}."
+        ))
+        .with_detail(
+            "set lenient_start_body = true in the agent's config to ignore unknown fields",
+        ));
+    }
     let header_key = headers
         .get(IDEMPOTENCY_HEADER)
         .map(|v| {

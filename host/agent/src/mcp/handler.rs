@@ -31,6 +31,11 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
 /// How long `process_signal` waits to report whether the process has exited.
 const SIGNAL_SETTLE: Duration = Duration::from_secs(3);
 
+/// The refusal of an HTTP request that names neither a chat nor an MCP session.
+pub const NO_CHAT: &str = "This request names no chat: send a Procwarden-Chat-Id header \
+(any stable name for this conversation, e.g. a UUID) with every MCP request, or use an MCP \
+session (Mcp-Session-Id). Without one the agent would act on every chat's processes.";
+
 /// Where a call's chat ID comes from.
 #[derive(Debug, Clone)]
 pub enum ChatSource {
@@ -58,24 +63,26 @@ impl ProcwardenMcp {
 
     /// The chat this call acts for. Over HTTP: an explicit chat header wins, so a client can
     /// share one chat across sessions; else the session's own ID isolates the session. A
-    /// stateless request (protocol versions without sessions) that names no chat is unscoped,
-    /// like an HTTP API request without a chat header.
+    /// stateless request (protocol versions without sessions) that names no chat is refused:
+    /// it would otherwise see every process on the agent, and a chat made up for the one
+    /// request would lose the process it started by the next call.
     fn chat_of(&self, ctx: &RequestContext<RoleServer>) -> Result<Option<String>, String> {
         match &self.chat {
             ChatSource::Fixed(chat) => Ok(Some(chat.clone())),
             ChatSource::HttpSession => {
                 let Some(parts) = ctx.extensions.get::<Parts>() else {
-                    return Ok(None);
+                    return Err(NO_CHAT.to_owned());
                 };
                 if let Some(chat) = chat_from_headers(&parts.headers).map_err(|e| e.0)? {
                     return Ok(Some(chat));
                 }
-                Ok(parts
+                parts
                     .headers
                     .get("mcp-session-id")
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| !v.is_empty())
-                    .map(str::to_owned))
+                    .map(|session| Some(session.to_owned()))
+                    .ok_or_else(|| NO_CHAT.to_owned())
             }
         }
     }

@@ -1,0 +1,8 @@
+//! The client subcommands' pieces: argument definitions, exit codes, ID prefixes and the
+//! process table.
+
+pub mod args;
+pub mod exit;
+pub mod ids;
+pub mod table;
+pub mod words;
