@@ -8,7 +8,7 @@ use procwarden_tests::mcp::{HttpServer, call, start_background};
 use procwarden_tests::*;
 
 const GONE: Duration = Duration::from_secs(10);
-const TOKEN: &str = "env-token-0123";
+const TOKEN: &str = "env-token-0123456789";
 
 fn example_config() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/procwarden.example.toml")
@@ -42,7 +42,7 @@ async fn serve_takes_its_token_from_the_environment() {
 async fn serve_token_flag_overrides_the_config() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "token = \"from-the-file\"\n");
+    let config = write_config(dir.path(), "token = \"from-the-config-file\"\n");
     let mut child = procwarden_command()
         .args([
             "serve",
@@ -68,7 +68,7 @@ async fn serve_token_flag_overrides_the_config() {
         .unwrap();
     let api = Api::new(url);
     api.get("/api/v0/health").await.error(401);
-    api.token("from-the-file")
+    api.token("from-the-config-file")
         .get("/api/v0/health")
         .await
         .error(401);
@@ -82,7 +82,17 @@ async fn serve_token_flag_overrides_the_config() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must not be empty"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token must not be blank"));
+
+    // A short one is as weak from the command line as from the file.
+    let out = procwarden_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", "short-token"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--token (or PROCWARDEN_TOKEN)"), "{stderr}");
+    assert!(stderr.contains("at least 16 bytes"), "{stderr}");
 }
 
 // --- MCP over HTTP without a session or chat ----------------------------------------------------

@@ -234,7 +234,7 @@ pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// A token is sent as `Authorization: Bearer <token>`, so it must be a valid header value,
 /// not blank, and long enough not to be guessed.
-fn validate_token(token: &str) -> anyhow::Result<()> {
+pub fn validate_token(token: &str) -> anyhow::Result<()> {
     if token.trim().is_empty() {
         bail!("token must not be blank");
     }

@@ -74,9 +74,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let mut config = load_config(config.as_deref())?;
             if let Some(token) = token {
-                if token.is_empty() {
-                    anyhow::bail!("--token (or PROCWARDEN_TOKEN) must not be empty");
-                }
+                // The same rules as the config file's token: one that can be guessed is none.
+                procwarden::config::validate_token(&token)
+                    .context("--token (or PROCWARDEN_TOKEN)")?;
                 config.token = Some(token);
             }
             let listen = match listen.or(config.listen) {

@@ -1,6 +1,6 @@
 //! The sample policy plugins, embedded in the binary.
 //!
-//! `host/build.rs` builds them from `plugins/` (WebAssembly components for `wasm32-wasip2`)
+//! `host/extensions/build.rs` builds them from `plugins/` (WebAssembly components for `wasm32-wasip2`)
 //! and passes their paths in `PROCWARDEN_PLUGIN_*`. With no configuration file, the agent
 //! loads them with their default settings, in the order given here.
 

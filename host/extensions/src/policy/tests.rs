@@ -1,5 +1,5 @@
 //! Tests of the policy runtime against real components: the sample plugins and the faulty
-//! fixtures built from `plugins/` by `host/build.rs`, which passes their paths in
+//! fixtures built from `plugins/` by `host/extensions/build.rs`, which passes their paths in
 //! `PROCWARDEN_PLUGIN_*` and `PROCWARDEN_FIXTURE_*`.
 //!
 //! `PROCWARDEN_TEST_PLUGIN_DIR` (at test run time) makes the tests load every component
