@@ -19,6 +19,7 @@ pub mod group;
 ))]
 mod kernel;
 pub mod limits;
+pub mod log_text;
 pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod os_spawn;

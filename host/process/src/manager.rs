@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
 use super::limits::{check_lengths, too_long_together};
+use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::request::StartRequest;
@@ -230,8 +231,13 @@ impl ProcessManager {
             id = process.id(),
             pgid = process.identity.pgid,
             chat_id = process.identity.chat_id.as_deref().unwrap_or(""),
-            command = %process.identity.command,
             "process started"
+        );
+        // The command only at DEBUG, and cut: it can be huge and can carry secrets.
+        tracing::debug!(
+            id = process.id(),
+            command = %loggable_command(&process.identity.command),
+            "process command"
         );
         Ok(process)
     }
