@@ -549,7 +549,8 @@ async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     }
     let timed = total.min(WAKE_SAMPLES);
     let mut latencies = Vec::with_capacity(timed);
-    for (id, waiter) in blocked.into_iter().take(timed) {
+    let mut blocked = blocked.into_iter();
+    for (id, waiter) in blocked.by_ref().take(timed) {
         let killed_at = Instant::now();
         local
             .agent
@@ -558,8 +559,17 @@ async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         anyhow::ensure!(reply?["running"] == Value::Bool(false), "waiter woke early");
         latencies.push(at - killed_at);
     }
-    if let Ok(local) = Arc::try_unwrap(local) {
-        local.stop().await;
+    // The untimed waiters hold the agent too: end them, so the agent can be stopped and its
+    // shutdown kills every process this figure started.
+    for (_, waiter) in blocked {
+        waiter.abort();
+        let _ = waiter.await;
+    }
+    match Arc::try_unwrap(local) {
+        Ok(local) => local.stop().await,
+        Err(_) => bail!(
+            "the waiters figure's agent is still shared; its processes would outlive the bench"
+        ),
     }
     let samples = Samples::new(latencies);
     Ok(vec![Row {
