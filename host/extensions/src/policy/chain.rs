@@ -388,6 +388,7 @@ impl ChainInner {
                         time_unix: now_unix(),
                         chat_id,
                         plugin,
+                        front_end: ctx.front_end.as_ref().map(front_end_name),
                         decision,
                         reason,
                         on_error,
@@ -506,5 +507,15 @@ mod tests {
     fn powers_of_ten() {
         let hits: Vec<u64> = (0..=1000).filter(|&n| super::is_power_of_ten(n)).collect();
         assert_eq!(hits, [1, 10, 100, 1000]);
+    }
+}
+
+/// How the audit file names a front end.
+fn front_end_name(f: &super::FrontEnd) -> String {
+    match f {
+        super::FrontEnd::Http => "http".into(),
+        super::FrontEnd::Mcp => "mcp".into(),
+        super::FrontEnd::Cli => "cli".into(),
+        super::FrontEnd::Tool(name) => format!("tool:{name}"),
     }
 }
