@@ -138,6 +138,7 @@ mod tests {
                 time_unix: now_unix(),
                 chat_id: Some("c1"),
                 plugin: "ampersand",
+                front_end: None,
                 decision,
                 reason: None,
                 on_error: None,

@@ -501,15 +501,6 @@ fn failure_denial(plugin: &str, failure: &PluginFailure) -> Denial {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn powers_of_ten() {
-        let hits: Vec<u64> = (0..=1000).filter(|&n| super::is_power_of_ten(n)).collect();
-        assert_eq!(hits, [1, 10, 100, 1000]);
-    }
-}
-
 /// How the audit file names a front end.
 fn front_end_name(f: &super::FrontEnd) -> String {
     match f {
@@ -517,5 +508,14 @@ fn front_end_name(f: &super::FrontEnd) -> String {
         super::FrontEnd::Mcp => "mcp".into(),
         super::FrontEnd::Cli => "cli".into(),
         super::FrontEnd::Tool(name) => format!("tool:{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powers_of_ten() {
+        let hits: Vec<u64> = (0..=1000).filter(|&n| super::is_power_of_ten(n)).collect();
+        assert_eq!(hits, [1, 10, 100, 1000]);
     }
 }

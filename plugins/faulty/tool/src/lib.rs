@@ -65,9 +65,11 @@ impl Guest for Faulty {
     fn invoke(name: String, args: String, _ctx: Context) -> Result<ToolResult, ToolError> {
         match name.as_str() {
             "echo" => {
-                let command = command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
+                let command =
+                    command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
                 let id = start(command, false)?;
-                let out = process::wait(&id, 30_000).map_err(|e| ToolError::Failed(error_text(&e)))?;
+                let out =
+                    process::wait(&id, 30_000).map_err(|e| ToolError::Failed(error_text(&e)))?;
                 let listed = process::list().iter().any(|p| p.id == id);
                 Ok(ToolResult::Json(format!(
                     "{{\"id\":\"{id}\",\"exit_code\":{},\"listed\":{listed},\"output\":{:?}}}",
@@ -76,7 +78,8 @@ impl Guest for Faulty {
                 )))
             }
             "start_then_trap" => {
-                let command = command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
+                let command =
+                    command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
                 let id = start(command, true)?;
                 panic!("faulty tool: deliberate panic after starting {id}");
             }
@@ -96,9 +99,11 @@ impl Guest for Faulty {
             }
             "wait_long" => {
                 // Waits (host time, not guest CPU) far longer than the CPU budget.
-                let command = command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
+                let command =
+                    command_arg(&args).ok_or(ToolError::InvalidArguments("command".into()))?;
                 let id = start(command, false)?;
-                let out = process::wait(&id, 60_000).map_err(|e| ToolError::Failed(error_text(&e)))?;
+                let out =
+                    process::wait(&id, 60_000).map_err(|e| ToolError::Failed(error_text(&e)))?;
                 Ok(ToolResult::Text(out.output))
             }
             "bad_json" => Ok(ToolResult::Json("{not json".into())),

@@ -72,17 +72,18 @@ fn string_arg(args: &Map<String, Value>, key: &str) -> Result<Option<String>, To
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ToolError::InvalidArguments(format!("\"{key}\" must be a string"))),
+        Some(_) => Err(ToolError::InvalidArguments(format!(
+            "\"{key}\" must be a string"
+        ))),
     }
 }
 
 fn int_arg(args: &Map<String, Value>, key: &str) -> Result<Option<u64>, ToolError> {
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ToolError::InvalidArguments(format!("\"{key}\" must be a positive integer"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ToolError::InvalidArguments(format!("\"{key}\" must be a positive integer"))
+        }),
     }
 }
 
@@ -96,19 +97,21 @@ impl Guest for Serve {
     fn tools() -> Vec<ToolSpec> {
         vec![ToolSpec {
             name: "serve".into(),
-            description: "Start a long-running command (dev server, watcher) in the background and \
+            description:
+                "Start a long-running command (dev server, watcher) in the background and \
                 return once it is ready: when a line of its output matches ready_regex, or when \
                 ready_port is listening. Returns the process ID, the matching line and how long it \
                 took; if the process exits or timeout_seconds passes first, returns that with the \
                 output's last lines. The process keeps running: stop it with process_signal."
-                .into(),
+                    .into(),
             input_schema: SCHEMA.into(),
         }]
     }
 
     fn invoke(_name: String, args: String, ctx: Context) -> Result<ToolResult, ToolError> {
-        let args: Map<String, Value> = serde_json::from_str(&args)
-            .map_err(|e| ToolError::InvalidArguments(format!("arguments are not a JSON object: {e}")))?;
+        let args: Map<String, Value> = serde_json::from_str(&args).map_err(|e| {
+            ToolError::InvalidArguments(format!("arguments are not a JSON object: {e}"))
+        })?;
         let command = string_arg(&args, "command")?
             .filter(|c| !c.trim().is_empty())
             .ok_or_else(|| ToolError::InvalidArguments("\"command\" is required".into()))?;
@@ -116,10 +119,18 @@ impl Guest for Serve {
         let regex = string_arg(&args, "ready_regex")?
             .map(|r| regex_lite::Regex::new(&r))
             .transpose()
-            .map_err(|e| ToolError::InvalidArguments(format!("\"ready_regex\" is not a valid regular expression: {e}")))?;
+            .map_err(|e| {
+                ToolError::InvalidArguments(format!(
+                    "\"ready_regex\" is not a valid regular expression: {e}"
+                ))
+            })?;
         let port = int_arg(&args, "ready_port")?
             .map(|p| u16::try_from(p).ok().filter(|p| *p > 0))
-            .map(|p| p.ok_or_else(|| ToolError::InvalidArguments("\"ready_port\" must be 1-65535".into())))
+            .map(|p| {
+                p.ok_or_else(|| {
+                    ToolError::InvalidArguments("\"ready_port\" must be 1-65535".into())
+                })
+            })
             .transpose()?;
         if regex.is_none() && port.is_none() {
             return Err(ToolError::InvalidArguments(
@@ -128,8 +139,10 @@ impl Guest for Serve {
         }
         // Stay inside the call's own real-time limit, with a second to report.
         let budget = Duration::from_millis(ctx.deadline_ms.saturating_sub(1_000).max(1));
-        let timeout = Duration::from_secs(int_arg(&args, "timeout_seconds")?.unwrap_or(DEFAULT_TIMEOUT_SECONDS))
-            .min(budget);
+        let timeout = Duration::from_secs(
+            int_arg(&args, "timeout_seconds")?.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+        )
+        .min(budget);
         let ready = Ready { regex, port };
 
         let started = Instant::now();
@@ -144,7 +157,9 @@ impl Guest for Serve {
         let elapsed_ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
         loop {
             let left = timeout.saturating_sub(started.elapsed());
-            let wait_ms = u32::try_from(POLL.min(left).as_millis()).unwrap_or(0).max(1);
+            let wait_ms = u32::try_from(POLL.min(left).as_millis())
+                .unwrap_or(0)
+                .max(1);
             let out = process::wait(&id, wait_ms).map_err(failed)?;
             if let Some(line) = ready.matching_line(&out.output) {
                 return Ok(ToolResult::Json(
@@ -207,7 +222,10 @@ mod tests {
             regex: Some(regex_lite::Regex::new("listening on (\\d+)").unwrap()),
             port: None,
         };
-        assert_eq!(ready.matching_line("boot\nlistening on 8080\nlistening on 9"), Some("listening on 8080"));
+        assert_eq!(
+            ready.matching_line("boot\nlistening on 8080\nlistening on 9"),
+            Some("listening on 8080")
+        );
         assert_eq!(ready.matching_line("boot"), None);
     }
 

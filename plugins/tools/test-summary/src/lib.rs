@@ -40,22 +40,26 @@ impl Guest for TestSummary {
     fn tools() -> Vec<ToolSpec> {
         vec![ToolSpec {
             name: "test_summary".into(),
-            description: "Run a test command (cargo test, pytest, node --test, ...) and return only \
+            description:
+                "Run a test command (cargo test, pytest, node --test, ...) and return only \
                 the failing tests' own output and the final summary lines; everything else is \
                 elided with line counts. Use it instead of process_start for test runs whose full \
                 output would be long."
-                .into(),
+                    .into(),
             input_schema: SCHEMA.into(),
         }]
     }
 
     fn invoke(_name: String, args: String, ctx: Context) -> Result<ToolResult, ToolError> {
-        let args: Map<String, Value> = serde_json::from_str(&args)
-            .map_err(|e| ToolError::InvalidArguments(format!("arguments are not a JSON object: {e}")))?;
+        let args: Map<String, Value> = serde_json::from_str(&args).map_err(|e| {
+            ToolError::InvalidArguments(format!("arguments are not a JSON object: {e}"))
+        })?;
         let string = |key: &str| match args.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ToolError::InvalidArguments(format!("\"{key}\" must be a string"))),
+            Some(_) => Err(ToolError::InvalidArguments(format!(
+                "\"{key}\" must be a string"
+            ))),
         };
         let command = string("command")?
             .filter(|c| !c.trim().is_empty())
@@ -73,19 +77,28 @@ impl Guest for TestSummary {
         .map_err(failed)?;
         let out = loop {
             let left = budget.saturating_sub(started.elapsed());
-            let out = process::wait(&id, u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1))
-                .map_err(failed)?;
+            let out = process::wait(
+                &id,
+                u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
+            )
+            .map_err(failed)?;
             if !out.running || started.elapsed() >= budget {
                 break out;
             }
         };
         let status = match (out.running, out.exit_code) {
-            (true, _) => format!("still running after {} s (process {id})", started.elapsed().as_secs()),
+            (true, _) => format!(
+                "still running after {} s (process {id})",
+                started.elapsed().as_secs()
+            ),
             (false, Some(0)) => "passed (exit code 0)".to_owned(),
             (false, Some(code)) => format!("FAILED (exit code {code})"),
             (false, None) => "ended".to_owned(),
         };
-        let mut text = format!("$ {command}\n{status} in {:.1} s\n", started.elapsed().as_secs_f64());
+        let mut text = format!(
+            "$ {command}\n{status} in {:.1} s\n",
+            started.elapsed().as_secs_f64()
+        );
         if let Some(t) = &out.truncated {
             text.push_str(&format!(
                 "(output was {} bytes; {} bytes in the middle were not kept by the agent)\n",

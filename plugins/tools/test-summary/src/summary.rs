@@ -50,7 +50,9 @@ fn mark_failures(lines: &[&str], keep: &mut [bool]) {
             let mut j = i;
             while j < lines.len() {
                 let l = lines[j].trim();
-                if j > i && (l.starts_with("---- ") || l == "failures:" || l.starts_with("test result:")) {
+                if j > i
+                    && (l.starts_with("---- ") || l == "failures:" || l.starts_with("test result:"))
+                {
                     break;
                 }
                 keep[j] = true;
@@ -125,7 +127,11 @@ pub fn summarize(output: &str) -> String {
             keep[i] = true;
         }
     }
-    let tail = if keep.iter().any(|k| *k) { ALWAYS_TAIL } else { FALLBACK_TAIL };
+    let tail = if keep.iter().any(|k| *k) {
+        ALWAYS_TAIL
+    } else {
+        FALLBACK_TAIL
+    };
     let from = lines.len().saturating_sub(tail);
     keep[from..].iter_mut().for_each(|k| *k = true);
 
@@ -134,7 +140,10 @@ pub fn summarize(output: &str) -> String {
     for (line, kept) in lines.iter().zip(&keep) {
         if *kept {
             if elided > 0 {
-                out.push_str(&format!("[... {elided} line{} elided ...]\n", plural(elided)));
+                out.push_str(&format!(
+                    "[... {elided} line{} elided ...]\n",
+                    plural(elided)
+                ));
                 elided = 0;
             }
             out.push_str(line);
@@ -144,7 +153,10 @@ pub fn summarize(output: &str) -> String {
         }
     }
     if elided > 0 {
-        out.push_str(&format!("[... {elided} line{} elided ...]\n", plural(elided)));
+        out.push_str(&format!(
+            "[... {elided} line{} elided ...]\n",
+            plural(elided)
+        ));
     }
     out
 }
@@ -161,7 +173,10 @@ mod tests {
     fn elides_passing_lines_and_counts_them() {
         let text = "a\nb\nc\nd\ne\n---- t stdout ----\npanicked\n\nfailures:\n    t\n\ntest result: FAILED. 1 passed\n";
         let s = summarize(text);
-        assert!(s.starts_with("[... 5 lines elided ...]\n---- t stdout ----\npanicked\n"), "{s}");
+        assert!(
+            s.starts_with("[... 5 lines elided ...]\n---- t stdout ----\npanicked\n"),
+            "{s}"
+        );
         assert!(s.contains("failures:\n    t\n"), "{s}");
         assert!(s.contains("test result: FAILED"), "{s}");
     }
@@ -177,7 +192,10 @@ mod tests {
     fn tap_failure_block_is_kept() {
         let text = "ok 1 - good\nnot ok 2 - bad\n  ---\n  error: 'boom'\n  ...\nok 3 - fine\n# tests 3\n# pass 2\n# fail 1\n";
         let s = summarize(text);
-        assert!(s.contains("not ok 2 - bad\n  ---\n  error: 'boom'\n  ...\n"), "{s}");
+        assert!(
+            s.contains("not ok 2 - bad\n  ---\n  error: 'boom'\n  ...\n"),
+            "{s}"
+        );
         assert!(!s.contains("ok 1 - good"), "{s}");
         assert!(s.contains("# fail 1"), "{s}");
     }
