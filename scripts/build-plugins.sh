@@ -41,7 +41,7 @@ cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml 
 # component starts with `\0asm` and the version/layer bytes 0d 00 01 00 (a core module has
 # 01 00 00 00).
 out="$CARGO_TARGET_DIR/wasm32-wasip2/release"
-for name in ampersand env workdir deny npm_ci faulty_trap faulty_spin faulty_hog faulty_wrong_world faulty_sleep faulty_filesystem faulty_questions; do
+for name in ampersand env workdir deny npm_ci faulty_trap faulty_spin faulty_hog faulty_wrong_world faulty_sleep faulty_filesystem faulty_questions tool_serve tool_test_summary faulty_tool; do
     file="$out/$name.wasm"
     if [ ! -f "$file" ]; then
         echo "error: $file was not built" >&2

@@ -5,8 +5,9 @@
 //!   plugins, for `include_bytes!(env!("PROCWARDEN_PLUGIN_AMPERSAND"))` (see
 //!   `src/policy/builtin.rs`);
 //! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`, `_FILESYSTEM`,
-//!   `_QUESTIONS`: test fixtures (mostly deliberately faulty components) for the host's
-//!   tests.
+//!   `_QUESTIONS`, `_TOOL`: test fixtures (mostly deliberately faulty components) for the
+//!   host's tests;
+//! * `PROCWARDEN_TOOL_SERVE`, `_TEST_SUMMARY`: the sample tool plugins (`src/tool/builtin.rs`).
 //!
 //! The build is the one `scripts/build-plugins.sh` runs: `cargo build --release --target
 //! wasm32-wasip2 --manifest-path plugins/Cargo.toml --workspace` with
@@ -40,6 +41,9 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("PROCWARDEN_FIXTURE_SLEEP", "faulty_sleep"),
     ("PROCWARDEN_FIXTURE_FILESYSTEM", "faulty_filesystem"),
     ("PROCWARDEN_FIXTURE_QUESTIONS", "faulty_questions"),
+    ("PROCWARDEN_TOOL_SERVE", "tool_serve"),
+    ("PROCWARDEN_TOOL_TEST_SUMMARY", "tool_test_summary"),
+    ("PROCWARDEN_FIXTURE_TOOL", "faulty_tool"),
 ];
 
 /// Environment the outer cargo sets for this script (or the user sets for the host) that

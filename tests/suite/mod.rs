@@ -22,3 +22,5 @@ mod mcp_policy;
 mod plugins;
 // What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
 mod operator;
+// Tool plugins (serve, test_summary, faulty tools) over MCP, HTTP and the CLI.
+mod tools;

@@ -195,3 +195,32 @@ mod tests {
         assert_eq!(error.to_string(), r#"{"message":"m"}"#);
     }
 }
+
+/// One tool plugin in `GET /api/v0/tools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    /// The `[[tool]]` component that offers it.
+    pub component: String,
+}
+
+/// `GET /api/v0/tools`: `{tools}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsReply {
+    pub tools: Vec<ToolSpec>,
+}
+
+/// `POST /api/v0/tools/{name}`: `{tool, text}` or `{tool, json}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallReply {
+    pub tool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+}

@@ -117,6 +117,21 @@ impl Client {
         self.send(self.request(Method::GET, "/list")).await
     }
 
+    /// Call tool plugin `name` with `args`; the reply is `{tool, text}` or `{tool, json}`.
+    pub async fn call_tool(&self, name: &str, args: &Value) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v0/tools/{name}", self.base))
+            .json(args);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(chat) = &self.chat {
+            req = req.header("Procwarden-Chat-Id", chat);
+        }
+        self.send(req).await
+    }
+
     pub async fn signal(&self, id: &str, signal: &str) -> anyhow::Result<String> {
         let reply = self
             .send(

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
+use procwarden_extensions::tool::{ToolConfig, ToolSource};
 use procwarden_process::{BufferLimits, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
@@ -71,6 +72,9 @@ pub struct Config {
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
     #[serde(rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// Tool plugins (`[[tool]]`), offered to models next to the built-in tools.
+    #[serde(rename = "tool")]
+    pub tools: Vec<ToolConfig>,
     /// Directory of the file this came from; relative plugin paths are resolved against it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl Default for Config {
             lenient_start_body: false,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
+            tools: Vec::new(),
             base_dir: None,
         }
     }
@@ -130,6 +135,14 @@ impl Config {
                 p.to_source(self.base_dir.as_deref())
                     .with_context(|| format!("plugin {}", p.path.display()))
             })
+            .collect()
+    }
+
+    /// The tool plugins to load (`builtin:NAME` or a file, relative to the config file).
+    pub fn tool_sources(&self) -> anyhow::Result<Vec<ToolSource>> {
+        self.tools
+            .iter()
+            .map(|t| ToolSource::from_config(t, self.base_dir.as_deref()))
             .collect()
     }
 

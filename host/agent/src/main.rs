@@ -183,6 +183,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", client.signal(&id, &name).await?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tool {
+            client: client_args,
+            name,
+            json,
+        } => {
+            let args: Value = match json.as_deref() {
+                Some(text) => serde_json::from_str(text).context("--json is not valid JSON")?,
+                None => Value::Object(serde_json::Map::new()),
+            };
+            let reply = client(&client_args).call_tool(&name, &args).await?;
+            if let Some(text) = reply["text"].as_str() {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
+                    writeln!(stdout)?;
+                }
+            } else {
+                print_json(&reply["json"])?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin {
             action:
                 PluginAction::Check {

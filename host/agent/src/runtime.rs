@@ -8,11 +8,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::agent::Agent;
 use crate::config::Config;
 use procwarden_extensions::policy::PolicyChain;
+use procwarden_extensions::tool::ToolSet;
 
 /// The agent every front end of this process shares: the configured policy chain over a fresh
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
-    Ok(Agent::new(config, load_policy(config)?))
+    let tools = ToolSet::load(&config.tool_sources()?, crate::agent::BUILT_IN_TOOLS)?;
+    Ok(Agent::with_tools(config, load_policy(config)?, tools))
 }
 
 /// Load the configured plugins (or the samples); loading logs how each was loaded.

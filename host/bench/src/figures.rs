@@ -26,16 +26,18 @@ pub enum Figure {
     Waiters,
     Output,
     Memory,
+    Tool,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 6] = [
+    pub const ALL: [Figure; 7] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
         Figure::Waiters,
         Figure::Output,
         Figure::Memory,
+        Figure::Tool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Figure {
             Figure::Waiters => "waiters",
             Figure::Output => "output",
             Figure::Memory => "memory",
+            Figure::Tool => "tool",
         }
     }
 
@@ -62,6 +65,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Waiters => waiters(plan).await,
         Figure::Output => output(plan).await,
         Figure::Memory => memory(plan).await,
+        Figure::Tool => tool(plan).await,
     }
 }
 
@@ -708,4 +712,53 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.parse().ok())
         .context("no VmRSS in /proc status")?;
     Ok(kb * 1024)
+}
+
+/// A tool plugin's call: the built-in `serve` on a command that exits at once (instantiate,
+/// `start` through the policy chain, `wait` until it exits: two host round trips), next to
+/// the same start and wait made directly on the agent.
+async fn tool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    use procwarden_extensions::tool::{ToolSet, ToolSource, builtin};
+    let serve = builtin::find("serve").context("no built-in serve")?;
+    let tools = ToolSet::load(&[ToolSource::bytes("serve", serve)], &[])?;
+    let agent = Agent::with_tools(&Config::default(), PolicyChain::empty(), tools);
+    let samples = plan.latency_samples.min(100);
+    let (mut ours, mut base) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let args = json!({"command": "exit 0", "ready_regex": "never"});
+    for _ in 0..samples {
+        let t = Instant::now();
+        let out = agent.call_tool("serve", args.clone(), Some("bench")).await;
+        ours.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(out.is_ok(), "serve failed: {out:?}");
+
+        let t = Instant::now();
+        let req = StartRequest {
+            command: "exit 0".into(),
+            background: true,
+            ..Default::default()
+        };
+        let started = agent
+            .start(
+                Some("bench"),
+                procwarden_extensions::policy::FrontEnd::Http,
+                req,
+                None,
+            )
+            .await?;
+        agent
+            .wait_output(&started.id, Some("bench"), Some(Duration::from_secs(5)))
+            .await?;
+        base.push(t.elapsed().as_secs_f64());
+    }
+    agent.shutdown().await;
+    let (ours, base) = (median(ours), median(base));
+    let ms = |s: f64| format!("{:.2} ms", s * 1e3);
+    Ok(vec![Row {
+        figure: "tool call (serve: start + wait, 2 host round trips)".into(),
+        ours: ms(ours),
+        baseline: format!("{} (the same start + wait on the agent)", ms(base)),
+        ratio: format!("+{:.2} ms", (ours - base) * 1e3),
+        target: "≤ +5 ms".into(),
+        pass: ours - base <= 0.005,
+    }])
 }

@@ -2,3 +2,4 @@
 //! versioned WIT bindings. Knows nothing of HTTP or MCP; the agent calls it.
 
 pub mod policy;
+pub mod tool;

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use crate::config::{Config, ProcessLimits};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
+use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
     GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
 
 mod error;
 mod idempotency;
+mod tools;
 
 pub use error::{AgentError, ErrorKind};
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
+pub use tools::BUILT_IN_TOOLS;
 
 /// What became of a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +53,17 @@ pub struct Agent {
     waiters: AtomicUsize,
     idempotency: IdempotencyKeys,
     limits: ProcessLimits,
+    /// Tool plugins (`[[tool]]`).
+    tools: ToolSet,
 }
 
 impl Agent {
     pub fn new(config: &Config, policy: PolicyChain) -> Arc<Self> {
+        Self::with_tools(config, policy, ToolSet::default())
+    }
+
+    /// An agent that also serves the tools of `tools`.
+    pub fn with_tools(config: &Config, policy: PolicyChain, tools: ToolSet) -> Arc<Self> {
         Arc::new(Self {
             manager: ProcessManager::new(config.manager_settings()),
             policy,
@@ -64,6 +74,7 @@ impl Agent {
             waiters: AtomicUsize::new(0),
             idempotency: IdempotencyKeys::default(),
             limits: config.process_limits(),
+            tools,
         })
     }
 

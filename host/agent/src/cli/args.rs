@@ -146,6 +146,18 @@ pub enum Command {
         #[arg(long, conflicts_with = "signal")]
         terminate: bool,
     },
+    /// Call a tool plugin (`[[tool]]` in the agent's config) and print its result: text as
+    /// it is, JSON pretty-printed. `procwarden tool serve --json '{"command": "npm run dev",
+    /// "ready_port": 5173}'`.
+    Tool {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The tool's name (`GET /api/v0/tools` lists them).
+        name: String,
+        /// The arguments, a JSON object (default `{}`).
+        #[arg(long, value_name = "ARGS")]
+        json: Option<String>,
+    },
     /// Work with policy plugins.
     Plugin {
         #[command(subcommand)]

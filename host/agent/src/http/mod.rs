@@ -9,6 +9,7 @@ pub mod listener;
 pub mod middleware;
 pub mod raw_errors;
 pub mod routes;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,14 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
             middleware::deadline,
         ))
         .with_state(state.clone())
+        // Outside the request deadline: a tool call lasts as long as its own limit allows.
+        .merge(
+            Router::new()
+                .route("/api/v0/tools", get(tools::list))
+                .route("/api/v0/tools/{name}", post(tools::call))
+                .layer(DefaultBodyLimit::max(config.max_body_bytes))
+                .with_state(state.clone()),
+        )
         .merge(extra)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

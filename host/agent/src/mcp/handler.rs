@@ -54,11 +54,17 @@ pub struct ProcwardenMcp {
 
 impl ProcwardenMcp {
     pub fn new(agent: Arc<Agent>, chat: ChatSource) -> Self {
+        let mut tool_router = Self::tool_router();
+        super::plugin_tools::add_routes(&mut tool_router, &agent);
         Self {
             agent,
             chat,
-            tool_router: Self::tool_router(),
+            tool_router,
         }
+    }
+
+    pub(super) fn agent(&self) -> &Arc<Agent> {
+        &self.agent
     }
 
     /// The chat this call acts for. Over HTTP: an explicit chat header wins, so a client can
@@ -66,7 +72,10 @@ impl ProcwardenMcp {
     /// stateless request (protocol versions without sessions) that names no chat is refused:
     /// it would otherwise see every process on the agent, and a chat made up for the one
     /// request would lose the process it started by the next call.
-    fn chat_of(&self, ctx: &RequestContext<RoleServer>) -> Result<Option<String>, String> {
+    pub(super) fn chat_of(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Option<String>, String> {
         match &self.chat {
             ChatSource::Fixed(chat) => Ok(Some(chat.clone())),
             ChatSource::HttpSession => {

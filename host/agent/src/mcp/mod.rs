@@ -7,6 +7,7 @@
 pub mod format;
 pub mod guard;
 pub mod handler;
+pub mod plugin_tools;
 pub mod sessions;
 pub mod tools;
 pub mod transport;

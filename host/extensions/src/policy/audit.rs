@@ -29,6 +29,9 @@ pub(crate) struct AuditRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<&'a str>,
     pub plugin: &'a str,
+    /// Where the request came from: `http`, `mcp`, `cli` or `tool:NAME` (a tool plugin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_end: Option<String>,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     /// The denial reason or the failure.
@@ -135,6 +138,7 @@ mod tests {
                 time_unix: now_unix(),
                 chat_id: Some("c1"),
                 plugin: "ampersand",
+                front_end: None,
                 decision,
                 reason: None,
                 on_error: None,

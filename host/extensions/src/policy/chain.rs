@@ -388,6 +388,7 @@ impl ChainInner {
                         time_unix: now_unix(),
                         chat_id,
                         plugin,
+                        front_end: ctx.front_end.as_ref().map(front_end_name),
                         decision,
                         reason,
                         on_error,
@@ -497,6 +498,16 @@ fn failure_denial(plugin: &str, failure: &PluginFailure) -> Denial {
         plugin: plugin.to_owned(),
         reason: failure.to_string(),
         cause: DenialCause::PluginFailed,
+    }
+}
+
+/// How the audit file names a front end.
+fn front_end_name(f: &super::FrontEnd) -> String {
+    match f {
+        super::FrontEnd::Http => "http".into(),
+        super::FrontEnd::Mcp => "mcp".into(),
+        super::FrontEnd::Cli => "cli".into(),
+        super::FrontEnd::Tool(name) => format!("tool:{name}"),
     }
 }
 

@@ -363,7 +363,7 @@ fn log_stdio(plugin: &str, stream: &'static str, capture: &Capture) {
 /// threads (after a sleep or a yield), so each poll measures its own thread's CPU time: the
 /// total of finished polls plus what the current poll has used so far.
 #[derive(Default)]
-struct CpuMeter {
+pub(crate) struct CpuMeter {
     /// Nanoseconds used by finished polls.
     spent: AtomicU64,
     /// Thread CPU time, in nanoseconds, when the current poll began; `u64::MAX` if it
@@ -373,7 +373,11 @@ struct CpuMeter {
 
 impl CpuMeter {
     /// Polls `fut` to completion, metering every poll, inside `timers`' runtime context.
-    async fn run<F: Future>(&self, timers: &tokio::runtime::Handle, fut: F) -> F::Output {
+    pub(crate) async fn run<F: Future>(
+        &self,
+        timers: &tokio::runtime::Handle,
+        fut: F,
+    ) -> F::Output {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             let _timers = timers.enter();
@@ -395,7 +399,7 @@ impl CpuMeter {
 
     /// CPU time used so far; called from inside a poll (the epoch callback). `None` if the
     /// thread's CPU clock cannot be read.
-    fn used(&self) -> Option<Duration> {
+    pub(crate) fn used(&self) -> Option<Duration> {
         let start = self.poll_start.load(Ordering::Relaxed);
         let now = thread_cpu_time()?;
         if start == u64::MAX {

@@ -525,7 +525,13 @@ fn audit_file_gets_one_line_per_decision() {
     .unwrap();
     c.evaluate(req("sleep 1 &"), &ctx()).unwrap();
     c.evaluate(req("forbidden"), &ctx()).unwrap_err();
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+    // A tool plugin's start is recorded with the tool's name.
+    let from_tool = PolicyContext {
+        front_end: Some(FrontEnd::Tool("serve".into())),
+        ..ctx()
+    };
+    c.evaluate(req("sleep 2"), &from_tool).unwrap();
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -540,7 +546,7 @@ fn audit_file_gets_one_line_per_decision() {
         })
         .collect();
     assert_eq!(
-        summary,
+        summary[..6],
         [
             ("ampersand", "allow"),
             ("faulty-trap", "error"),
@@ -549,6 +555,12 @@ fn audit_file_gets_one_line_per_decision() {
             ("faulty-trap", "error"),
             ("deny", "deny"),
         ]
+    );
+    let tool_lines = lines.split_off(6);
+    assert_eq!(tool_lines.len(), 3);
+    assert!(
+        tool_lines.iter().all(|l| l["front_end"] == "tool:serve"),
+        "{tool_lines:?}"
     );
     assert_eq!(lines[0]["command_before"], "sleep 1 &");
     assert_eq!(lines[0]["command_after"], "sleep 1");

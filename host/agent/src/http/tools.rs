@@ -1,0 +1,76 @@
+//! `GET /api/v0/tools` and `POST /api/v0/tools/{name}`: the tool plugins over HTTP.
+//!
+//! A call's body is the tool's arguments, a JSON object (an empty body means `{}`). The reply
+//! is `{tool, text}` or `{tool, json}`; errors are `{message}` with 404 (unknown tool), 400
+//! (arguments refused), 422 (the tool ran and failed) or 503 (the tool's component failed:
+//! trap, time or memory limit, not loaded).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::extract::{Chat, json_body};
+use procwarden_extensions::tool::{ToolCallError, ToolOutput, ToolSpec};
+
+#[derive(Debug, Serialize)]
+pub struct ToolsReply {
+    pub tools: Vec<ToolSpec>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolCallReply {
+    pub tool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+}
+
+pub async fn list(State(state): State<Arc<ApiState>>) -> Json<ToolsReply> {
+    Json(ToolsReply {
+        tools: state.agent.tool_specs(),
+    })
+}
+
+pub async fn call(
+    State(state): State<Arc<ApiState>>,
+    chat: Chat,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ToolCallReply>, ApiError> {
+    let args = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => serde_json::Value::Null,
+        _ => json_body(body)?,
+    };
+    let output = state
+        .agent
+        .call_tool(&name, args, chat.0.as_deref())
+        .await
+        .map_err(tool_error)?;
+    let (text, json) = match output {
+        ToolOutput::Text(t) => (Some(t), None),
+        ToolOutput::Json(j) => (None, Some(j)),
+    };
+    Ok(Json(ToolCallReply {
+        tool: name,
+        text,
+        json,
+    }))
+}
+
+pub fn tool_error(err: ToolCallError) -> ApiError {
+    let status = match &err {
+        ToolCallError::UnknownTool { .. } => StatusCode::NOT_FOUND,
+        ToolCallError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
+        ToolCallError::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ToolCallError::Fault { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, err.to_string())
+}
