@@ -9,6 +9,7 @@ use futures::future::join_all;
 use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
+use super::cgroup::{CgroupRoot, Unavailable};
 use super::limits::{check_lengths, too_long_together};
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
@@ -28,6 +29,12 @@ pub struct ManagerSettings {
     /// Most exited processes kept; past it the oldest exited are forgotten first, even
     /// before `reap_age`, so a burst of short commands cannot hold memory for the whole age.
     pub max_exited: usize,
+    /// How descendants are tracked.
+    pub containment: Containment,
+    /// Names the agent's cgroup directory (`procwarden-<instance>`). Stable for one
+    /// configuration, so the next agent finds (and kills) what a crashed one left; unique
+    /// among agents running at once, or one would kill another's commands at start.
+    pub instance: String,
 }
 
 impl Default for ManagerSettings {
@@ -37,6 +44,47 @@ impl Default for ManagerSettings {
             reap_age: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
             max_exited: 1000,
+            containment: Containment::Auto,
+            instance: format!("pid{}", std::process::id()),
+        }
+    }
+}
+
+/// How descendants of a command are tracked, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Containment {
+    /// cgroup where one is writable, else the process group.
+    #[default]
+    Auto,
+    /// A cgroup v2 per command; the agent does not start without a writable one.
+    Cgroup,
+    /// The process group only (no cgroup), even where cgroups work.
+    Subreaper,
+}
+
+impl Containment {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "cgroup" => Some(Self::Cgroup),
+            "subreaper" => Some(Self::Subreaper),
+            _ => None,
+        }
+    }
+}
+
+/// How descendants are tracked, as it turned out on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainmentMode {
+    Cgroup,
+    Subreaper,
+}
+
+impl ContainmentMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cgroup => "cgroup",
+            Self::Subreaper => "subreaper",
         }
     }
 }
@@ -127,15 +175,56 @@ impl<'a> Scope<'a> {
 
 pub struct ProcessManager {
     settings: ManagerSettings,
+    /// In cgroup mode, the directory of the commands' cgroups.
+    cgroups: Option<CgroupRoot>,
     table: Mutex<HashMap<String, Arc<Process>>>,
     sequence: AtomicU64,
     closed: AtomicBool,
 }
 
 impl ProcessManager {
+    /// A process table, in the configured containment mode. `Auto` without a writable
+    /// cgroup v2 falls back to the process group; `Cgroup` without one is an error.
+    pub fn try_new(settings: ManagerSettings) -> Result<Arc<Self>, Unavailable> {
+        let cgroups = match settings.containment {
+            Containment::Subreaper => None,
+            Containment::Cgroup => Some(CgroupRoot::open(&settings.instance)?),
+            Containment::Auto => match CgroupRoot::open(&settings.instance) {
+                Ok(root) => Some(root),
+                Err(why) => {
+                    tracing::info!(reason = %why, "no writable cgroup v2: containment falls back");
+                    None
+                }
+            },
+        };
+        if let Some(root) = &cgroups {
+            // What an earlier agent of this configuration left when it was killed.
+            let left = root.kill_leftovers();
+            if left > 0 {
+                tracing::warn!(
+                    cgroups = left,
+                    path = %root.path().display(),
+                    "killed the commands a previous agent left running"
+                );
+            }
+        }
+        Ok(Self::with_cgroups(settings, cgroups))
+    }
+
+    /// [`Self::try_new`], falling back to the process group if a forced cgroup mode is
+    /// unavailable.
     pub fn new(settings: ManagerSettings) -> Arc<Self> {
+        let cgroups = match settings.containment {
+            Containment::Subreaper => None,
+            _ => CgroupRoot::open(&settings.instance).ok(),
+        };
+        Self::with_cgroups(settings, cgroups)
+    }
+
+    fn with_cgroups(settings: ManagerSettings, cgroups: Option<CgroupRoot>) -> Arc<Self> {
         Arc::new(Self {
             settings,
+            cgroups,
             table: Mutex::default(),
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -144,6 +233,15 @@ impl ProcessManager {
 
     pub fn settings(&self) -> &ManagerSettings {
         &self.settings
+    }
+
+    /// How descendants are tracked.
+    pub fn containment(&self) -> ContainmentMode {
+        if self.cgroups.is_some() {
+            ContainmentMode::Cgroup
+        } else {
+            ContainmentMode::Subreaper
+        }
     }
 
     /// Spawn and track a process for `chat_id`. The request's workdir is an existing
@@ -179,10 +277,21 @@ impl ProcessManager {
             env.push(("CODER_CHAT_ID".into(), chat.clone()));
         }
         check_lengths(&command, &env)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let cgroup = match &self.cgroups {
+            Some(root) => Some(root.create(&id).map_err(|source| {
+                ProcessError::Spawn(SpawnError::Setup {
+                    stage: "make the command's cgroup",
+                    source,
+                })
+            })?),
+            None => None,
+        };
         let spawned = spawn(&SpawnSpec {
             command: &command,
             workdir: &workdir,
             env: &env,
+            cgroup: cgroup.as_ref().map(|c| c.fd()),
         })
         .map_err(|err| match err {
             SpawnError::Workdir(source) => ProcessError::Workdir {
@@ -201,7 +310,7 @@ impl ProcessManager {
         } = spawned;
         let process = Arc::new(Process::new(
             Identity {
-                id: uuid::Uuid::new_v4().to_string(),
+                id,
                 chat_id,
                 command,
                 workdir,
@@ -212,6 +321,7 @@ impl ProcessManager {
             },
             self.settings.buffer,
             child,
+            cgroup,
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         tokio::spawn(supervise(process.clone(), output));
@@ -367,6 +477,16 @@ impl ProcessManager {
             .is_err()
         {
             tracing::warn!("some output pipes stayed open after their groups were killed");
+        }
+        if let Some(root) = &self.cgroups {
+            // Every command's cgroup was killed above; what is left is removed with the
+            // agent's directory (a record's cgroup is removed when it is dropped, which at
+            // exit may never happen).
+            let left = root.kill_leftovers();
+            if left > 0 {
+                tracing::warn!(cgroups = left, "killed commands left after shutdown");
+            }
+            root.remove();
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
 use nix::sys::signal::Signal;
 
+use super::cgroup::ProcessCgroup;
 use super::group;
 use super::os_spawn::SessionChild;
 use crate::sync::lock;
@@ -33,6 +34,9 @@ pub struct ProcessInfo {
     pub background: bool,
     pub running: bool,
     pub group_alive: bool,
+    /// Processes of this command still running, those that left its process group included
+    /// (in cgroup mode: every member of its cgroup).
+    pub members_alive: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub timed_out: bool,
@@ -49,6 +53,7 @@ pub struct OutputSnapshot {
     pub truncated: Option<Truncation>,
     pub running: bool,
     pub group_alive: bool,
+    pub members_alive: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub timed_out: bool,
@@ -92,13 +97,22 @@ pub struct Process {
     /// The shell, unreaped until its group is found gone (or this record is dropped): an
     /// unreaped zombie keeps its PID, so `identity.pgid` cannot name anyone else's group.
     leader: SessionChild,
+    /// The command's own cgroup in cgroup mode: every descendant, wherever it went, is in it.
+    /// Removed (if empty) when the record is dropped.
+    cgroup: Option<ProcessCgroup>,
 }
 
 impl Process {
-    pub fn new(identity: Identity, limits: BufferLimits, leader: SessionChild) -> Self {
+    pub fn new(
+        identity: Identity,
+        limits: BufferLimits,
+        leader: SessionChild,
+        cgroup: Option<ProcessCgroup>,
+    ) -> Self {
         Self {
             identity,
             leader,
+            cgroup,
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
@@ -170,7 +184,10 @@ impl Process {
             return false;
         }
         // Past Running: the shell has exited and is kept unreaped (a zombie).
-        let alive = group::group_has_live_member(self.identity.pgid, true);
+        let alive = match &self.cgroup {
+            Some(cgroup) => cgroup.populated(),
+            None => group::group_has_live_member(self.identity.pgid, true),
+        };
         if !alive {
             self.forget_group(&mut state);
         }
@@ -186,8 +203,13 @@ impl Process {
         if state.group_gone {
             return Ok(false);
         }
-        let sent = group::signal_group(self.identity.pgid, signal)?;
-        if !sent {
+        let sent = match &self.cgroup {
+            // The cgroup holds the group and every escaped descendant.
+            Some(cgroup) if signal == Signal::SIGKILL => cgroup.kill()?,
+            Some(cgroup) => cgroup.signal_members(signal as libc::c_int)? > 0,
+            None => group::signal_group(self.identity.pgid, signal)?,
+        };
+        if !sent && (self.cgroup.is_none() || self.phase() != Phase::Running) {
             // Not while the shell is pinned (a zombie is a member); kept for safety.
             self.forget_group(&mut state);
         }
@@ -201,8 +223,27 @@ impl Process {
         self.leader.reap();
     }
 
+    /// How many processes of this command are alive. Reads /proc or the cgroup: not for
+    /// async workers.
+    pub fn members_alive(&self) -> usize {
+        let running = self.phase() == Phase::Running;
+        if !running && lock(&self.state).group_gone {
+            return 0;
+        }
+        match &self.cgroup {
+            Some(cgroup) => cgroup.members().len(),
+            None => group::count_live_members(self.identity.pgid, !running),
+        }
+    }
+
+    /// The command's cgroup, in cgroup mode.
+    pub fn cgroup(&self) -> Option<&ProcessCgroup> {
+        self.cgroup.as_ref()
+    }
+
     pub fn info(&self) -> ProcessInfo {
         let group_alive = self.group_alive();
+        let members_alive = if group_alive { self.members_alive() } else { 0 };
         let state = lock(&self.state);
         ProcessInfo {
             id: self.identity.id.clone(),
@@ -211,6 +252,7 @@ impl Process {
             background: self.identity.background,
             running: state.exit_code.is_none(),
             group_alive,
+            members_alive,
             exit_code: state.exit_code,
             timed_out: state.timed_out,
             started_at_unix: self.identity.started_at_unix,
@@ -227,6 +269,7 @@ impl Process {
             truncated: rendered.truncated,
             running: info.running,
             group_alive: info.group_alive,
+            members_alive: info.members_alive,
             exit_code: info.exit_code,
             timed_out: info.timed_out,
             command: info.command,
