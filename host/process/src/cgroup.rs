@@ -51,6 +51,7 @@ impl CgroupRoot {
         })?;
         let own = own_cgroup(&own).ok_or(Unavailable::NoOwnCgroup)?;
         let own_dir = own_directory(&mount_root, &mount_point, &own);
+        sweep_dead_agents(&own_dir);
         let dir = own_dir.join(format!("procwarden-{name}"));
         match fs::create_dir(&dir) {
             Ok(()) => {}
@@ -158,6 +159,19 @@ impl ProcessCgroup {
         Ok(true)
     }
 
+    /// Kill every member, wait (bounded) until none is left and remove the cgroup. Returns
+    /// whether it is gone.
+    pub fn kill_and_remove(&self) -> bool {
+        if self.populated() {
+            let _ = self.kill();
+            wait_empty(&self.path, std::time::Duration::from_secs(2));
+        }
+        match fs::remove_dir(&self.path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == ErrorKind::NotFound,
+        }
+    }
+
     /// `signal` to every member. Each PID read from `cgroup.procs` is pinned with a pidfd and
     /// signalled only if it is still listed afterwards: a number whose process exited (and
     /// was perhaps reused by someone else) between the two reads is left alone. Returns how
@@ -186,6 +200,36 @@ impl Drop for ProcessCgroup {
         {
             tracing::warn!(path = %self.path.display(), error = %err, "a command's cgroup could not be removed");
         }
+    }
+}
+
+/// Directories of agents named after their PID (`procwarden-pid<PID>-<n>`, the default when
+/// the configuration names no stable instance) whose agent is dead: kill what they hold and
+/// remove them. A PID in use again only delays this; a dead agent's name is never reused
+/// while it lives.
+fn sweep_dead_agents(own_dir: &Path) {
+    let Ok(entries) = fs::read_dir(own_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("procwarden-pid"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = CgroupRoot { dir: entry.path() };
+        let left = root.kill_leftovers();
+        if left > 0 {
+            tracing::warn!(cgroups = left, path = %root.dir.display(), "killed the commands a dead agent left running");
+        }
+        // Dropping `root` removes the directory.
     }
 }
 

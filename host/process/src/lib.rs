@@ -28,6 +28,7 @@ pub mod os_spawn;
 pub mod record;
 pub mod request;
 pub mod spawn;
+pub mod subreaper;
 pub mod sync;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};

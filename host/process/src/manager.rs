@@ -1,8 +1,9 @@
 //! The process table: start, look up, signal, list, reap, shut down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -13,9 +14,10 @@ use super::cgroup::{CgroupRoot, Unavailable};
 use super::limits::{check_lengths, too_long_together};
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
-use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
+use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
 use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
+use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -45,7 +47,7 @@ impl Default for ManagerSettings {
             kill_grace: Duration::from_secs(5),
             max_exited: 1000,
             containment: Containment::Auto,
-            instance: format!("pid{}", std::process::id()),
+            instance: default_instance(),
         }
     }
 }
@@ -175,6 +177,8 @@ impl<'a> Scope<'a> {
 
 pub struct ProcessManager {
     settings: ManagerSettings,
+    /// Subreaper mode: whether the orphan reaper runs.
+    reaper_started: AtomicBool,
     /// In cgroup mode, the directory of the commands' cgroups.
     cgroups: Option<CgroupRoot>,
     table: Mutex<HashMap<String, Arc<Process>>>,
@@ -222,13 +226,23 @@ impl ProcessManager {
     }
 
     fn with_cgroups(settings: ManagerSettings, cgroups: Option<CgroupRoot>) -> Arc<Self> {
-        Arc::new(Self {
+        if cgroups.is_none()
+            && let Err(err) = become_subreaper()
+        {
+            tracing::warn!(error = %err, "cannot become a child subreaper");
+        }
+        let manager = Arc::new(Self {
             settings,
+            reaper_started: AtomicBool::new(false),
             cgroups,
             table: Mutex::default(),
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-        })
+        });
+        if manager.cgroups.is_none() {
+            lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
+        }
+        manager
     }
 
     pub fn settings(&self) -> &ManagerSettings {
@@ -278,20 +292,27 @@ impl ProcessManager {
         }
         check_lengths(&command, &env)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let cgroup = match &self.cgroups {
-            Some(root) => Some(root.create(&id).map_err(|source| {
+        let tracking = match &self.cgroups {
+            Some(root) => Tracking::Cgroup(root.create(&id).map_err(|source| {
                 ProcessError::Spawn(SpawnError::Setup {
                     stage: "make the command's cgroup",
                     source,
                 })
             })?),
-            None => None,
+            None => {
+                let marker = format!("{}:{id}", self.settings.instance);
+                env.push((MARKER_VARIABLE.into(), marker.clone()));
+                self.start_orphan_reaper();
+                Tracking::Marker(marker)
+            }
         };
+        // Held until the leader is in the table, so the orphan reaper never takes it.
+        let gate = SPAWN_GATE.read().unwrap_or_else(|p| p.into_inner());
         let spawned = spawn(&SpawnSpec {
             command: &command,
             workdir: &workdir,
             env: &env,
-            cgroup: cgroup.as_ref().map(|c| c.fd()),
+            cgroup: tracking_fd(&tracking),
         })
         .map_err(|err| match err {
             SpawnError::Workdir(source) => ProcessError::Workdir {
@@ -321,9 +342,10 @@ impl ProcessManager {
             },
             self.settings.buffer,
             child,
-            cgroup,
+            tracking,
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
+        drop(gate);
         tokio::spawn(supervise(process.clone(), output));
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
@@ -350,6 +372,40 @@ impl ProcessManager {
             "process command"
         );
         Ok(process)
+    }
+
+    /// Subreaper mode: reap re-parented orphans now and then (they are not counted alive,
+    /// but a zombie holds its PID). Started with the first command, inside the runtime.
+    fn start_orphan_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ORPHAN_REAP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || manager.reap_orphans()).await;
+            }
+        });
+    }
+
+    /// Reap zombie children of the agent that are no record's leader (re-parented
+    /// orphans). Leaders of every table in the process are left alone.
+    pub fn reap_orphans(&self) -> usize {
+        let _gate = SPAWN_GATE.write().unwrap_or_else(|p| p.into_inner());
+        let mut leaders = HashSet::new();
+        lock(&SUBREAPER_TABLES).retain(|table| {
+            let Some(manager) = table.upgrade() else {
+                return false;
+            };
+            leaders.extend(lock(&manager.table).values().map(|p| p.leader().pid()));
+            true
+        });
+        reap_orphans(&leaders)
     }
 
     /// A process the caller may see.
@@ -479,15 +535,47 @@ impl ProcessManager {
             tracing::warn!("some output pipes stayed open after their groups were killed");
         }
         if let Some(root) = &self.cgroups {
-            // Every command's cgroup was killed above; what is left is removed with the
-            // agent's directory (a record's cgroup is removed when it is dropped, which at
-            // exit may never happen).
-            let left = root.kill_leftovers();
-            if left > 0 {
-                tracing::warn!(cgroups = left, "killed commands left after shutdown");
+            // Every command's cgroup was killed above; remove them and the agent's directory
+            // now (a record's cgroup is removed when it is dropped, which at exit may never
+            // happen).
+            let remaining: Vec<Arc<Process>> = lock(&self.table).values().cloned().collect();
+            for process in remaining {
+                if let Some(cgroup) = process.cgroup()
+                    && !cgroup.kill_and_remove()
+                {
+                    tracing::warn!(id = process.id(), "a command's cgroup outlived shutdown");
+                }
             }
             root.remove();
         }
+    }
+}
+
+/// Unique among the agents (and the tables of one process) running at once.
+fn default_instance() -> String {
+    static TABLES: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "pid{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Subreaper mode: starts hold it shared from the clone until the leader is in its table; the
+/// orphan reaper holds it exclusively, so it never reaps a leader it cannot see. Process-wide,
+/// as the agent's children are.
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+/// Subreaper mode: every table in the process, whose leaders the orphan reaper leaves alone.
+static SUBREAPER_TABLES: Mutex<Vec<Weak<ProcessManager>>> = Mutex::new(Vec::new());
+
+/// How often re-parented orphans are reaped in subreaper mode.
+const ORPHAN_REAP_INTERVAL: Duration = Duration::from_millis(500);
+
+fn tracking_fd(tracking: &Tracking) -> Option<BorrowedFd<'_>> {
+    match tracking {
+        Tracking::Cgroup(cgroup) => Some(cgroup.fd()),
+        Tracking::Marker(_) => None,
     }
 }
 

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use super::cgroup::ProcessCgroup;
 use super::group;
 use super::os_spawn::SessionChild;
+use super::subreaper;
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -97,9 +98,19 @@ pub struct Process {
     /// The shell, unreaped until its group is found gone (or this record is dropped): an
     /// unreaped zombie keeps its PID, so `identity.pgid` cannot name anyone else's group.
     leader: SessionChild,
-    /// The command's own cgroup in cgroup mode: every descendant, wherever it went, is in it.
-    /// Removed (if empty) when the record is dropped.
-    cgroup: Option<ProcessCgroup>,
+    /// How the command's descendants are found beyond its process group.
+    tracking: Tracking,
+}
+
+/// How a command's descendants are found, wherever they went.
+#[derive(Debug)]
+pub enum Tracking {
+    /// Its own cgroup: every descendant is in it. Removed (if empty) when the record is
+    /// dropped.
+    Cgroup(ProcessCgroup),
+    /// The marker (`PROCWARDEN_OWNER` value) in the environment of every descendant, found
+    /// through /proc beside the process group.
+    Marker(String),
 }
 
 impl Process {
@@ -107,12 +118,12 @@ impl Process {
         identity: Identity,
         limits: BufferLimits,
         leader: SessionChild,
-        cgroup: Option<ProcessCgroup>,
+        tracking: Tracking,
     ) -> Self {
         Self {
             identity,
             leader,
-            cgroup,
+            tracking,
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
@@ -184,9 +195,12 @@ impl Process {
             return false;
         }
         // Past Running: the shell has exited and is kept unreaped (a zombie).
-        let alive = match &self.cgroup {
-            Some(cgroup) => cgroup.populated(),
-            None => group::group_has_live_member(self.identity.pgid, true),
+        let alive = match &self.tracking {
+            Tracking::Cgroup(cgroup) => cgroup.populated(),
+            Tracking::Marker(marker) => {
+                group::group_has_live_member(self.identity.pgid, true)
+                    || !self.marked(marker, 1).is_empty()
+            }
         };
         if !alive {
             self.forget_group(&mut state);
@@ -203,13 +217,22 @@ impl Process {
         if state.group_gone {
             return Ok(false);
         }
-        let sent = match &self.cgroup {
+        let sent = match &self.tracking {
             // The cgroup holds the group and every escaped descendant.
-            Some(cgroup) if signal == Signal::SIGKILL => cgroup.kill()?,
-            Some(cgroup) => cgroup.signal_members(signal as libc::c_int)? > 0,
-            None => group::signal_group(self.identity.pgid, signal)?,
+            Tracking::Cgroup(cgroup) if signal == Signal::SIGKILL => cgroup.kill()?,
+            Tracking::Cgroup(cgroup) => cgroup.signal_members(signal as libc::c_int)? > 0,
+            Tracking::Marker(marker) => {
+                // Found before the group is signalled, so none of it is mistaken for gone.
+                let escaped: Vec<_> = self
+                    .marked(marker, usize::MAX)
+                    .into_iter()
+                    .filter(|found| found.pgrp != self.identity.pgid)
+                    .collect();
+                let group = group::signal_group(self.identity.pgid, signal)?;
+                subreaper::signal_found(&escaped, signal as libc::c_int) > 0 || group
+            }
         };
-        if !sent && (self.cgroup.is_none() || self.phase() != Phase::Running) {
+        if !sent && self.phase() != Phase::Running {
             // Not while the shell is pinned (a zombie is a member); kept for safety.
             self.forget_group(&mut state);
         }
@@ -230,15 +253,27 @@ impl Process {
         if !running && lock(&self.state).group_gone {
             return 0;
         }
-        match &self.cgroup {
-            Some(cgroup) => cgroup.members().len(),
-            None => group::count_live_members(self.identity.pgid, !running),
+        match &self.tracking {
+            Tracking::Cgroup(cgroup) => cgroup.members().len(),
+            Tracking::Marker(marker) => {
+                let skip = (!running).then_some(self.identity.pgid);
+                subreaper::members(self.identity.pgid, skip, marker, usize::MAX).len()
+            }
         }
+    }
+
+    /// Live processes of the group or carrying `marker`, the exited leader left out.
+    fn marked(&self, marker: &str, enough: usize) -> Vec<subreaper::Found> {
+        let skip = (self.phase() != Phase::Running).then_some(self.identity.pgid);
+        subreaper::members(self.identity.pgid, skip, marker, enough)
     }
 
     /// The command's cgroup, in cgroup mode.
     pub fn cgroup(&self) -> Option<&ProcessCgroup> {
-        self.cgroup.as_ref()
+        match &self.tracking {
+            Tracking::Cgroup(cgroup) => Some(cgroup),
+            Tracking::Marker(_) => None,
+        }
     }
 
     pub fn info(&self) -> ProcessInfo {
