@@ -22,3 +22,5 @@ mod mcp_policy;
 mod plugins;
 // What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
 mod operator;
+// Containment: the orphan matrix in cgroup and subreaper modes.
+mod containment;

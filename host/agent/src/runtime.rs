@@ -12,7 +12,12 @@ use procwarden_extensions::policy::PolicyChain;
 /// The agent every front end of this process shares: the configured policy chain over a fresh
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
-    Ok(Agent::new(config, load_policy(config)?))
+    let agent = Agent::try_new(config, load_policy(config)?)?;
+    tracing::info!(
+        containment = agent.manager().containment().name(),
+        "containment of command descendants"
+    );
+    Ok(agent)
 }
 
 /// Load the configured plugins (or the samples); loading logs how each was loaded.

@@ -16,7 +16,7 @@ use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
-use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
+use super::spawn::{SpawnSpec, Spawned, kill_after, spawn, supervise, terminate_then_kill};
 use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
@@ -53,14 +53,16 @@ impl Default for ManagerSettings {
 }
 
 /// How descendants of a command are tracked, as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Containment {
     /// cgroup where one is writable, else the process group.
     #[default]
     Auto,
     /// A cgroup v2 per command; the agent does not start without a writable one.
     Cgroup,
-    /// The process group only (no cgroup), even where cgroups work.
+    /// The process group plus the environment marker, the agent a child subreaper; even where
+    /// cgroups work.
     Subreaper,
 }
 
@@ -418,6 +420,7 @@ impl ProcessManager {
     }
 
     /// Signal the whole group while any member lives (not only while the shell does).
+    /// `Terminate` is followed by SIGKILL to whatever is left after the grace period.
     pub fn signal(
         &self,
         id: &str,
@@ -431,6 +434,13 @@ impl ProcessManager {
         match process.signal_group(signal.signal()) {
             Ok(true) => {
                 tracing::info!(id, signal = signal.name(), "signal sent to process group");
+                if signal == GroupSignal::Terminate
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    // What ignores SIGTERM is killed after the grace period, as at shutdown.
+                    let grace = self.settings.kill_grace;
+                    runtime.spawn(async move { kill_after(&process, grace).await });
+                }
                 Ok(())
             }
             Ok(false) => Err(ProcessError::NotRunning(id.to_owned())),

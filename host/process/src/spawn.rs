@@ -168,6 +168,11 @@ pub async fn terminate_then_kill(process: &Arc<Process>, grace: std::time::Durat
     if !matches!(process.signal_group(Signal::SIGTERM), Ok(true)) {
         return;
     }
+    kill_after(process, grace).await;
+}
+
+/// SIGKILL what is left of a terminated group after `grace`, unless it is gone by then.
+pub async fn kill_after(process: &Arc<Process>, grace: std::time::Duration) {
     let gone = async {
         process.wait_for(Phase::Finished).await;
         // The pipe closed, but a member that closed its fds (a daemon) may still run: look

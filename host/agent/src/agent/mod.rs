@@ -38,6 +38,8 @@ pub struct Health {
     pub processes: usize,
     /// Requests blocked waiting for an exit.
     pub waiters: usize,
+    /// How descendants of commands are tracked: `cgroup` or `subreaper`.
+    pub containment: &'static str,
 }
 
 pub struct Agent {
@@ -53,9 +55,29 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent; containment `auto` falls back to `subreaper` where no cgroup v2 is writable.
     pub fn new(config: &Config, policy: PolicyChain) -> Arc<Self> {
+        Self::with_manager(
+            config,
+            policy,
+            ProcessManager::new(config.manager_settings()),
+        )
+    }
+
+    /// An agent, or an error when containment `cgroup` is configured and unavailable.
+    pub fn try_new(config: &Config, policy: PolicyChain) -> anyhow::Result<Arc<Self>> {
+        let manager = ProcessManager::try_new(config.manager_settings())
+            .map_err(|why| anyhow::anyhow!("containment = \"cgroup\" is unavailable: {why}"))?;
+        Ok(Self::with_manager(config, policy, manager))
+    }
+
+    fn with_manager(
+        config: &Config,
+        policy: PolicyChain,
+        manager: Arc<ProcessManager>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            manager: ProcessManager::new(config.manager_settings()),
+            manager,
             policy,
             agent_workdir: config.workdir.clone(),
             home: std::env::var_os("HOME").map(PathBuf::from),
@@ -91,6 +113,7 @@ impl Agent {
             shutting_down: self.manager.is_closed(),
             processes: self.manager.len(),
             waiters: self.waiters(),
+            containment: self.manager.containment().name(),
         }
     }
 
