@@ -35,7 +35,9 @@ fn cases() -> Vec<(&'static str, fn(&str) -> String)> {
         ("setsid_f", |s| format!("setsid -f {s}; exit 0")),
         ("nohup", |s| format!("nohup {s} >/dev/null 2>&1 & exit 0")),
         ("disown", |s| format!("bash -c '{s} & disown; exit 0'")),
-        ("set_m", |s| format!("set -m; {s} & exit 0")),
+        // bash: dash turns job control off without a terminal, bash still gives the job its
+        // own process group.
+        ("set_m", |s| format!("bash -c 'set -m; {s} & exit 0'")),
         ("double_fork", |s| {
             format!("sh -c 'sh -c \"{s} &\" &'; exit 0")
         }),
@@ -231,5 +233,51 @@ async fn health_names_the_containment_mode() {
         auto.stderr_text().contains("containment"),
         "the start-up log names the mode: {}",
         auto.stderr_text()
+    );
+}
+
+#[tokio::test]
+async fn after_a_sigkill_the_next_agent_on_the_address_kills_what_the_dead_one_left() {
+    if baseline() {
+        return;
+    }
+    // A fixed address: the agent names its cgroups after it, so the next one finds them.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let listen = format!("127.0.0.1:{port}");
+    let first = Server::builder()
+        .config("containment = \"auto\"\n")
+        .listen(&listen)
+        .spawn();
+    if first.api().health().await.containment != "cgroup" {
+        eprintln!(
+            "SKIP: no writable cgroup v2 on this machine; crash recovery from a state file \
+             (subreaper mode) is not implemented"
+        );
+        return;
+    }
+    let m = Marker::new();
+    first
+        .api()
+        .start(&format!("setsid {} & exit 0", m.sleep()))
+        .await;
+    assert!(m.wait_sleeps(1, DEADLINE).await, "the escape never started");
+    first.send_signal(Signal::SIGKILL);
+    assert!(first.wait_exit(DEADLINE).is_some());
+    assert_eq!(m.live_sleeps().len(), 1, "a SIGKILLed agent stops nothing");
+
+    let second = Server::builder()
+        .config("containment = \"auto\"\n")
+        .listen(&listen)
+        .spawn();
+    m.assert_gone(DEADLINE, "left by the killed agent").await;
+    assert!(
+        second
+            .stderr_text()
+            .contains("killed the commands a previous agent left running"),
+        "logged: {}",
+        second.stderr_text()
     );
 }
