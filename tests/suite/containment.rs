@@ -25,8 +25,11 @@ enum Mode {
     Subreaper,
 }
 
-/// The orphan matrix: a name and the command, given `sleep <marker>`.
-fn cases() -> Vec<(&'static str, fn(&str) -> String)> {
+/// One case of the orphan matrix: its name, and its command given `sleep <marker>`.
+type Case = (&'static str, fn(&str) -> String);
+
+/// The orphan matrix.
+fn cases() -> Vec<Case> {
     vec![
         ("pipeline", |s| format!("{s} | cat")),
         ("ampersand", |s| format!("{s} & exit 0")),

@@ -24,3 +24,5 @@ mod plugins;
 mod operator;
 // Containment: the orphan matrix in cgroup and subreaper modes.
 mod containment;
+// Soak: stalled connections, MCP churn and start bursts; bounded fds, RSS and /health.
+mod soak;

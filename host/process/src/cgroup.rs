@@ -78,7 +78,10 @@ impl CgroupRoot {
         let path = self.dir.join(id);
         fs::create_dir(&path)?;
         match open_dir(&path) {
-            Ok(dir) => Ok(ProcessCgroup { path, dir }),
+            Ok(dir) => Ok(ProcessCgroup {
+                path,
+                dir: Some(dir),
+            }),
             Err(err) => {
                 let _ = fs::remove_dir(&path);
                 Err(err)
@@ -126,13 +129,19 @@ impl Drop for CgroupRoot {
 #[derive(Debug)]
 pub struct ProcessCgroup {
     path: PathBuf,
-    dir: OwnedFd,
+    /// Open only until the command is started in it: a retained record holds no extra fd.
+    dir: Option<OwnedFd>,
 }
 
 impl ProcessCgroup {
-    /// The open directory, for `clone3(CLONE_INTO_CGROUP)`.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
+    /// The open directory, for `clone3(CLONE_INTO_CGROUP)`; `None` once closed.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.dir.as_ref().map(|dir| dir.as_fd())
+    }
+
+    /// Close the directory once the command is started in it.
+    pub fn close_fd(&mut self) {
+        self.dir = None;
     }
 
     pub fn path(&self) -> &Path {

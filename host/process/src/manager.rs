@@ -310,6 +310,7 @@ impl ProcessManager {
         };
         // Held until the leader is in the table, so the orphan reaper never takes it.
         let gate = SPAWN_GATE.read().unwrap_or_else(|p| p.into_inner());
+        let mut tracking = tracking;
         let spawned = spawn(&SpawnSpec {
             command: &command,
             workdir: &workdir,
@@ -331,6 +332,9 @@ impl ProcessManager {
             output,
             pgid,
         } = spawned;
+        if let Tracking::Cgroup(cgroup) = &mut tracking {
+            cgroup.close_fd();
+        }
         let process = Arc::new(Process::new(
             Identity {
                 id,
@@ -584,7 +588,7 @@ const ORPHAN_REAP_INTERVAL: Duration = Duration::from_millis(500);
 
 fn tracking_fd(tracking: &Tracking) -> Option<BorrowedFd<'_>> {
     match tracking {
-        Tracking::Cgroup(cgroup) => Some(cgroup.fd()),
+        Tracking::Cgroup(cgroup) => cgroup.fd(),
         Tracking::Marker(_) => None,
     }
 }
