@@ -24,3 +24,7 @@ mod plugins;
 mod operator;
 // Tool plugins (serve, test_summary, faulty tools) over MCP, HTTP and the CLI.
 mod tools;
+// Containment: the orphan matrix in cgroup and subreaper modes.
+mod containment;
+// Soak: stalled connections, MCP churn and start bursts; bounded fds, RSS and /health.
+mod soak;

@@ -50,7 +50,7 @@ impl TryFrom<Map<String, Value>> for StartWaitReply {
 }
 
 /// `GET /api/v0/processes/{id}/output`:
-/// `{output, truncated?, running, group_alive, exit_code?, timed_out, command}`.
+/// `{output, truncated?, running, group_alive, members_alive, exit_code?, timed_out, command}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSnapshot {
@@ -59,6 +59,8 @@ pub struct OutputSnapshot {
     pub truncated: Option<Truncation>,
     pub running: bool,
     pub group_alive: bool,
+    /// Processes of the command still running, escaped ones included.
+    pub members_alive: u64,
     /// Absent while the shell runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -83,8 +85,8 @@ pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
 }
 
-/// `{id, command, workdir, background, running, group_alive, exit_code?, timed_out,
-/// started_at_unix, exited_at_unix?}`.
+/// `{id, command, workdir, background, running, group_alive, members_alive, exit_code?,
+/// timed_out, started_at_unix, exited_at_unix?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessInfo {
@@ -94,6 +96,8 @@ pub struct ProcessInfo {
     pub background: bool,
     pub running: bool,
     pub group_alive: bool,
+    /// Processes of the command still running, escaped ones included.
+    pub members_alive: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub timed_out: bool,
@@ -102,7 +106,7 @@ pub struct ProcessInfo {
     pub exited_at_unix: Option<i64>,
 }
 
-/// `GET /api/v0/health`: `{status, processes, waiters}`.
+/// `GET /api/v0/health`: `{status, processes, waiters, containment}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -110,6 +114,8 @@ pub struct Health {
     pub status: String,
     pub processes: u64,
     pub waiters: u64,
+    /// `cgroup` or `subreaper`.
+    pub containment: String,
 }
 
 /// `POST /api/v0/processes/{id}/signal`: `{message}`.
@@ -158,8 +164,8 @@ mod tests {
     use serde_json::json;
 
     fn snapshot_fields() -> Value {
-        json!({"output": "hi\n", "running": false, "group_alive": false, "exit_code": 0,
-               "timed_out": false, "command": "echo hi"})
+        json!({"output": "hi\n", "running": false, "group_alive": false, "members_alive": 0,
+               "exit_code": 0, "timed_out": false, "command": "echo hi"})
     }
 
     #[test]

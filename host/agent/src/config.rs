@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
 use procwarden_extensions::tool::{ToolConfig, ToolSource};
-use procwarden_process::{BufferLimits, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX};
+use procwarden_process::{
+    BufferLimits, Containment, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
 
@@ -67,6 +69,13 @@ pub struct Config {
     /// Ignore unknown fields in a start request's body instead of refusing it with 400 (for
     /// old clients that send fields this agent does not know).
     pub lenient_start_body: bool,
+    /// How descendants of commands are tracked: `auto` (a cgroup v2 per command where one is
+    /// writable, else `subreaper`), `cgroup` (refuse to start without one) or `subreaper`.
+    pub containment: Containment,
+    /// Names the agent's cgroup directory; set by `serve` from the address it listens on, so
+    /// the next agent on that address kills what a crashed one left.
+    #[serde(skip)]
+    pub instance: Option<String>,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -106,6 +115,8 @@ impl Default for Config {
             max_processes_per_chat: 64,
             max_exited_processes: 1000,
             lenient_start_body: false,
+            containment: Containment::Auto,
+            instance: None,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             tools: Vec::new(),
@@ -207,6 +218,11 @@ impl Config {
             reap_age: secs(self.reap_age_seconds),
             kill_grace: secs(self.shutdown_grace_seconds),
             max_exited: self.max_exited_processes,
+            containment: self.containment,
+            instance: self
+                .instance
+                .clone()
+                .unwrap_or_else(|| ManagerSettings::default().instance),
         }
     }
 

@@ -14,7 +14,12 @@ use procwarden_extensions::tool::ToolSet;
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
     let tools = ToolSet::load(&config.tool_sources()?, crate::agent::BUILT_IN_TOOLS)?;
-    Ok(Agent::with_tools(config, load_policy(config)?, tools))
+    let agent = Agent::try_new(config, load_policy(config)?, tools)?;
+    tracing::info!(
+        containment = agent.manager().containment().name(),
+        "containment of command descendants"
+    );
+    Ok(agent)
 }
 
 /// Load the configured plugins (or the samples); loading logs how each was loaded.

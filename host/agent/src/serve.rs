@@ -17,7 +17,7 @@ use crate::runtime::{ShutdownSignals, build_agent};
 /// How long in-flight requests get to finish once every process has been stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config, listen: SocketAddr) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() && config.token.is_none() {
         bail!(
             "refusing to listen on {listen} without a token: set `token` in the config file, or listen on 127.0.0.1"
@@ -28,6 +28,16 @@ pub async fn serve(config: Config, listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    if local.port() != 0 {
+        // Only one agent listens here at a time: its cgroups can be named after the address,
+        // and the next agent here finds what a crashed one left.
+        let name: String = local
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        config.instance = Some(format!("listen-{name}"));
+    }
     let agent = build_agent(&config)?;
     let reaper = agent.spawn_reaper(config.reap_interval());
     // MCP over streamable HTTP shares the listener, the token and the agent with the API.

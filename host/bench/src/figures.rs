@@ -27,6 +27,7 @@ pub enum Figure {
     Output,
     Memory,
     Tool,
+    Containment,
 }
 
 impl Figure {
@@ -38,6 +39,7 @@ impl Figure {
         Figure::Output,
         Figure::Memory,
         Figure::Tool,
+        Figure::Containment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Figure {
             Figure::Output => "output",
             Figure::Memory => "memory",
             Figure::Tool => "tool",
+            Figure::Containment => "containment",
         }
     }
 
@@ -66,7 +69,80 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Output => output(plan).await,
         Figure::Memory => memory(plan).await,
         Figure::Tool => tool(plan).await,
+        Figure::Containment => containment(plan).await,
     }
+}
+
+/// The spawn cost of `ProcessManager::start` (until `sh -c true` has exec'd) with each command
+/// placed in its own cgroup by `clone3(CLONE_INTO_CGROUP)` (a cgroup made for it, and removed
+/// when the record goes), against the process-group path without cgroups, alternating in the
+/// same run.
+async fn containment(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    use procwarden_process::{
+        Containment, ManagerSettings, Phase, ProcessManager, Scope, StartRequest,
+    };
+    let manager = |containment| {
+        ProcessManager::try_new(ManagerSettings {
+            containment,
+            reap_age: Duration::ZERO,
+            ..ManagerSettings::default()
+        })
+    };
+    let cgroup = match manager(Containment::Cgroup) {
+        Ok(manager) => manager,
+        Err(why) => {
+            return Ok(vec![Row {
+                figure: "spawn with cgroup placement".into(),
+                ours: "skipped".into(),
+                baseline: format!("no writable cgroup v2: {why}"),
+                ratio: "-".into(),
+                target: "reported".into(),
+                pass: true,
+            }]);
+        }
+    };
+    let group = manager(Containment::Subreaper)?;
+    let once = |manager: Arc<ProcessManager>| async move {
+        let t = Instant::now();
+        let request = StartRequest {
+            command: "true".into(),
+            ..StartRequest::default()
+        };
+        let process = manager.start(request, None)?;
+        let elapsed = t.elapsed();
+        process.wait_for(Phase::Finished).await;
+        drop(process);
+        manager.reap();
+        let _ = manager.len() + manager.list(Scope::All, 0).len();
+        anyhow::Ok(elapsed)
+    };
+    once(cgroup.clone()).await?;
+    once(group.clone()).await?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..plan.rounds {
+        let mut a = Vec::with_capacity(plan.latency_samples);
+        let mut b = Vec::with_capacity(plan.latency_samples);
+        for _ in 0..plan.latency_samples {
+            a.push(once(cgroup.clone()).await?);
+            b.push(once(group.clone()).await?);
+        }
+        with.push(Samples::new(a).p50().as_secs_f64());
+        without.push(Samples::new(b).p50().as_secs_f64());
+    }
+    cgroup.shutdown().await;
+    group.shutdown().await;
+    let (with, without) = (median(with), median(without));
+    Ok(vec![Row {
+        figure: "spawn of `true` into its own cgroup (mkdir + clone3), p50".into(),
+        ours: micros(Duration::from_secs_f64(with)),
+        baseline: format!(
+            "{} (process group only)",
+            micros(Duration::from_secs_f64(without))
+        ),
+        ratio: format!("{:.2}×", with / without),
+        target: "reported".into(),
+        pass: true,
+    }])
 }
 
 /// An agent served on a loopback port inside this process, with the sample plugins.
@@ -721,7 +797,7 @@ async fn tool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     use procwarden_extensions::tool::{ToolSet, ToolSource, builtin};
     let serve = builtin::find("serve").context("no built-in serve")?;
     let tools = ToolSet::load(&[ToolSource::bytes("serve", serve)], &[])?;
-    let agent = Agent::with_tools(&Config::default(), PolicyChain::empty(), tools);
+    let agent = Agent::try_new(&Config::default(), PolicyChain::empty(), tools)?;
     let samples = plan.latency_samples.min(100);
     let (mut ours, mut base) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     let args = json!({"command": "exit 0", "ready_regex": "never"});

@@ -8,7 +8,7 @@ use std::ptr;
 
 /// Usable bytes of a child stack. What runs there is `child_main` and the system call wrappers
 /// it calls, a few hundred bytes deep.
-const STACK_BYTES: usize = 64 << 10;
+pub const STACK_BYTES: usize = 64 << 10;
 
 /// A mapped child stack: one guard page, then `STACK_BYTES` readable and writable.
 pub struct ChildStack {

@@ -30,7 +30,22 @@ pub fn group_has_live_member(pgid: i32, leader_exited: bool) -> bool {
     }
 }
 
+/// How many members of group `pgid` are alive (zombies not counted); with `leader_exited`,
+/// the leader is not looked at. Reads /proc: not for async workers.
+pub fn count_live_members(pgid: i32, leader_exited: bool) -> usize {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(Errno::ESRCH) => 0,
+        _ => live_members(pgid, leader_exited, usize::MAX).unwrap_or(1),
+    }
+}
+
 fn proc_has_live_member(pgid: i32, leader_exited: bool) -> std::io::Result<bool> {
+    live_members(pgid, leader_exited, 1).map(|n| n > 0)
+}
+
+/// Live members of `pgid` found in /proc, counting up to `enough`.
+fn live_members(pgid: i32, leader_exited: bool, enough: usize) -> std::io::Result<usize> {
+    let mut found = 0;
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -55,10 +70,13 @@ fn proc_has_live_member(pgid: i32, leader_exited: bool) -> std::io::Result<bool>
             && state != 'Z'
             && state != 'X'
         {
-            return Ok(true);
+            found += 1;
+            if found >= enough {
+                break;
+            }
         }
     }
-    Ok(false)
+    Ok(found)
 }
 
 /// Parse the state and process group out of a `/proc/PID/stat` line. The command name is in

@@ -105,6 +105,100 @@ pub unsafe fn close_from(first: libc::c_uint) -> Result<(), libc::c_int> {
     if done < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    /// Lowest address of the child's stack; the kernel starts it at `stack + stack_size`.
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    /// An open cgroup v2 directory, with `CLONE_INTO_CGROUP`.
+    pub cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (not in every libc release yet).
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(args)`, the child calling `entry(arg)` on the stack `args` gives it and exiting with
+/// its result. Returns the child's PID to the parent, or a negative errno.
+///
+/// glibc has no public `clone3` wrapper, and the raw `syscall()` function cannot be used with
+/// `CLONE_VM` and a new stack: the child would return through a frame on a stack it does not
+/// have. So the child's side is written here in assembly: straight from the system call into
+/// `entry`.
+///
+/// # Safety
+/// As for `clone`: with `CLONE_VM` the child shares the caller's memory and runs `entry` on
+/// `args.stack`, which must be mapped, 16-byte aligned at its top and used by nobody else until
+/// the child has exec'd or exited (`CLONE_VFORK`); `entry` may only make system calls.
+pub unsafe fn clone3(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    let result: libc::c_long;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller vouches for `args`; the parent only gets rax back and loses rcx and
+    // r11 to `syscall`. The child never returns from here: it calls `entry` on its own stack
+    // (16-byte aligned before the call, as the ABI wants) and exits.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above; `svc` clobbers nothing but x0 in the parent. The child branches to
+    // `entry` on its own stack and exits.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x0, x21",
+            "blr x20",
+            "mov x8, {exit}",
+            "svc 0",
+            "brk #0",
+            "2:",
+            exit = const libc::SYS_exit,
+            in("x8") libc::SYS_clone3,
+            inlateout("x0") args as *mut CloneArgs => result,
+            in("x1") size_of::<CloneArgs>(),
+            in("x20") entry,
+            in("x21") arg,
+            options(nostack),
+        );
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

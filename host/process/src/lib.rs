@@ -11,6 +11,8 @@ compile_error!("procwarden-process supports Linux on x86_64 and aarch64 only");
 
 pub mod buffer;
 #[cfg(target_os = "linux")]
+pub mod cgroup;
+#[cfg(target_os = "linux")]
 mod child_stack;
 pub mod group;
 #[cfg(all(
@@ -26,9 +28,12 @@ pub mod os_spawn;
 pub mod record;
 pub mod request;
 pub mod spawn;
+pub mod subreaper;
 pub mod sync;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
-pub use manager::{GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope};
+pub use manager::{
+    Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope,
+};
 pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};
 pub use request::StartRequest;

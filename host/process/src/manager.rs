@@ -1,20 +1,23 @@
 //! The process table: start, look up, signal, list, reap, shut down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use futures::future::join_all;
 use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
+use super::cgroup::{CgroupRoot, Unavailable};
 use super::limits::{check_lengths, too_long_together};
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
-use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
+use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
-use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
+use super::spawn::{SpawnSpec, Spawned, kill_after, spawn, supervise, terminate_then_kill};
+use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -28,6 +31,12 @@ pub struct ManagerSettings {
     /// Most exited processes kept; past it the oldest exited are forgotten first, even
     /// before `reap_age`, so a burst of short commands cannot hold memory for the whole age.
     pub max_exited: usize,
+    /// How descendants are tracked.
+    pub containment: Containment,
+    /// Names the agent's cgroup directory (`procwarden-<instance>`). Stable for one
+    /// configuration, so the next agent finds (and kills) what a crashed one left; unique
+    /// among agents running at once, or one would kill another's commands at start.
+    pub instance: String,
 }
 
 impl Default for ManagerSettings {
@@ -37,6 +46,49 @@ impl Default for ManagerSettings {
             reap_age: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
             max_exited: 1000,
+            containment: Containment::Auto,
+            instance: default_instance(),
+        }
+    }
+}
+
+/// How descendants of a command are tracked, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Containment {
+    /// cgroup where one is writable, else the process group.
+    #[default]
+    Auto,
+    /// A cgroup v2 per command; the agent does not start without a writable one.
+    Cgroup,
+    /// The process group plus the environment marker, the agent a child subreaper; even where
+    /// cgroups work.
+    Subreaper,
+}
+
+impl Containment {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "cgroup" => Some(Self::Cgroup),
+            "subreaper" => Some(Self::Subreaper),
+            _ => None,
+        }
+    }
+}
+
+/// How descendants are tracked, as it turned out on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainmentMode {
+    Cgroup,
+    Subreaper,
+}
+
+impl ContainmentMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cgroup => "cgroup",
+            Self::Subreaper => "subreaper",
         }
     }
 }
@@ -127,23 +179,85 @@ impl<'a> Scope<'a> {
 
 pub struct ProcessManager {
     settings: ManagerSettings,
+    /// Subreaper mode: whether the orphan reaper runs.
+    reaper_started: AtomicBool,
+    /// In cgroup mode, the directory of the commands' cgroups.
+    cgroups: Option<CgroupRoot>,
     table: Mutex<HashMap<String, Arc<Process>>>,
     sequence: AtomicU64,
     closed: AtomicBool,
 }
 
 impl ProcessManager {
+    /// A process table, in the configured containment mode. `Auto` without a writable
+    /// cgroup v2 falls back to the process group; `Cgroup` without one is an error.
+    pub fn try_new(settings: ManagerSettings) -> Result<Arc<Self>, Unavailable> {
+        let cgroups = match settings.containment {
+            Containment::Subreaper => None,
+            Containment::Cgroup => Some(CgroupRoot::open(&settings.instance)?),
+            Containment::Auto => match CgroupRoot::open(&settings.instance) {
+                Ok(root) => Some(root),
+                Err(why) => {
+                    tracing::info!(reason = %why, "no writable cgroup v2: containment falls back");
+                    None
+                }
+            },
+        };
+        if let Some(root) = &cgroups {
+            // What an earlier agent of this configuration left when it was killed.
+            let left = root.kill_leftovers();
+            if left > 0 {
+                tracing::warn!(
+                    cgroups = left,
+                    path = %root.path().display(),
+                    "killed the commands a previous agent left running"
+                );
+            }
+        }
+        Ok(Self::with_cgroups(settings, cgroups))
+    }
+
+    /// [`Self::try_new`], falling back to the process group if a forced cgroup mode is
+    /// unavailable.
     pub fn new(settings: ManagerSettings) -> Arc<Self> {
-        Arc::new(Self {
+        let cgroups = match settings.containment {
+            Containment::Subreaper => None,
+            _ => CgroupRoot::open(&settings.instance).ok(),
+        };
+        Self::with_cgroups(settings, cgroups)
+    }
+
+    fn with_cgroups(settings: ManagerSettings, cgroups: Option<CgroupRoot>) -> Arc<Self> {
+        if cgroups.is_none()
+            && let Err(err) = become_subreaper()
+        {
+            tracing::warn!(error = %err, "cannot become a child subreaper");
+        }
+        let manager = Arc::new(Self {
             settings,
+            reaper_started: AtomicBool::new(false),
+            cgroups,
             table: Mutex::default(),
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-        })
+        });
+        if manager.cgroups.is_none() {
+            lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
+        }
+        manager
     }
 
     pub fn settings(&self) -> &ManagerSettings {
         &self.settings
+    }
+
+    /// How descendants are tracked.
+    pub fn containment(&self) -> ContainmentMode {
+        if self.cgroups.is_some() {
+            ContainmentMode::Cgroup
+        } else {
+            ContainmentMode::Subreaper
+        }
     }
 
     /// Spawn and track a process for `chat_id`. The request's workdir is an existing
@@ -179,10 +293,29 @@ impl ProcessManager {
             env.push(("CODER_CHAT_ID".into(), chat.clone()));
         }
         check_lengths(&command, &env)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let tracking = match &self.cgroups {
+            Some(root) => Tracking::Cgroup(root.create(&id).map_err(|source| {
+                ProcessError::Spawn(SpawnError::Setup {
+                    stage: "make the command's cgroup",
+                    source,
+                })
+            })?),
+            None => {
+                let marker = format!("{}:{id}", self.settings.instance);
+                env.push((MARKER_VARIABLE.into(), marker.clone()));
+                self.start_orphan_reaper();
+                Tracking::Marker(marker)
+            }
+        };
+        // Held until the leader is in the table, so the orphan reaper never takes it.
+        let gate = SPAWN_GATE.read().unwrap_or_else(|p| p.into_inner());
+        let mut tracking = tracking;
         let spawned = spawn(&SpawnSpec {
             command: &command,
             workdir: &workdir,
             env: &env,
+            cgroup: tracking_fd(&tracking),
         })
         .map_err(|err| match err {
             SpawnError::Workdir(source) => ProcessError::Workdir {
@@ -199,9 +332,12 @@ impl ProcessManager {
             output,
             pgid,
         } = spawned;
+        if let Tracking::Cgroup(cgroup) = &mut tracking {
+            cgroup.close_fd();
+        }
         let process = Arc::new(Process::new(
             Identity {
-                id: uuid::Uuid::new_v4().to_string(),
+                id,
                 chat_id,
                 command,
                 workdir,
@@ -212,8 +348,10 @@ impl ProcessManager {
             },
             self.settings.buffer,
             child,
+            tracking,
         ));
         lock(&self.table).insert(process.id().to_owned(), process.clone());
+        drop(gate);
         tokio::spawn(supervise(process.clone(), output));
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
@@ -242,6 +380,40 @@ impl ProcessManager {
         Ok(process)
     }
 
+    /// Subreaper mode: reap re-parented orphans now and then (they are not counted alive,
+    /// but a zombie holds its PID). Started with the first command, inside the runtime.
+    fn start_orphan_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ORPHAN_REAP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || manager.reap_orphans()).await;
+            }
+        });
+    }
+
+    /// Reap zombie children of the agent that are no record's leader (re-parented
+    /// orphans). Leaders of every table in the process are left alone.
+    pub fn reap_orphans(&self) -> usize {
+        let _gate = SPAWN_GATE.write().unwrap_or_else(|p| p.into_inner());
+        let mut leaders = HashSet::new();
+        lock(&SUBREAPER_TABLES).retain(|table| {
+            let Some(manager) = table.upgrade() else {
+                return false;
+            };
+            leaders.extend(lock(&manager.table).values().map(|p| p.leader().pid()));
+            true
+        });
+        reap_orphans(&leaders)
+    }
+
     /// A process the caller may see.
     pub fn get(&self, id: &str, scope: Scope<'_>) -> Result<Arc<Process>, ProcessError> {
         lock(&self.table)
@@ -252,6 +424,7 @@ impl ProcessManager {
     }
 
     /// Signal the whole group while any member lives (not only while the shell does).
+    /// `Terminate` is followed by SIGKILL to whatever is left after the grace period.
     pub fn signal(
         &self,
         id: &str,
@@ -265,6 +438,13 @@ impl ProcessManager {
         match process.signal_group(signal.signal()) {
             Ok(true) => {
                 tracing::info!(id, signal = signal.name(), "signal sent to process group");
+                if signal == GroupSignal::Terminate
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    // What ignores SIGTERM is killed after the grace period, as at shutdown.
+                    let grace = self.settings.kill_grace;
+                    runtime.spawn(async move { kill_after(&process, grace).await });
+                }
                 Ok(())
             }
             Ok(false) => Err(ProcessError::NotRunning(id.to_owned())),
@@ -368,6 +548,48 @@ impl ProcessManager {
         {
             tracing::warn!("some output pipes stayed open after their groups were killed");
         }
+        if let Some(root) = &self.cgroups {
+            // Every command's cgroup was killed above; remove them and the agent's directory
+            // now (a record's cgroup is removed when it is dropped, which at exit may never
+            // happen).
+            let remaining: Vec<Arc<Process>> = lock(&self.table).values().cloned().collect();
+            for process in remaining {
+                if let Some(cgroup) = process.cgroup()
+                    && !cgroup.kill_and_remove()
+                {
+                    tracing::warn!(id = process.id(), "a command's cgroup outlived shutdown");
+                }
+            }
+            root.remove();
+        }
+    }
+}
+
+/// Unique among the agents (and the tables of one process) running at once.
+fn default_instance() -> String {
+    static TABLES: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "pid{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Subreaper mode: starts hold it shared from the clone until the leader is in its table; the
+/// orphan reaper holds it exclusively, so it never reaps a leader it cannot see. Process-wide,
+/// as the agent's children are.
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+/// Subreaper mode: every table in the process, whose leaders the orphan reaper leaves alone.
+static SUBREAPER_TABLES: Mutex<Vec<Weak<ProcessManager>>> = Mutex::new(Vec::new());
+
+/// How often re-parented orphans are reaped in subreaper mode.
+const ORPHAN_REAP_INTERVAL: Duration = Duration::from_millis(500);
+
+fn tracking_fd(tracking: &Tracking) -> Option<BorrowedFd<'_>> {
+    match tracking {
+        Tracking::Cgroup(cgroup) => cgroup.fd(),
+        Tracking::Marker(_) => None,
     }
 }
 

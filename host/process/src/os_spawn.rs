@@ -13,7 +13,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
 use std::sync::OnceLock;
@@ -136,6 +136,19 @@ pub fn spawn_in_new_session(
     env: &[(String, String)],
     output: &OwnedFd,
 ) -> Result<SessionChild, SpawnError> {
+    spawn_in_new_session_in(command, workdir, env, output, None)
+}
+
+/// [`spawn_in_new_session`], the child placed in the cgroup v2 directory `cgroup` by the clone
+/// itself (`clone3(CLONE_INTO_CGROUP)`): it is a member before it runs a single instruction,
+/// so nothing it starts can be outside.
+pub fn spawn_in_new_session_in(
+    command: &str,
+    workdir: &str,
+    env: &[(String, String)],
+    output: &OwnedFd,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<SessionChild, SpawnError> {
     let nul = SpawnError::setup("prepare the arguments");
     let argv_owned = [
         c"sh".to_owned(),
@@ -165,6 +178,7 @@ pub fn spawn_in_new_session(
             envp: envp.as_ptr(),
             workdir: workdir_ptr,
             output: output.as_raw_fd(),
+            cgroup: cgroup.map_or(-1, |fd| fd.as_raw_fd()),
             failure: ChildFailure::default(),
             status_probe: ptr::null_mut(),
         };
@@ -275,6 +289,8 @@ struct ChildPlan {
     envp: *const *mut libc::c_char,
     workdir: *const libc::c_char,
     output: RawFd,
+    /// A cgroup v2 directory to start the child in, or -1 for the agent's own cgroup.
+    cgroup: RawFd,
     failure: ChildFailure,
     /// Tests only (NULL otherwise): where the child copies its /proc status just before it
     /// unblocks signals, to show what it ran with.
@@ -305,16 +321,22 @@ fn clone_child(plan: &ChildPlan) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
         // `plan` and the strings it points to outlive the call, which returns only after the
         // child has exec'd or exited; `pidfd` receives the pidfd (CLONE_PIDFD writes it to
         // the parent_tid argument).
-        let pid = unsafe {
-            libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                (plan as *const ChildPlan).cast_mut().cast::<libc::c_void>(),
-                &mut pidfd as *mut libc::c_int,
-            )
+        let arg = (plan as *const ChildPlan).cast_mut().cast::<libc::c_void>();
+        let (pid, clone_error) = if plan.cgroup < 0 {
+            // SAFETY: as above.
+            let pid = unsafe {
+                libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                    arg,
+                    &mut pidfd as *mut libc::c_int,
+                )
+            };
+            (pid, io::Error::last_os_error())
+        } else {
+            into_cgroup(plan.cgroup, stack, arg, &mut pidfd)
         };
-        let clone_error = io::Error::last_os_error();
         let restored = kernel::set_signal_mask(old);
         Ok((pid, clone_error, restored))
     })
@@ -347,6 +369,37 @@ fn clone_child(plan: &ChildPlan) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
         return Err(failure);
     }
     Ok((pid, pidfd))
+}
+
+/// The clone of [`clone_child`] with `clone3`, the child started in the cgroup `cgroup`; the
+/// same flags otherwise. Returns the PID (negative on failure) and the error.
+fn into_cgroup(
+    cgroup: RawFd,
+    stack: &crate::child_stack::ChildStack,
+    arg: *mut libc::c_void,
+    pidfd: &mut libc::c_int,
+) -> (libc::pid_t, io::Error) {
+    let top = stack.top() as u64;
+    let size = crate::child_stack::STACK_BYTES as u64;
+    let mut args = kernel::CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+            | kernel::CLONE_INTO_CGROUP,
+        pidfd: pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: top - size,
+        stack_size: size,
+        cgroup: cgroup as u64,
+        ..Default::default()
+    };
+    // SAFETY: the stack is the caller's guard-paged child stack (`stack_size` bytes below its
+    // aligned top), unused until the child execs or exits (CLONE_VFORK); `arg` is the plan,
+    // alive for the call; `child_main` only makes system calls.
+    let result = unsafe { kernel::clone3(&mut args, child_main, arg) };
+    if result < 0 {
+        (-1, io::Error::from_raw_os_error(-result as i32))
+    } else {
+        (result as libc::pid_t, io::Error::from_raw_os_error(0))
+    }
 }
 
 /// SIGKILL through a pidfd, which cannot hit a reused PID.
@@ -681,6 +734,7 @@ mod tests {
             envp: envp.as_ptr(),
             workdir: workdir.as_ptr(),
             output: write.as_raw_fd(),
+            cgroup: -1,
             failure: ChildFailure::default(),
             status_probe,
         };

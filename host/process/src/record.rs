@@ -9,8 +9,10 @@ use tokio::sync::watch;
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
 use nix::sys::signal::Signal;
 
+use super::cgroup::ProcessCgroup;
 use super::group;
 use super::os_spawn::SessionChild;
+use super::subreaper;
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -33,6 +35,9 @@ pub struct ProcessInfo {
     pub background: bool,
     pub running: bool,
     pub group_alive: bool,
+    /// Processes of this command still running, those that left its process group included
+    /// (in cgroup mode: every member of its cgroup).
+    pub members_alive: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub timed_out: bool,
@@ -49,6 +54,7 @@ pub struct OutputSnapshot {
     pub truncated: Option<Truncation>,
     pub running: bool,
     pub group_alive: bool,
+    pub members_alive: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub timed_out: bool,
@@ -92,13 +98,32 @@ pub struct Process {
     /// The shell, unreaped until its group is found gone (or this record is dropped): an
     /// unreaped zombie keeps its PID, so `identity.pgid` cannot name anyone else's group.
     leader: SessionChild,
+    /// How the command's descendants are found beyond its process group.
+    tracking: Tracking,
+}
+
+/// How a command's descendants are found, wherever they went.
+#[derive(Debug)]
+pub enum Tracking {
+    /// Its own cgroup: every descendant is in it. Removed (if empty) when the record is
+    /// dropped.
+    Cgroup(ProcessCgroup),
+    /// The marker (`PROCWARDEN_OWNER` value) in the environment of every descendant, found
+    /// through /proc beside the process group.
+    Marker(String),
 }
 
 impl Process {
-    pub fn new(identity: Identity, limits: BufferLimits, leader: SessionChild) -> Self {
+    pub fn new(
+        identity: Identity,
+        limits: BufferLimits,
+        leader: SessionChild,
+        tracking: Tracking,
+    ) -> Self {
         Self {
             identity,
             leader,
+            tracking,
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
@@ -170,7 +195,13 @@ impl Process {
             return false;
         }
         // Past Running: the shell has exited and is kept unreaped (a zombie).
-        let alive = group::group_has_live_member(self.identity.pgid, true);
+        let alive = match &self.tracking {
+            Tracking::Cgroup(cgroup) => cgroup.populated(),
+            Tracking::Marker(marker) => {
+                group::group_has_live_member(self.identity.pgid, true)
+                    || !self.marked(marker, 1).is_empty()
+            }
+        };
         if !alive {
             self.forget_group(&mut state);
         }
@@ -186,8 +217,22 @@ impl Process {
         if state.group_gone {
             return Ok(false);
         }
-        let sent = group::signal_group(self.identity.pgid, signal)?;
-        if !sent {
+        let sent = match &self.tracking {
+            // The cgroup holds the group and every escaped descendant.
+            Tracking::Cgroup(cgroup) if signal == Signal::SIGKILL => cgroup.kill()?,
+            Tracking::Cgroup(cgroup) => cgroup.signal_members(signal as libc::c_int)? > 0,
+            Tracking::Marker(marker) => {
+                // Found before the group is signalled, so none of it is mistaken for gone.
+                let escaped: Vec<_> = self
+                    .marked(marker, usize::MAX)
+                    .into_iter()
+                    .filter(|found| found.pgrp != self.identity.pgid)
+                    .collect();
+                let group = group::signal_group(self.identity.pgid, signal)?;
+                subreaper::signal_found(&escaped, signal as libc::c_int) > 0 || group
+            }
+        };
+        if !sent && self.phase() != Phase::Running {
             // Not while the shell is pinned (a zombie is a member); kept for safety.
             self.forget_group(&mut state);
         }
@@ -201,8 +246,39 @@ impl Process {
         self.leader.reap();
     }
 
+    /// How many processes of this command are alive. Reads /proc or the cgroup: not for
+    /// async workers.
+    pub fn members_alive(&self) -> usize {
+        let running = self.phase() == Phase::Running;
+        if !running && lock(&self.state).group_gone {
+            return 0;
+        }
+        match &self.tracking {
+            Tracking::Cgroup(cgroup) => cgroup.members().len(),
+            Tracking::Marker(marker) => {
+                let skip = (!running).then_some(self.identity.pgid);
+                subreaper::members(self.identity.pgid, skip, marker, usize::MAX).len()
+            }
+        }
+    }
+
+    /// Live processes of the group or carrying `marker`, the exited leader left out.
+    fn marked(&self, marker: &str, enough: usize) -> Vec<subreaper::Found> {
+        let skip = (self.phase() != Phase::Running).then_some(self.identity.pgid);
+        subreaper::members(self.identity.pgid, skip, marker, enough)
+    }
+
+    /// The command's cgroup, in cgroup mode.
+    pub fn cgroup(&self) -> Option<&ProcessCgroup> {
+        match &self.tracking {
+            Tracking::Cgroup(cgroup) => Some(cgroup),
+            Tracking::Marker(_) => None,
+        }
+    }
+
     pub fn info(&self) -> ProcessInfo {
         let group_alive = self.group_alive();
+        let members_alive = if group_alive { self.members_alive() } else { 0 };
         let state = lock(&self.state);
         ProcessInfo {
             id: self.identity.id.clone(),
@@ -211,6 +287,7 @@ impl Process {
             background: self.identity.background,
             running: state.exit_code.is_none(),
             group_alive,
+            members_alive,
             exit_code: state.exit_code,
             timed_out: state.timed_out,
             started_at_unix: self.identity.started_at_unix,
@@ -227,6 +304,7 @@ impl Process {
             truncated: rendered.truncated,
             running: info.running,
             group_alive: info.group_alive,
+            members_alive: info.members_alive,
             exit_code: info.exit_code,
             timed_out: info.timed_out,
             command: info.command,

@@ -1,14 +1,14 @@
 //! Starting `sh -c` in its own session, and supervising it until its output pipe closes.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
-use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session};
+use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session_in};
 use super::record::{Phase, Process};
 
 /// Read size for the output pipe: a full default pipe buffer per read.
@@ -27,6 +27,8 @@ pub struct SpawnSpec<'a> {
     pub workdir: &'a str,
     /// Added on top of the agent's own environment; later entries win.
     pub env: &'a [(String, String)],
+    /// The command's own cgroup v2 directory, in cgroup mode.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// A started shell and the read end of its combined stdout/stderr pipe.
@@ -43,7 +45,13 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
             stage: "make the output pipe",
             source: e.into(),
         })?;
-    let child = spawn_in_new_session(spec.command, spec.workdir, spec.env, &write_end)?;
+    let child = spawn_in_new_session_in(
+        spec.command,
+        spec.workdir,
+        spec.env,
+        &write_end,
+        spec.cgroup,
+    )?;
     // Our copy of the write end must go, or the pipe would never report end-of-file.
     drop(write_end);
     Ok(Spawned {
@@ -156,16 +164,35 @@ fn drain_ready_output(process: &Process, pipe: &pipe::Receiver) -> bool {
 }
 
 /// Terminate a group politely, then kill what is left after `grace`, unless it finishes first.
-pub async fn terminate_then_kill(process: &Process, grace: std::time::Duration) {
+pub async fn terminate_then_kill(process: &Arc<Process>, grace: std::time::Duration) {
     if !matches!(process.signal_group(Signal::SIGTERM), Ok(true)) {
         return;
     }
-    if tokio::time::timeout(grace, process.wait_for(Phase::Finished))
-        .await
-        .is_ok()
-        && !process.group_alive()
-    {
+    kill_after(process, grace).await;
+}
+
+/// SIGKILL what is left of a terminated group after `grace`, unless it is gone by then.
+pub async fn kill_after(process: &Arc<Process>, grace: std::time::Duration) {
+    let gone = async {
+        process.wait_for(Phase::Finished).await;
+        // The pipe closed, but a member that closed its fds (a daemon) may still run: look
+        // again now and then, off the async workers (it reads /proc or the cgroup).
+        loop {
+            let process = process.clone();
+            if !tokio::task::spawn_blocking(move || process.group_alive())
+                .await
+                .unwrap_or(true)
+            {
+                return;
+            }
+            tokio::time::sleep(MEMBER_POLL).await;
+        }
+    };
+    if tokio::time::timeout(grace, gone).await.is_ok() {
         return;
     }
     let _ = process.signal_group(Signal::SIGKILL);
 }
+
+/// How often a group whose output pipe has closed is checked for members during a grace period.
+const MEMBER_POLL: std::time::Duration = std::time::Duration::from_millis(25);

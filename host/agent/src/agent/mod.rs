@@ -41,6 +41,8 @@ pub struct Health {
     pub processes: usize,
     /// Requests blocked waiting for an exit.
     pub waiters: usize,
+    /// How descendants of commands are tracked: `cgroup` or `subreaper`.
+    pub containment: &'static str,
 }
 
 pub struct Agent {
@@ -58,14 +60,36 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent; containment `auto` falls back to `subreaper` where no cgroup v2 is writable.
     pub fn new(config: &Config, policy: PolicyChain) -> Arc<Self> {
-        Self::with_tools(config, policy, ToolSet::default())
+        Self::with_manager(
+            config,
+            policy,
+            ToolSet::default(),
+            ProcessManager::new(config.manager_settings()),
+        )
     }
 
-    /// An agent that also serves the tools of `tools`.
-    pub fn with_tools(config: &Config, policy: PolicyChain, tools: ToolSet) -> Arc<Self> {
+    /// An agent serving the tools of `tools`, or an error when containment `cgroup` is
+    /// configured and unavailable.
+    pub fn try_new(
+        config: &Config,
+        policy: PolicyChain,
+        tools: ToolSet,
+    ) -> anyhow::Result<Arc<Self>> {
+        let manager = ProcessManager::try_new(config.manager_settings())
+            .map_err(|why| anyhow::anyhow!("containment = \"cgroup\" is unavailable: {why}"))?;
+        Ok(Self::with_manager(config, policy, tools, manager))
+    }
+
+    fn with_manager(
+        config: &Config,
+        policy: PolicyChain,
+        tools: ToolSet,
+        manager: Arc<ProcessManager>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            manager: ProcessManager::new(config.manager_settings()),
+            manager,
             policy,
             agent_workdir: config.workdir.clone(),
             home: std::env::var_os("HOME").map(PathBuf::from),
@@ -102,6 +126,7 @@ impl Agent {
             shutting_down: self.manager.is_closed(),
             processes: self.manager.len(),
             waiters: self.waiters(),
+            containment: self.manager.containment().name(),
         }
     }
 

@@ -195,6 +195,7 @@ pub struct HealthReply {
     pub status: &'static str,
     pub processes: usize,
     pub waiters: usize,
+    pub containment: &'static str,
 }
 
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
@@ -207,6 +208,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
         },
         processes: health.processes,
         waiters: health.waiters,
+        containment: health.containment,
     })
 }
 

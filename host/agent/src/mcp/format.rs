@@ -25,6 +25,9 @@ pub struct Report {
     pub running: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Processes of the command still running, those that left its group included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_alive: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
     /// The agent stopped the process at a time limit (set by policy); not the tool's wait.
@@ -87,11 +90,11 @@ impl Report {
                 ),
             });
         } else if snapshot.group_alive {
-            notes.push(
-                "The shell exited, but processes it started are still running in its process \
-                 group; process_signal with this process_id stops them."
-                    .to_owned(),
-            );
+            notes.push(format!(
+                "The shell exited, but {} process(es) it started are still running; \
+                 process_signal with this process_id stops them.",
+                snapshot.members_alive
+            ));
         }
         if snapshot.timed_out {
             notes.push("The agent stopped this process at its time limit.".to_owned());
@@ -107,6 +110,7 @@ impl Report {
             process_id: Some(id.to_owned()),
             running: Some(snapshot.running),
             exit_code: snapshot.exit_code,
+            members_alive: Some(snapshot.members_alive),
             timed_out: snapshot.timed_out,
             truncated: snapshot.truncated.as_ref().map(|t| TruncationFacts {
                 original_bytes: t.original_bytes,
@@ -225,6 +229,7 @@ mod tests {
             truncated: None,
             running,
             group_alive: running,
+            members_alive: usize::from(running),
             exit_code,
             timed_out: false,
             command: "echo hello".into(),

@@ -1,0 +1,414 @@
+//! cgroup v2 containment: every command gets its own cgroup, so every descendant is found and
+//! stopped, whatever it does to its session, process group or parent (`setsid`, double forks,
+//! daemons). No controller is needed: `cgroup.procs`, `cgroup.events` and `cgroup.kill` work
+//! on any cgroup v2 directory.
+//!
+//! Layout: `<the agent's own cgroup>/procwarden-<name>/<process id>`, on the cgroup2 mount
+//! found in /proc/self/mountinfo (on a hybrid layout it sits beside the v1 controllers, often
+//! under the name `unified`).
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The directory under which the agent makes one cgroup per command.
+#[derive(Debug)]
+pub struct CgroupRoot {
+    dir: PathBuf,
+}
+
+/// Why cgroup mode is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no cgroup2 file system is mounted")]
+    NoMount,
+    #[error("the agent is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")]
+    NoOwnCgroup,
+    #[error("the agent's cgroup v2 {path} is not writable: {source}")]
+    NotWritable { path: PathBuf, source: io::Error },
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+impl CgroupRoot {
+    /// Find the cgroup2 mount and the agent's own cgroup on it, and make (or reuse) the
+    /// directory `procwarden-<name>` in it. Fails when cgroup v2 is absent or not writable.
+    pub fn open(name: &str) -> Result<Self, Unavailable> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|source| Unavailable::Read {
+                what: "/proc/self/mountinfo",
+                source,
+            })?;
+        let (mount_root, mount_point) = cgroup2_mount(&mountinfo).ok_or(Unavailable::NoMount)?;
+        let own = fs::read_to_string("/proc/self/cgroup").map_err(|source| Unavailable::Read {
+            what: "/proc/self/cgroup",
+            source,
+        })?;
+        let own = own_cgroup(&own).ok_or(Unavailable::NoOwnCgroup)?;
+        let own_dir = own_directory(&mount_root, &mount_point, &own);
+        sweep_dead_agents(&own_dir);
+        let dir = own_dir.join(format!("procwarden-{name}"));
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(Unavailable::NotWritable { path: dir, source }),
+        }
+        // A directory we can make is one whose cgroup.procs we can move processes into only
+        // if it is a real cgroup: check for the file the kernel creates.
+        if !dir.join("cgroup.procs").exists() {
+            return Err(Unavailable::NotWritable {
+                path: dir,
+                source: io::Error::from(ErrorKind::Unsupported),
+            });
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Make the cgroup of one command, named by its process ID.
+    pub fn create(&self, id: &str) -> io::Result<ProcessCgroup> {
+        let path = self.dir.join(id);
+        fs::create_dir(&path)?;
+        match open_dir(&path) {
+            Ok(dir) => Ok(ProcessCgroup {
+                path,
+                dir: Some(dir),
+            }),
+            Err(err) => {
+                let _ = fs::remove_dir(&path);
+                Err(err)
+            }
+        }
+    }
+
+    /// The cgroups of commands in this directory, left by an earlier agent (a crash) or by
+    /// this one: kill every member and remove each one that is empty. Returns how many
+    /// cgroups held a live process.
+    pub fn kill_leftovers(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut populated = 0;
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            if is_populated(&path) {
+                populated += 1;
+                let _ = fs::write(path.join("cgroup.kill"), "1");
+                wait_empty(&path, std::time::Duration::from_secs(2));
+            }
+            let _ = fs::remove_dir(&path);
+        }
+        populated
+    }
+
+    /// Remove the agent's directory if no command cgroup is left in it.
+    pub fn remove(&self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for CgroupRoot {
+    /// Leave nothing behind when empty; a non-empty directory stays for the next agent.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The cgroup of one command. Removed when dropped, if empty (the kernel refuses otherwise).
+#[derive(Debug)]
+pub struct ProcessCgroup {
+    path: PathBuf,
+    /// Open only until the command is started in it: a retained record holds no extra fd.
+    dir: Option<OwnedFd>,
+}
+
+impl ProcessCgroup {
+    /// The open directory, for `clone3(CLONE_INTO_CGROUP)`; `None` once closed.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.dir.as_ref().map(|dir| dir.as_fd())
+    }
+
+    /// Close the directory once the command is started in it.
+    pub fn close_fd(&mut self) {
+        self.dir = None;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// PIDs of the live members (zombies have left their cgroup).
+    pub fn members(&self) -> Vec<i32> {
+        read_members(&self.path)
+    }
+
+    /// Whether any process lives in the cgroup.
+    pub fn populated(&self) -> bool {
+        is_populated(&self.path)
+    }
+
+    /// SIGKILL to every member at once (`cgroup.kill`, Linux 5.14): the kernel also reaches
+    /// members forked while it runs. Returns whether any member lived.
+    pub fn kill(&self) -> io::Result<bool> {
+        if !self.populated() {
+            return Ok(false);
+        }
+        fs::write(self.path.join("cgroup.kill"), "1")?;
+        Ok(true)
+    }
+
+    /// Kill every member, wait (bounded) until none is left and remove the cgroup. Returns
+    /// whether it is gone.
+    pub fn kill_and_remove(&self) -> bool {
+        if self.populated() {
+            let _ = self.kill();
+            wait_empty(&self.path, std::time::Duration::from_secs(2));
+        }
+        match fs::remove_dir(&self.path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == ErrorKind::NotFound,
+        }
+    }
+
+    /// `signal` to every member. Each PID read from `cgroup.procs` is pinned with a pidfd and
+    /// signalled only if it is still listed afterwards: a number whose process exited (and
+    /// was perhaps reused by someone else) between the two reads is left alone. Returns how
+    /// many members were signalled.
+    pub fn signal_members(&self, signal: libc::c_int) -> io::Result<usize> {
+        let pinned: Vec<(i32, OwnedFd)> = self
+            .members()
+            .into_iter()
+            .filter_map(|pid| pidfd_open(pid).ok().map(|fd| (pid, fd)))
+            .collect();
+        let still = self.members();
+        let mut sent = 0;
+        for (pid, pidfd) in pinned {
+            if still.contains(&pid) && pidfd_send_signal(&pidfd, signal).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+}
+
+impl Drop for ProcessCgroup {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir(&self.path)
+            && err.kind() != ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %err, "a command's cgroup could not be removed");
+        }
+    }
+}
+
+/// Directories of agents named after their PID (`procwarden-pid<PID>-<n>`, the default when
+/// the configuration names no stable instance) whose agent is dead: kill what they hold and
+/// remove them. A PID in use again only delays this; a dead agent's name is never reused
+/// while it lives.
+fn sweep_dead_agents(own_dir: &Path) {
+    let Ok(entries) = fs::read_dir(own_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("procwarden-pid"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = CgroupRoot { dir: entry.path() };
+        let left = root.kill_leftovers();
+        if left > 0 {
+            tracing::warn!(cgroups = left, path = %root.dir.display(), "killed the commands a dead agent left running");
+        }
+        // Dropping `root` removes the directory.
+    }
+}
+
+/// The root and mount point of the first cgroup2 mount in a mountinfo text.
+fn cgroup2_mount(mountinfo: &str) -> Option<(String, String)> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mut fields = left.split_whitespace();
+        let root = fields.nth(3)?;
+        let point = fields.next()?;
+        Some((unescape(root), unescape(point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(code) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|digits| std::str::from_utf8(digits).ok())
+                .and_then(|digits| u8::from_str_radix(digits, 8).ok())
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The path of the `0::` (cgroup v2) line of a /proc/PID/cgroup text.
+fn own_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|path| path.trim_end().to_owned())
+}
+
+/// Where the agent's own cgroup is in the file system: its path is relative to the mount's
+/// root (a container may see only part of the hierarchy).
+fn own_directory(mount_root: &str, mount_point: &str, own: &str) -> PathBuf {
+    let relative = own
+        .strip_prefix(mount_root)
+        .unwrap_or(own)
+        .trim_start_matches('/');
+    Path::new(mount_point).join(relative)
+}
+
+fn read_members(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn is_populated(path: &Path) -> bool {
+    match fs::read_to_string(path.join("cgroup.events")) {
+        Ok(events) => events.lines().any(|l| l.trim() == "populated 1"),
+        // Gone: nothing lives there.
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        // Unreadable: assume alive rather than report a live command gone.
+        Err(_) => true,
+    }
+}
+
+/// Wait (bounded) until the cgroup at `path` is empty, polling `cgroup.events`.
+pub(crate) fn wait_empty(path: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if !is_populated(path) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path; the fd returned is new and owned by nobody else.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A pidfd for `pid`: from here on it names that process, never a later owner of the number.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just made this fd (close-on-exec) for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Send `signal` through a pidfd.
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integers and a NULL siginfo, as pidfd_send_signal allows.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if done < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_hybrid_cgroup2_mount_by_type_not_by_name() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(mountinfo),
+            Some(("/".into(), "/sys/fs/cgroup/unified".into()))
+        );
+        assert_eq!(cgroup2_mount("30 25 0:26 / /x rw - tmpfs tmpfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount("41 31 0:38 /a\\040b /mnt/c\\040g rw - cgroup2 none rw\n"),
+            Some(("/a b".into(), "/mnt/c g".into()))
+        );
+    }
+
+    #[test]
+    fn reads_the_v2_line_and_maps_it_under_the_mount() {
+        let text = "4:memory:/x\n0::/user.slice/agent.service\n";
+        let own = own_cgroup(text).unwrap();
+        assert_eq!(own, "/user.slice/agent.service");
+        assert_eq!(
+            own_directory("/", "/sys/fs/cgroup", &own),
+            Path::new("/sys/fs/cgroup/user.slice/agent.service")
+        );
+        // A container whose mount shows only its own subtree.
+        assert_eq!(
+            own_directory("/user.slice", "/sys/fs/cgroup", &own),
+            Path::new("/sys/fs/cgroup/agent.service")
+        );
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+}

@@ -1,0 +1,187 @@
+//! Subreaper containment, where no cgroup v2 is writable: the agent is a child subreaper, so
+//! orphaned descendants are re-parented to it rather than to init, and every command carries
+//! a marker in its environment (`PROCWARDEN_OWNER=<agent instance>:<process id>`) that its
+//! descendants inherit. Signals reach the command's process group plus every process whose
+//! environment holds the marker, each pinned with a pidfd and checked against the start time
+//! it was found with, so a reused PID is never hit.
+//!
+//! What it cannot catch: a descendant that clears or rewrites its environment (`env -i`,
+//! `execve` with a fresh environment) and left the group; processes of other users whose
+//! environment the agent may not read (it is not root); anything started through another
+//! service (`systemd-run`, `at`, a container runtime).
+
+use std::fs;
+use std::io;
+
+use crate::cgroup::{pidfd_open, pidfd_send_signal};
+
+/// The environment variable of the marker.
+pub const MARKER_VARIABLE: &str = "PROCWARDEN_OWNER";
+
+/// Make the agent a child subreaper: descendants whose parent exits become its children.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let done = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if done < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A live process found by a scan, with its start time (clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub pid: i32,
+    pub start: u64,
+    pub pgrp: i32,
+}
+
+/// The fields of /proc/PID/stat this module uses.
+struct Stat {
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+    start: u64,
+}
+
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        // Field 22 of the line; the state is field 3.
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn pids() -> impl Iterator<Item = i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+}
+
+/// Whether /proc/PID/environ holds exactly `entry` (`KEY=value`).
+fn carries(pid: i32, entry: &[u8]) -> bool {
+    fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|e| e == entry))
+}
+
+/// Live (not zombie) processes in group `pgid` or carrying `marker` (the variable's value),
+/// the group's leader `skip` left out; at most `enough`.
+pub fn members(pgid: i32, skip: Option<i32>, marker: &str, enough: usize) -> Vec<Found> {
+    let entry = format!("{MARKER_VARIABLE}={marker}").into_bytes();
+    let mut found = Vec::new();
+    for pid in pids() {
+        if Some(pid) == skip {
+            continue;
+        }
+        let Some(stat) = read_stat(pid) else { continue };
+        if stat.state == 'Z' || stat.state == 'X' {
+            continue;
+        }
+        if stat.pgrp == pgid || carries(pid, &entry) {
+            found.push(Found {
+                pid,
+                start: stat.start,
+                pgrp: stat.pgrp,
+            });
+            if found.len() >= enough {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Send `signal` to each of `found` that is still the process it was: pinned with a pidfd,
+/// then its start time read again. Returns how many were signalled.
+pub fn signal_found(found: &[Found], signal: libc::c_int) -> usize {
+    found
+        .iter()
+        .filter(|f| {
+            let Ok(pidfd) = pidfd_open(f.pid) else {
+                return false;
+            };
+            read_stat(f.pid).is_some_and(|now| now.start == f.start)
+                && pidfd_send_signal(&pidfd, signal).is_ok()
+        })
+        .count()
+}
+
+/// Reap zombie children of the agent that are not in `leaders` (re-parented orphans), by PID.
+/// Leaders are left alone: they stay zombies until their record reaps them through its pidfd.
+/// The caller makes sure no leader is being spawned meanwhile. Returns how many were reaped.
+pub fn reap_orphans(leaders: &std::collections::HashSet<i32>) -> usize {
+    let me = std::process::id() as i32;
+    let mut reaped = 0;
+    for pid in pids() {
+        if leaders.contains(&pid) {
+            continue;
+        }
+        let Some(stat) = read_stat(pid) else { continue };
+        if stat.ppid != me || stat.state != 'Z' {
+            continue;
+        }
+        // SAFETY: waitpid on one PID that is our zombie child and no record's leader.
+        let done = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if done == pid {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fields_it_needs() {
+        let stat = "77 (a) b) S 1 70 70 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        let stat = parse_stat(stat).unwrap();
+        assert_eq!(
+            (stat.state, stat.ppid, stat.pgrp, stat.start),
+            ('S', 1, 70, 123456)
+        );
+    }
+
+    #[test]
+    fn finds_a_marked_process_outside_the_group_and_signals_it_only_while_it_is_the_same() {
+        use std::os::unix::process::CommandExt;
+        let marker = format!("unit-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .env(MARKER_VARIABLE, &marker)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let found = members(-1, None, &marker, usize::MAX);
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                break found;
+            }
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, pid);
+        // A stale start time is refused.
+        let stale = Found {
+            start: found[0].start + 1,
+            ..found[0]
+        };
+        assert_eq!(signal_found(&[stale], libc::SIGKILL), 0);
+        assert_eq!(signal_found(&found, libc::SIGKILL), 1);
+        child.wait().unwrap();
+        assert!(members(-1, None, &marker, usize::MAX).is_empty());
+    }
+}

@@ -1,0 +1,167 @@
+//! Soak: rounds of stalled connections, MCP session churn and start bursts against one real
+//! agent. Its open fds and RSS must stay bounded across rounds, and `/health` must keep
+//! answering promptly throughout. Sized to finish well under two minutes.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use procwarden_tests::{Server, rss_kib};
+
+const ROUNDS: usize = 15;
+const CONNECTION_CAP: usize = 64;
+const STALLED_PER_ROUND: usize = 120;
+const SESSIONS_PER_ROUND: usize = 40;
+const STARTS_PER_ROUND: usize = 60;
+/// Clients sending the churn and the starts at once.
+const WORKERS: usize = 4;
+/// Exited processes the agent keeps.
+const MAX_EXITED: usize = 100;
+/// The longest `/health` may take while the agent is under load.
+const HEALTH_LIMIT: Duration = Duration::from_secs(2);
+/// RSS the agent may grow between the end of the first round and the end of the last.
+const RSS_GROWTH_LIMIT_KIB: u64 = 24 * 1024;
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"soak","version":"0"}}}"#;
+
+/// One MCP session opened and, every other time, closed again; the rest are left to idle out.
+async fn churn_session(client: &reqwest::Client, url: &str, close: bool) {
+    let Ok(reply) = client
+        .post(format!("{url}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .timeout(Duration::from_secs(10))
+        .body(INITIALIZE)
+        .send()
+        .await
+    else {
+        return;
+    };
+    let session = reply
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let _ = reply.text().await;
+    if let (true, Some(id)) = (close, session) {
+        let _ = client
+            .delete(format!("{url}/mcp"))
+            .header("mcp-session-id", id)
+            .send()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
+    let server = Server::with_config(&format!(
+        "max_connections = {CONNECTION_CAP}\nheader_read_timeout_seconds = 2\n\
+         mcp_max_sessions = 32\nmcp_session_idle_seconds = 1\nmax_exited_processes = {MAX_EXITED}\n\
+         reap_interval_seconds = 1\n"
+    ));
+    let api = server.api();
+    api.health().await;
+    let pid = server.pid();
+    let fds_at_start = open_fds(pid);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut rss_after_first = 0;
+    let mut worst_health = Duration::ZERO;
+    let mut worst_fds = 0;
+
+    for round in 0..ROUNDS {
+        // Stalled connections first (half send nothing, half stop in the middle of a header):
+        // at the cap they are closed to make room for the requests that follow.
+        let port = server.port();
+        let stalled = tokio::task::spawn_blocking(move || {
+            (0..STALLED_PER_ROUND)
+                .filter_map(|i| {
+                    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                    if i % 2 == 1 {
+                        let _ = stream.write_all(b"GET /api/v0/health HTTP/1.1\r\nX-Slow: ");
+                    }
+                    Some(stream)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("stalled connections");
+        // MCP session churn and start bursts at the same time, from a few workers (more
+        // requests at once than the connection cap would be a flood that must be shed).
+        let mut load = tokio::task::JoinSet::new();
+        for worker in 0..WORKERS {
+            let client = client.clone();
+            let url = server.url().to_owned();
+            let api = api.fresh();
+            load.spawn(async move {
+                for i in (worker..SESSIONS_PER_ROUND).step_by(WORKERS) {
+                    churn_session(&client, &url, i % 2 == 0).await;
+                }
+                for i in (worker..STARTS_PER_ROUND).step_by(WORKERS) {
+                    let _ = api
+                        .try_send(
+                            "POST",
+                            "/api/v0/processes/start",
+                            Some(format!(r#"{{"command": "echo soak {i}"}}"#).into_bytes()),
+                            Duration::from_secs(10),
+                        )
+                        .await;
+                }
+            });
+        }
+        let load = async { while load.join_next().await.is_some() {} };
+        let health = async {
+            for _ in 0..10 {
+                let asked = Instant::now();
+                let reply = api
+                    .fresh()
+                    .try_send("GET", "/api/v0/health", None, HEALTH_LIMIT * 2)
+                    .await
+                    .expect("/health must answer under load");
+                reply.expect_status(200);
+                worst_health = worst_health.max(asked.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::join!(load, health);
+        worst_fds = worst_fds.max(open_fds(pid));
+        drop(stalled);
+        if round == 0 {
+            rss_after_first = rss_kib(pid);
+        }
+        server.assert_alive();
+    }
+    let rss_at_end = rss_kib(pid);
+    eprintln!(
+        "SOAK {ROUNDS} rounds in {:.1} s: fds {fds_at_start} at start, at most {worst_fds}; \
+         RSS {rss_after_first} KiB after round 1, {rss_at_end} KiB at the end; slowest \
+         /health {:?}",
+        started.elapsed().as_secs_f64(),
+        worst_health
+    );
+    assert!(
+        worst_health < HEALTH_LIMIT,
+        "/health took {worst_health:?} under load"
+    );
+    // The connection cap bounds sockets; each retained process holds one pidfd (its shell
+    // pinned) and, while it runs, its output pipe; retained exited ones are capped.
+    let bound = fds_at_start + CONNECTION_CAP + MAX_EXITED + STARTS_PER_ROUND + 32;
+    assert!(
+        worst_fds <= bound,
+        "{worst_fds} fds open (at start {fds_at_start}, bound {bound})"
+    );
+    assert!(
+        rss_at_end <= rss_after_first + RSS_GROWTH_LIMIT_KIB,
+        "RSS grew from {rss_after_first} KiB to {rss_at_end} KiB"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the soak must stay under two minutes"
+    );
+}
