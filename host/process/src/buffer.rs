@@ -92,6 +92,31 @@ impl HeadTailBuffer {
         self.head.len() + self.tail.len
     }
 
+    /// The stored bytes with their offsets in the whole output: the head, then the tail
+    /// (one piece when they meet).
+    pub fn pieces(&self) -> Vec<crate::spool::Piece> {
+        let tail = self.tail.to_vec();
+        let tail_start = self.total - tail.len() as u64;
+        let mut head = crate::spool::Piece {
+            start: 0,
+            bytes: self.head.clone(),
+        };
+        if tail.is_empty() {
+            return vec![head];
+        }
+        if tail_start == head.end() {
+            head.bytes.extend_from_slice(&tail);
+            return vec![head];
+        }
+        vec![
+            head,
+            crate::spool::Piece {
+                start: tail_start,
+                bytes: tail,
+            },
+        ]
+    }
+
     /// Render head and tail for a client.
     pub fn render(&self) -> RenderedOutput {
         let tail = self.tail.to_vec();
@@ -167,7 +192,7 @@ fn is_continuation(b: u8) -> bool {
 }
 
 /// Length of a UTF-8 sequence cut short at the end of `bytes` (0 if it ends cleanly).
-fn incomplete_utf8_suffix_len(bytes: &[u8]) -> usize {
+pub(crate) fn incomplete_utf8_suffix_len(bytes: &[u8]) -> usize {
     for back in 1..=bytes.len().min(4) {
         let b = bytes[bytes.len() - back];
         if is_continuation(b) {

@@ -15,6 +15,7 @@ use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, unix_now};
 use super::request::StartRequest;
 use super::spawn::{SpawnSpec, Spawned, spawn, supervise, terminate_then_kill};
+use super::spool::{SpoolSettings, SpoolStore};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -28,6 +29,8 @@ pub struct ManagerSettings {
     /// Most exited processes kept; past it the oldest exited are forgotten first, even
     /// before `reap_age`, so a burst of short commands cannot hold memory for the whole age.
     pub max_exited: usize,
+    /// The on-disk copy of every process's whole output.
+    pub spool: SpoolSettings,
 }
 
 impl Default for ManagerSettings {
@@ -37,6 +40,7 @@ impl Default for ManagerSettings {
             reap_age: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
             max_exited: 1000,
+            spool: SpoolSettings::default(),
         }
     }
 }
@@ -130,16 +134,23 @@ pub struct ProcessManager {
     table: Mutex<HashMap<String, Arc<Process>>>,
     sequence: AtomicU64,
     closed: AtomicBool,
+    spools: Option<Arc<SpoolStore>>,
 }
 
 impl ProcessManager {
     pub fn new(settings: ManagerSettings) -> Arc<Self> {
         Arc::new(Self {
-            settings,
             table: Mutex::default(),
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            spools: SpoolStore::new(settings.spool.clone()).map(Arc::new),
+            settings,
         })
+    }
+
+    /// The spools, when output is spooled to disk.
+    pub fn spools(&self) -> Option<&Arc<SpoolStore>> {
+        self.spools.as_ref()
     }
 
     pub fn settings(&self) -> &ManagerSettings {
@@ -199,9 +210,10 @@ impl ProcessManager {
             output,
             pgid,
         } = spawned;
-        let process = Arc::new(Process::new(
+        let identity_id = uuid::Uuid::new_v4().to_string();
+        let process = Process::new(
             Identity {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: identity_id.clone(),
                 chat_id,
                 command,
                 workdir,
@@ -212,7 +224,14 @@ impl ProcessManager {
             },
             self.settings.buffer,
             child,
-        ));
+        );
+        let process = Arc::new(match &self.spools {
+            Some(store) => match store.create(&identity_id) {
+                Some(spool) => process.with_spool(store.clone(), spool),
+                None => process,
+            },
+            None => process,
+        });
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         tokio::spawn(supervise(process.clone(), output));
         if let Some(seconds) = timeout_seconds {
@@ -339,6 +358,7 @@ impl ProcessManager {
         expired
             .iter()
             .filter(|p| table.remove(p.id()).is_some())
+            .inspect(|p| p.discard_spool())
             .count()
     }
 
@@ -367,6 +387,9 @@ impl ProcessManager {
             .is_err()
         {
             tracing::warn!("some output pipes stayed open after their groups were killed");
+        }
+        if let Some(store) = &self.spools {
+            store.remove_all();
         }
     }
 }
