@@ -22,3 +22,6 @@ mod mcp_policy;
 mod plugins;
 // What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
 mod operator;
+// The output spool: reads over the whole output, waits on output, ports and quiet.
+mod spool;
+mod waits;

@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
-use procwarden_process::{BufferLimits, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX};
+use procwarden_process::{
+    BufferLimits, ManagerSettings, SpoolSettings, buffer::LINE_TRUNCATION_SUFFIX,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
 
@@ -66,6 +68,15 @@ pub struct Config {
     /// Ignore unknown fields in a start request's body instead of refusing it with 400 (for
     /// old clients that send fields this agent does not know).
     pub lenient_start_body: bool,
+    /// Directory of the output spool files (default: a directory of this agent under the
+    /// system's temporary directory). Files are deleted when their process is forgotten and at
+    /// shutdown.
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes of one process's output kept on disk; past it the first half and the latest
+    /// half are kept. 0 turns the spool off.
+    pub spool_max_bytes: u64,
+    /// Most bytes all spools keep together; past it the oldest exited processes' spools go.
+    pub spool_total_bytes: u64,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -79,6 +90,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let buffer = BufferLimits::default();
+        let spool = SpoolSettings::default();
         Self {
             listen: None,
             token: None,
@@ -102,6 +114,9 @@ impl Default for Config {
             max_processes_per_chat: 64,
             max_exited_processes: 1000,
             lenient_start_body: false,
+            spool_dir: spool.dir,
+            spool_max_bytes: spool.max_bytes,
+            spool_total_bytes: spool.total_bytes,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             base_dir: None,
@@ -194,6 +209,12 @@ impl Config {
             reap_age: secs(self.reap_age_seconds),
             kill_grace: secs(self.shutdown_grace_seconds),
             max_exited: self.max_exited_processes,
+            spool: SpoolSettings {
+                dir: self.spool_dir.clone(),
+                max_bytes: self.spool_max_bytes,
+                total_bytes: self.spool_total_bytes,
+                ..SpoolSettings::default()
+            },
         }
     }
 

@@ -1,7 +1,8 @@
 //! Reads over a process's whole output (spool plus buffer): a byte range, a line range,
 //! matching lines with context, or errors first. Every read says which bytes it covers.
 
-use regex::bytes::{Regex, RegexBuilder};
+pub use regex::bytes::Regex;
+use regex::bytes::RegexBuilder;
 use serde::Serialize;
 
 use crate::buffer::{BufferLimits, LINE_TRUNCATION_SUFFIX, Truncation, incomplete_utf8_suffix_len};
@@ -142,6 +143,7 @@ impl crate::record::OutputSnapshot {
 impl Process {
     /// Read the output as `mode` asks. Reads the spool file: call off the async workers.
     pub fn read_output(&self, mode: &ReadMode, limits: BufferLimits) -> OutputRead {
+        self.spool_catch_up(std::time::Duration::from_secs(2));
         match mode {
             ReadMode::Bytes { offset, limit } => {
                 let limit = (*limit).min(MAX_READ_BYTES);

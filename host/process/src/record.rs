@@ -172,6 +172,13 @@ impl Process {
         }
     }
 
+    /// Let the spool writer catch up with the output so far (bounded by `limit`).
+    pub fn spool_catch_up(&self, limit: std::time::Duration) {
+        if let Some((_, spool)) = &self.spool {
+            spool.catch_up(limit);
+        }
+    }
+
     /// Bytes of output so far.
     pub fn output_len(&self) -> u64 {
         *self.progress.borrow()

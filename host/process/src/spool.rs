@@ -14,7 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -171,6 +172,7 @@ impl SpoolStore {
             accepted: AtomicU64::new(0),
             exited: AtomicBool::new(false),
             shared: Arc::downgrade(&self.shared),
+            caught_up: (Mutex::new(()), Condvar::new()),
         });
         let mut spools = lock(&self.shared.spools);
         spools.retain(|s| s.strong_count() > 0);
@@ -226,6 +228,11 @@ fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
     while let Ok(Job::Write(spool, data)) = rx.recv() {
         let added = spool.write(&data);
         queued.fetch_sub(data.len(), Ordering::AcqRel);
+        {
+            // Under the mutex, so a reader between its check and its wait cannot miss it.
+            let _guard = lock(&spool.caught_up.0);
+            spool.caught_up.1.notify_all();
+        }
         if added > 0 {
             let used = shared.used.fetch_add(added, Ordering::AcqRel) + added;
             if used > shared.total_bytes {
@@ -282,9 +289,38 @@ pub struct Spool {
     accepted: AtomicU64,
     exited: AtomicBool,
     shared: Weak<Shared>,
+    /// Signalled by the writer after each write, for readers waiting for it to catch up.
+    caught_up: (Mutex<()>, Condvar),
 }
 
 impl Spool {
+    /// Wait (at most `limit`) until the writer has written every byte handed to it so far:
+    /// a read right after a burst of output then sees all of it, not only the buffer's ends.
+    pub fn catch_up(&self, limit: Duration) {
+        let target = self
+            .accepted
+            .load(Ordering::Acquire)
+            .min(self.stopped_at.load(Ordering::Acquire));
+        let deadline = Instant::now() + limit;
+        let (mutex, condvar) = &self.caught_up;
+        let mut guard = lock(mutex);
+        loop {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.removed || state.written >= target || state.reason.is_some() {
+                return;
+            }
+            drop(state);
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            guard = match condvar.wait_timeout(guard, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
