@@ -192,6 +192,10 @@ impl Process {
     /// The output bytes of `[from, to)` still held (spool first, then the in-memory buffer
     /// for what the spool lacks), contiguous runs merged, with line counts where known.
     pub fn load(&self, from: u64, to: u64) -> Loaded {
+        // Recent output (what waiters scan) is usually all in the buffer's tail: no file read.
+        if let Some(recent) = self.load_from_buffer(from, to) {
+            return recent;
+        }
         // The spool before the buffer: it only ever holds bytes the buffer has seen, so its
         // end is never past the buffer's total read after it.
         let (spooled, spool_end, spool_newlines) = match &self.spool {
@@ -204,12 +208,16 @@ impl Process {
             (out.pieces(), out.total_written(), newlines)
         };
         let to = to.min(total);
-        let clip = |p: Piece, low: u64| -> Option<Piece> {
+        let clip = |mut p: Piece, low: u64| -> Option<Piece> {
             let (a, b) = (p.start.max(low).max(from), p.end().min(to));
-            (a < b).then(|| Piece {
-                start: a,
-                bytes: p.bytes[(a - p.start) as usize..(b - p.start) as usize].to_vec(),
-            })
+            if a >= b {
+                return None;
+            }
+            // Cut in place: a 64 MiB spool read is not copied again.
+            p.bytes.truncate((b - p.start) as usize);
+            p.bytes.drain(..(a - p.start) as usize);
+            p.start = a;
+            Some(p)
         };
         let mut merged: Vec<Piece> = Vec::new();
         let all = spooled
@@ -275,6 +283,34 @@ impl Process {
             store.offer(spool, data);
         }
         self.progress.send_replace(total);
+    }
+
+    /// `[from, to)` from the buffer alone, when it holds all of it (and it is not empty).
+    fn load_from_buffer(&self, from: u64, to: u64) -> Option<Loaded> {
+        let out = lock(&self.output);
+        let total = out.total_written();
+        let to = to.min(total);
+        if from >= to {
+            return None;
+        }
+        let bytes = out.copy_range(from, to)?;
+        let newlines = self.newlines.load(Ordering::Acquire);
+        let lines_before = if from == 0 {
+            Some(0)
+        } else if to == total {
+            newlines.checked_sub(count_newlines(&bytes))
+        } else {
+            None
+        };
+        Some(Loaded {
+            pieces: vec![NumberedPiece {
+                start: from,
+                bytes,
+                lines_before,
+            }],
+            total,
+            newlines,
+        })
     }
 
     /// Record the shell's exit. Callers must have appended all output the shell wrote first,
