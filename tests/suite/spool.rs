@@ -209,3 +209,42 @@ async fn with_the_spool_off_reads_use_the_buffer_and_say_so() {
     let tail = read(&api, &id, "lines=-1:").await;
     assert_eq!(tail.output, "100000\n");
 }
+
+#[tokio::test]
+async fn the_cli_prints_greps_and_follows_the_whole_output() {
+    let server = Server::start();
+    let api = server.api();
+    let url = server.url().to_owned();
+    let id = api.start("seq 1 200000").await;
+    api.wait_exit(&id).await;
+    let all = cli(&["logs", &id, "--url", &url], &[]).await;
+    assert_eq!(all.code, Some(0), "{all:?}");
+    assert_eq!(
+        all.stdout.lines().count(),
+        200000,
+        "the middle is printed too"
+    );
+    let found = cli(
+        &["logs", &id, "--url", &url, "--grep", "^100000$", "-C", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        found.stdout, "99999-99999\n100000:100000\n100001-100001\n",
+        "{found:?}"
+    );
+    let part = cli(&["logs", &id, "--url", &url, "--lines", "-2:"], &[]).await;
+    assert_eq!(part.stdout, "199999\n200000\n", "{part:?}");
+    let slow = api
+        .start_with(json!({
+            "command": "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done",
+            "background": true,
+        }))
+        .await;
+    let followed = cli(&["logs", &slow, "--url", &url, "-f"], &[]).await;
+    assert_eq!(followed.code, Some(0), "{followed:?}");
+    assert_eq!(
+        followed.stdout, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n",
+        "{followed:?}"
+    );
+}
