@@ -212,7 +212,8 @@ mod tests {
 
     fn snapshot_fields() -> Value {
         json!({"output": "hi\n", "running": false, "group_alive": false, "exit_code": 0,
-               "timed_out": false, "command": "echo hi"})
+               "timed_out": false, "command": "echo hi",
+               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0}})
     }
 
     #[test]
