@@ -28,3 +28,6 @@ mod tools;
 mod containment;
 // Soak: stalled connections, MCP churn and start bursts; bounded fds, RSS and /health.
 mod soak;
+// The output spool: reads over the whole output, waits on output, ports and quiet.
+mod spool;
+mod waits;

@@ -66,6 +66,59 @@ pub struct OutputSnapshot {
     pub exit_code: Option<i32>,
     pub timed_out: bool,
     pub command: String,
+    /// Which bytes of the whole output `output` is drawn from.
+    pub covers: Covers,
+    /// The on-disk copy of the whole output; absent when the spool is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolInfo>,
+    /// A `lines=A:B` read: the lines returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<LineSpan>,
+    /// A `grep=` read: matching lines counted, shown and left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep: Option<GrepCount>,
+    /// A wait: `exit`, `regex`, `quiet`, `port`, `output` or `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+}
+
+/// `{start, end, total_bytes, missing_bytes}`: offsets in the whole output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Covers {
+    pub start: u64,
+    pub end: u64,
+    pub total_bytes: u64,
+    pub missing_bytes: u64,
+}
+
+/// `{complete, spooled_bytes, cut_bytes, reason?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolInfo {
+    pub complete: bool,
+    pub spooled_bytes: u64,
+    pub cut_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `{first, last, total}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpan {
+    pub first: u64,
+    pub last: u64,
+    pub total: u64,
+}
+
+/// `{matches, shown, omitted}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrepCount {
+    pub matches: u64,
+    pub shown: u64,
+    pub omitted: u64,
 }
 
 /// `{original_bytes, retained_bytes, omitted_bytes, strategy: "head_tail"}`.
@@ -165,7 +218,8 @@ mod tests {
 
     fn snapshot_fields() -> Value {
         json!({"output": "hi\n", "running": false, "group_alive": false, "members_alive": 0,
-               "exit_code": 0, "timed_out": false, "command": "echo hi"})
+               "exit_code": 0, "timed_out": false, "command": "echo hi",
+               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0}})
     }
 
     #[test]

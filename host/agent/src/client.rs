@@ -113,6 +113,16 @@ impl Client {
         }
     }
 
+    /// `GET output` with read and wait parameters (`since`, `grep`, `lines`, `wait`, ...).
+    pub async fn read(&self, id: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let query: Vec<String> = query
+            .iter()
+            .map(|(name, value)| format!("{name}={}", percent_encode(value)))
+            .collect();
+        self.send(self.request(Method::GET, &format!("/{id}/output?{}", query.join("&"))))
+            .await
+    }
+
     pub async fn list(&self) -> anyhow::Result<Value> {
         self.send(self.request(Method::GET, "/list")).await
     }
@@ -141,4 +151,17 @@ impl Client {
             .await?;
         Ok(reply["message"].as_str().unwrap_or_default().to_owned())
     }
+}
+
+/// `value` for a query string: everything but unreserved characters percent-encoded.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

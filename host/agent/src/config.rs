@@ -11,7 +11,7 @@ use serde::Deserialize;
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
 use procwarden_extensions::tool::{ToolConfig, ToolSource};
 use procwarden_process::{
-    BufferLimits, Containment, ManagerSettings, buffer::LINE_TRUNCATION_SUFFIX,
+    BufferLimits, Containment, ManagerSettings, SpoolSettings, buffer::LINE_TRUNCATION_SUFFIX,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
@@ -76,6 +76,15 @@ pub struct Config {
     /// the next agent on that address kills what a crashed one left.
     #[serde(skip)]
     pub instance: Option<String>,
+    /// Directory of the output spool files (default: a directory of this agent under the
+    /// system's temporary directory). Files are deleted when their process is forgotten and at
+    /// shutdown.
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes of one process's output kept on disk; past it the first half and the latest
+    /// half are kept. 0 turns the spool off.
+    pub spool_max_bytes: u64,
+    /// Most bytes all spools keep together; past it the oldest exited processes' spools go.
+    pub spool_total_bytes: u64,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -92,6 +101,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let buffer = BufferLimits::default();
+        let spool = SpoolSettings::default();
         Self {
             listen: None,
             token: None,
@@ -117,6 +127,9 @@ impl Default for Config {
             lenient_start_body: false,
             containment: Containment::Auto,
             instance: None,
+            spool_dir: spool.dir,
+            spool_max_bytes: spool.max_bytes,
+            spool_total_bytes: spool.total_bytes,
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             tools: Vec::new(),
@@ -223,6 +236,12 @@ impl Config {
                 .instance
                 .clone()
                 .unwrap_or_else(|| ManagerSettings::default().instance),
+            spool: SpoolSettings {
+                dir: self.spool_dir.clone(),
+                max_bytes: self.spool_max_bytes,
+                total_bytes: self.spool_total_bytes,
+                ..SpoolSettings::default()
+            },
         }
     }
 

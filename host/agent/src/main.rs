@@ -158,6 +158,32 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Logs {
+            client: args,
+            id,
+            follow,
+            grep,
+            context,
+            lines,
+        } => {
+            let client = client(&args);
+            let id = cli::ids::resolve(&client, &id).await?;
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(grep) = grep {
+                query.push(("grep", grep));
+                if let Some(context) = context {
+                    query.push(("context", context.to_string()));
+                }
+            } else if let Some(lines) = lines {
+                query.push(("lines", lines));
+            }
+            if !query.is_empty() {
+                print_output(&client.read(&id, &query).await?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            logs(&client, &id, follow).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stop {
             client: args,
             id,
@@ -345,6 +371,50 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut stdout, value)?;
     writeln!(stdout)?;
     Ok(())
+}
+
+/// The whole output held, in cursor steps; with `follow`, then new output as it comes
+/// (each wait ends on output past the cursor or on exit) until the process has exited and
+/// everything it wrote is printed.
+async fn logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let mut cursor = 0u64;
+    loop {
+        let caught_up = {
+            let query = vec![("since", cursor.to_string()), ("limit", "1048576".into())];
+            let reply = client.read(id, &query).await?;
+            print_output(&reply)?;
+            let covers = &reply["covers"];
+            cursor = covers["end"].as_u64().unwrap_or(cursor);
+            let total = covers["total_bytes"].as_u64().unwrap_or(cursor);
+            if cursor < total {
+                continue;
+            }
+            if !follow || reply["running"] == Value::Bool(false) && !has_more(&reply) {
+                return Ok(());
+            }
+            vec![("since", cursor.to_string()), ("wait", "true".into())]
+        };
+        // Block until output past the cursor, exit, or the wait cap; then read on.
+        let reply = client.read(id, &caught_up).await?;
+        print_output(&reply)?;
+        cursor = reply["covers"]["end"].as_u64().unwrap_or(cursor);
+        if reply["running"] == Value::Bool(false)
+            && reply["group_alive"] == Value::Bool(false)
+            && cursor >= reply["covers"]["total_bytes"].as_u64().unwrap_or(cursor)
+        {
+            return Ok(());
+        }
+        if reply["ended_by"] == "exit" && reply["output"] == "" {
+            // The shell has exited but a child still holds the pipe: an exit wait returns at
+            // once, so pace the reads instead of spinning.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether output may still come: children of an exited shell can hold the pipe.
+fn has_more(reply: &Value) -> bool {
+    reply["group_alive"] == Value::Bool(true)
 }
 
 fn print_output(reply: &Value) -> anyhow::Result<()> {

@@ -28,6 +28,7 @@ pub enum Figure {
     Memory,
     Tool,
     Containment,
+    Spool,
 }
 
 impl Figure {
@@ -40,6 +41,7 @@ impl Figure {
         Figure::Memory,
         Figure::Tool,
         Figure::Containment,
+        Figure::Spool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Figure {
             Figure::Memory => "memory",
             Figure::Tool => "tool",
             Figure::Containment => "containment",
+            Figure::Spool => "spool",
         }
     }
 
@@ -70,6 +73,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Memory => memory(plan).await,
         Figure::Tool => tool(plan).await,
         Figure::Containment => containment(plan).await,
+        Figure::Spool => spool(plan).await,
     }
 }
 
@@ -668,12 +672,14 @@ async fn output(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let mut conn = local.connect().await?;
     let command = format!("head -c {} /dev/zero", plan.output_bytes);
     let (mut ours, mut base) = (vec![], vec![]);
+    let mut spool_complete = true;
     for _ in 0..plan.rounds {
         let t = Instant::now();
         let reply = run(&mut conn, &command).await?;
         let elapsed = t.elapsed();
         let seen = reply["truncated"]["original_bytes"].as_u64().unwrap_or(0);
         anyhow::ensure!(seen == plan.output_bytes, "agent saw {seen} bytes");
+        spool_complete &= reply["spool"]["complete"] == Value::Bool(true);
         ours.push(plan.output_bytes as f64 / elapsed.as_secs_f64());
 
         let command = command.clone();
@@ -696,7 +702,15 @@ async fn output(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let (ours, base) = (median(ours), median(base));
     let mib = |b: f64| format!("{:.0} MiB/s", b / (1 << 20) as f64);
     Ok(vec![Row {
-        figure: format!("output throughput, head -c {} MiB", plan.output_bytes >> 20),
+        figure: format!(
+            "output throughput (spool on, {}), head -c {} MiB",
+            if spool_complete {
+                "spooled whole"
+            } else {
+                "spool stopped: disk too slow"
+            },
+            plan.output_bytes >> 20
+        ),
         ours: mib(ours),
         baseline: format!("{} (pipe to a plain reader)", mib(base)),
         ratio: format!("{:.2}×", ours / base),
@@ -767,7 +781,7 @@ async fn measure_memory(plan: &BenchPlan, base: &str, pid: u32) -> anyhow::Resul
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     Ok(vec![Row {
         figure: format!(
-            "agent RSS, {} running processes × {} MB printed",
+            "agent RSS (spool on), {} running processes × {} MB printed",
             plan.rss_processes,
             plan.rss_bytes_each / 1_000_000
         ),
@@ -837,4 +851,113 @@ async fn tool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         target: "≤ +5 ms".into(),
         pass: ours - base <= 0.005,
     }])
+/// A line of 64 bytes, as a build prints them.
+const LOG_LINE: &str = "compiling crate foo v0.1.0 (/src/foo) with some more words.....";
+
+/// The spool's reads and waits: a grep over a full 64 MiB spool, and how soon 100 waiters
+/// on `until=regex:` answer after the matching line is written.
+async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    let local = Arc::new(LocalAgent::start().await?);
+    let mut conn = local.connect().await?;
+    let spool_bytes = 64u64 << 20;
+    let reply = run(
+        &mut conn,
+        &format!("yes '{LOG_LINE}' | head -c {spool_bytes}; echo needle-7f3a"),
+    )
+    .await?;
+    let id = reply["id"].as_str().context("no id")?.to_owned();
+    let grep_path = format!("{PROCESSES}/{id}/output?grep=needle-7f3a");
+    // The first read waits for the spool writer to finish; time the reads after it.
+    let first = conn.get(&grep_path).await?;
+    anyhow::ensure!(
+        first["spool"]["complete"] == Value::Bool(true),
+        "spool incomplete: {}",
+        first["spool"]
+    );
+    let mut greps = Vec::new();
+    for _ in 0..plan.rounds {
+        let t = Instant::now();
+        let found = conn.get(&grep_path).await?;
+        greps.push(t.elapsed());
+        anyhow::ensure!(found["grep"]["matches"] == json!(1), "needle not found");
+    }
+    let grep = Samples::new(greps).p50();
+
+    let waiters = 100;
+    let mut latencies = Vec::new();
+    let dir = std::env::temp_dir().join(format!("procwarden-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for round in 0..plan.rounds {
+        let fifo = dir.join(format!("fifo-{round}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        let id = local
+            .start_process(&format!("exec cat {}", fifo.display()))
+            .await?;
+        let mut blocked = Vec::new();
+        for _ in 0..waiters {
+            let (local, id) = (local.clone(), id.clone());
+            blocked.push(tokio::spawn(async move {
+                let reply: anyhow::Result<Value> = async {
+                    Ok(local
+                        .http
+                        .get(format!(
+                            "{}/{id}/output?wait=true&until=regex:READY",
+                            local.url
+                        ))
+                        .send()
+                        .await?
+                        .json()
+                        .await?)
+                }
+                .await;
+                (Instant::now(), reply)
+            }));
+        }
+        let ready_by = Instant::now() + Duration::from_secs(30);
+        while local.agent.waiters() < waiters {
+            anyhow::ensure!(Instant::now() < ready_by, "waiters did not block");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let writer_fifo = fifo.clone();
+        let written_at = tokio::task::spawn_blocking(move || -> anyhow::Result<Instant> {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&writer_fifo)?;
+            let at = Instant::now();
+            f.write_all(b"READY\n")?;
+            Ok(at)
+        })
+        .await??;
+        for waiter in blocked {
+            let (at, reply) = waiter.await?;
+            anyhow::ensure!(
+                reply?["ended_by"] == json!("regex"),
+                "waiter ended otherwise"
+            );
+            latencies.push(at.saturating_duration_since(written_at));
+        }
+        let _ = std::fs::remove_file(&fifo);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.stop().await;
+    }
+    let wake = Samples::new(latencies);
+    Ok(vec![
+        Row {
+            figure: "grep over a 64 MiB spool (p50)".into(),
+            ours: millis(grep),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            target: "≤ 250 ms".into(),
+            pass: grep <= Duration::from_millis(250),
+        },
+        Row {
+            figure: format!("line written → until=regex reply, {waiters} waiters (p99; p50)"),
+            ours: format!("{} ({} p50)", millis(wake.p99()), millis(wake.p50())),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            target: "p99 ≤ 5 ms".into(),
+            pass: wake.p99() <= Duration::from_millis(5),
+        },
+    ])
 }

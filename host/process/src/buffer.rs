@@ -92,6 +92,51 @@ impl HeadTailBuffer {
         self.head.len() + self.tail.len
     }
 
+    /// The stored bytes with their offsets in the whole output: the head, then the tail
+    /// (one piece when they meet).
+    pub fn pieces(&self) -> Vec<crate::spool::Piece> {
+        let tail = self.tail.to_vec();
+        let tail_start = self.total - tail.len() as u64;
+        let mut head = crate::spool::Piece {
+            start: 0,
+            bytes: self.head.clone(),
+        };
+        if tail.is_empty() {
+            return vec![head];
+        }
+        if tail_start == head.end() {
+            head.bytes.extend_from_slice(&tail);
+            return vec![head];
+        }
+        vec![
+            head,
+            crate::spool::Piece {
+                start: tail_start,
+                bytes: tail,
+            },
+        ]
+    }
+
+    /// A copy of output bytes `[from, to)` when the buffer holds all of them.
+    pub fn copy_range(&self, from: u64, to: u64) -> Option<Vec<u8>> {
+        let head_len = self.head.len() as u64;
+        if to <= head_len {
+            return Some(self.head[from as usize..to as usize].to_vec());
+        }
+        let tail_start = self.total - self.tail.len as u64;
+        if from < tail_start || to > self.total {
+            return None;
+        }
+        let skip = (from - tail_start) as usize;
+        let take = (to - from) as usize;
+        let first = (self.tail.start + skip) % self.tail.cap.max(1);
+        let mut out = Vec::with_capacity(take);
+        let run = take.min(self.tail.cap - first);
+        out.extend_from_slice(&self.tail.buf[first..first + run]);
+        out.extend_from_slice(&self.tail.buf[..take - run]);
+        Some(out)
+    }
+
     /// Render head and tail for a client.
     pub fn render(&self) -> RenderedOutput {
         let tail = self.tail.to_vec();
@@ -167,7 +212,7 @@ fn is_continuation(b: u8) -> bool {
 }
 
 /// Length of a UTF-8 sequence cut short at the end of `bytes` (0 if it ends cleanly).
-fn incomplete_utf8_suffix_len(bytes: &[u8]) -> usize {
+pub(crate) fn incomplete_utf8_suffix_len(bytes: &[u8]) -> usize {
     for back in 1..=bytes.len().min(4) {
         let b = bytes[bytes.len() - back];
         if is_continuation(b) {
@@ -256,6 +301,19 @@ mod tests {
             tail_bytes: tail,
             max_line_bytes: 2048,
         })
+    }
+
+    #[test]
+    fn ranges_are_copied_only_when_held() {
+        let mut buf = sized(4, 6);
+        for chunk in [&b"HEAD"[..], b"0123456789", b"abcdef"] {
+            buf.write(chunk);
+        }
+        // Held: head [0, 4) and the ring's last 6 bytes [14, 20) = "abcdef".
+        assert_eq!(buf.copy_range(1, 3).as_deref(), Some(&b"EA"[..]));
+        assert_eq!(buf.copy_range(15, 20).as_deref(), Some(&b"bcdef"[..]));
+        assert_eq!(buf.copy_range(13, 20), None);
+        assert_eq!(buf.copy_range(3, 15), None);
     }
 
     #[test]

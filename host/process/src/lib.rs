@@ -25,15 +25,21 @@ pub mod log_text;
 pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod os_spawn;
+pub mod output_read;
 pub mod record;
 pub mod request;
 pub mod spawn;
 pub mod subreaper;
+pub mod spool;
 pub mod sync;
+pub mod waits;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
 pub use manager::{
     Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope,
 };
+pub use output_read::{Covers, GrepCount, LineSpan, OutputRead, ReadMode};
 pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};
 pub use request::StartRequest;
+pub use spool::{SpoolInfo, SpoolSettings};
+pub use waits::{EndedBy, Until};

@@ -17,6 +17,7 @@ use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
 use super::spawn::{SpawnSpec, Spawned, kill_after, spawn, supervise, terminate_then_kill};
+use super::spool::{SpoolSettings, SpoolStore};
 use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
@@ -37,6 +38,8 @@ pub struct ManagerSettings {
     /// configuration, so the next agent finds (and kills) what a crashed one left; unique
     /// among agents running at once, or one would kill another's commands at start.
     pub instance: String,
+    /// The on-disk copy of every process's whole output.
+    pub spool: SpoolSettings,
 }
 
 impl Default for ManagerSettings {
@@ -46,6 +49,7 @@ impl Default for ManagerSettings {
             reap_age: Duration::from_secs(300),
             kill_grace: Duration::from_secs(5),
             max_exited: 1000,
+            spool: SpoolSettings::default(),
             containment: Containment::Auto,
             instance: default_instance(),
         }
@@ -186,6 +190,7 @@ pub struct ProcessManager {
     table: Mutex<HashMap<String, Arc<Process>>>,
     sequence: AtomicU64,
     closed: AtomicBool,
+    spools: Option<Arc<SpoolStore>>,
 }
 
 impl ProcessManager {
@@ -233,6 +238,7 @@ impl ProcessManager {
         {
             tracing::warn!(error = %err, "cannot become a child subreaper");
         }
+        let spools = SpoolStore::new(settings.spool.clone()).map(Arc::new);
         let manager = Arc::new(Self {
             settings,
             reaper_started: AtomicBool::new(false),
@@ -240,11 +246,17 @@ impl ProcessManager {
             table: Mutex::default(),
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            spools,
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
         }
         manager
+    }
+
+    /// The spools, when output is spooled to disk.
+    pub fn spools(&self) -> Option<&Arc<SpoolStore>> {
+        self.spools.as_ref()
     }
 
     pub fn settings(&self) -> &ManagerSettings {
@@ -335,7 +347,11 @@ impl ProcessManager {
         if let Tracking::Cgroup(cgroup) = &mut tracking {
             cgroup.close_fd();
         }
-        let process = Arc::new(Process::new(
+        let spool = self
+            .spools
+            .as_ref()
+            .and_then(|store| Some((store.clone(), store.create(&id)?)));
+        let process = Process::new(
             Identity {
                 id,
                 chat_id,
@@ -349,7 +365,11 @@ impl ProcessManager {
             self.settings.buffer,
             child,
             tracking,
-        ));
+        );
+        let process = Arc::new(match spool {
+            Some((store, spool)) => process.with_spool(store, spool),
+            None => process,
+        });
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         drop(gate);
         tokio::spawn(supervise(process.clone(), output));
@@ -519,6 +539,7 @@ impl ProcessManager {
         expired
             .iter()
             .filter(|p| table.remove(p.id()).is_some())
+            .inspect(|p| p.discard_spool())
             .count()
     }
 
@@ -561,6 +582,9 @@ impl ProcessManager {
                 }
             }
             root.remove();
+        }
+        if let Some(store) = &self.spools {
+            store.remove_all();
         }
     }
 }

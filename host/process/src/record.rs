@@ -1,6 +1,7 @@
 //! One tracked process: its identity, lifecycle state and output buffer.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -13,6 +14,7 @@ use super::cgroup::ProcessCgroup;
 use super::group;
 use super::os_spawn::SessionChild;
 use super::subreaper;
+use crate::spool::{Piece, Spool, SpoolInfo, SpoolStore, count_newlines};
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -59,6 +61,21 @@ pub struct OutputSnapshot {
     pub exit_code: Option<i32>,
     pub timed_out: bool,
     pub command: String,
+    /// The bytes of the whole output this reply's `output` is drawn from.
+    pub covers: crate::output_read::Covers,
+    /// The on-disk copy of the whole output, when the agent keeps one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolInfo>,
+    /// A line read: the lines returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<crate::output_read::LineSpan>,
+    /// A grep: how many lines matched, were shown and were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grep: Option<crate::output_read::GrepCount>,
+    /// A wait: which condition ended it (`exit`, `regex`, `quiet`, `port`, `output`,
+    /// `timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<&'static str>,
 }
 
 /// Fixed facts about a process, known at spawn.
@@ -100,6 +117,11 @@ pub struct Process {
     leader: SessionChild,
     /// How the command's descendants are found beyond its process group.
     tracking: Tracking,
+    /// Newlines in the whole output, updated under the `output` lock.
+    newlines: AtomicU64,
+    /// Bytes of output so far; changes wake waiters for output.
+    progress: watch::Sender<u64>,
+    spool: Option<(Arc<SpoolStore>, Arc<Spool>)>,
 }
 
 /// How a command's descendants are found, wherever they went.
@@ -111,6 +133,30 @@ pub enum Tracking {
     /// The marker (`PROCWARDEN_OWNER` value) in the environment of every descendant, found
     /// through /proc beside the process group.
     Marker(String),
+}
+
+/// Output bytes with their offsets, and the line count before each where known.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub pieces: Vec<NumberedPiece>,
+    /// Bytes of the whole output when loaded.
+    pub total: u64,
+    /// Newlines in the whole output when loaded.
+    pub newlines: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NumberedPiece {
+    pub start: u64,
+    pub bytes: Vec<u8>,
+    /// Newlines in the output before `start`, when known.
+    pub lines_before: Option<u64>,
+}
+
+impl NumberedPiece {
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
 }
 
 impl Process {
@@ -127,6 +173,113 @@ impl Process {
             state: Mutex::default(),
             output: Mutex::new(HeadTailBuffer::new(limits)),
             phase: watch::Sender::new(Phase::Running),
+            newlines: AtomicU64::new(0),
+            progress: watch::Sender::new(0),
+            spool: None,
+        }
+    }
+
+    /// Also write the whole output to `spool`.
+    pub fn with_spool(mut self, store: Arc<SpoolStore>, spool: Arc<Spool>) -> Self {
+        self.spool = Some((store, spool));
+        self
+    }
+
+    /// The spool's state, when there is one.
+    pub fn spool_info(&self) -> Option<SpoolInfo> {
+        self.spool.as_ref().map(|(_, spool)| spool.info())
+    }
+
+    /// Delete the spool file (the process is being forgotten).
+    pub fn discard_spool(&self) {
+        if let Some((_, spool)) = &self.spool {
+            spool.discard("the process was forgotten");
+        }
+    }
+
+    /// Let the spool writer catch up with the output so far (bounded by `limit`).
+    pub fn spool_catch_up(&self, limit: std::time::Duration) {
+        if let Some((_, spool)) = &self.spool {
+            spool.catch_up(limit);
+        }
+    }
+
+    /// Bytes of output so far.
+    pub fn output_len(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
+    /// Changes whenever output arrives (the value: bytes so far).
+    pub fn subscribe_output(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// The output bytes of `[from, to)` still held (spool first, then the in-memory buffer
+    /// for what the spool lacks), contiguous runs merged, with line counts where known.
+    pub fn load(&self, from: u64, to: u64) -> Loaded {
+        // Recent output (what waiters scan) is usually all in the buffer's tail: no file read.
+        if let Some(recent) = self.load_from_buffer(from, to) {
+            return recent;
+        }
+        // The spool before the buffer: it only ever holds bytes the buffer has seen, so its
+        // end is never past the buffer's total read after it.
+        let (spooled, spool_end, spool_newlines) = match &self.spool {
+            Some((_, spool)) => spool.read_counted(from, to),
+            None => (Vec::new(), 0, 0),
+        };
+        let (buffered, total, newlines) = {
+            let out = lock(&self.output);
+            let newlines = self.newlines.load(Ordering::Acquire);
+            (out.pieces(), out.total_written(), newlines)
+        };
+        let to = to.min(total);
+        let clip = |mut p: Piece, low: u64| -> Option<Piece> {
+            let (a, b) = (p.start.max(low).max(from), p.end().min(to));
+            if a >= b {
+                return None;
+            }
+            // Cut in place: a 64 MiB spool read is not copied again.
+            p.bytes.truncate((b - p.start) as usize);
+            p.bytes.drain(..(a - p.start) as usize);
+            p.start = a;
+            Some(p)
+        };
+        let mut merged: Vec<Piece> = Vec::new();
+        let all = spooled
+            .into_iter()
+            .filter_map(|p| clip(p, 0))
+            .chain(buffered.into_iter().filter_map(|p| clip(p, spool_end)));
+        for piece in all {
+            match merged.last_mut() {
+                Some(last) if last.end() == piece.start => {
+                    last.bytes.extend_from_slice(&piece.bytes)
+                }
+                _ => merged.push(piece),
+            }
+        }
+        let pieces = merged
+            .into_iter()
+            .map(|p| {
+                let lines_before = if p.start == 0 {
+                    Some(0)
+                } else if p.end() == total {
+                    newlines.checked_sub(count_newlines(&p.bytes))
+                } else if p.end() == spool_end {
+                    spool_newlines.checked_sub(count_newlines(&p.bytes))
+                } else {
+                    None
+                };
+                NumberedPiece {
+                    start: p.start,
+                    bytes: p.bytes,
+                    lines_before,
+                }
+            })
+            .collect();
+        Loaded {
+            pieces,
+            total,
+            newlines,
         }
     }
 
@@ -144,7 +297,45 @@ impl Process {
     }
 
     pub fn append_output(&self, data: &[u8]) {
-        lock(&self.output).write(data);
+        let total = {
+            let mut out = lock(&self.output);
+            out.write(data);
+            self.newlines
+                .fetch_add(count_newlines(data), Ordering::AcqRel);
+            out.total_written()
+        };
+        if let Some((store, spool)) = &self.spool {
+            store.offer(spool, data);
+        }
+        self.progress.send_replace(total);
+    }
+
+    /// `[from, to)` from the buffer alone, when it holds all of it (and it is not empty).
+    fn load_from_buffer(&self, from: u64, to: u64) -> Option<Loaded> {
+        let out = lock(&self.output);
+        let total = out.total_written();
+        let to = to.min(total);
+        if from >= to {
+            return None;
+        }
+        let bytes = out.copy_range(from, to)?;
+        let newlines = self.newlines.load(Ordering::Acquire);
+        let lines_before = if from == 0 {
+            Some(0)
+        } else if to == total {
+            newlines.checked_sub(count_newlines(&bytes))
+        } else {
+            None
+        };
+        Some(Loaded {
+            pieces: vec![NumberedPiece {
+                start: from,
+                bytes,
+                lines_before,
+            }],
+            total,
+            newlines,
+        })
     }
 
     /// Record the shell's exit. Callers must have appended all output the shell wrote first,
@@ -155,6 +346,9 @@ impl Process {
         state.exited_at_unix = Some(unix_now());
         state.exited_at = Some(Instant::now());
         drop(state);
+        if let Some((_, spool)) = &self.spool {
+            spool.mark_exited();
+        }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Exited));
     }
@@ -298,8 +492,19 @@ impl Process {
     /// State first, then the buffer: an exited state then always comes with the final output.
     pub fn snapshot(&self) -> OutputSnapshot {
         let info = self.info();
-        let rendered = lock(&self.output).render();
+        let (rendered, total) = {
+            let out = lock(&self.output);
+            (out.render(), out.total_written())
+        };
         OutputSnapshot {
+            covers: crate::output_read::Covers {
+                missing_bytes: rendered.truncated.as_ref().map_or(0, |t| t.omitted_bytes),
+                ..crate::output_read::Covers::whole(total)
+            },
+            spool: self.spool_info(),
+            lines: None,
+            grep: None,
+            ended_by: None,
             output: rendered.text,
             truncated: rendered.truncated,
             running: info.running,

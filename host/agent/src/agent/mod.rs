@@ -16,10 +16,12 @@ use procwarden_process::{
 
 mod error;
 mod idempotency;
+mod output_options;
 mod tools;
 
 pub use error::{AgentError, ErrorKind};
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
+pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use tools::BUILT_IN_TOOLS;
 
 /// What became of a start request.
@@ -304,6 +306,38 @@ impl Agent {
             let _ = tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await;
         }
         Ok(process.snapshot())
+    }
+
+    /// The output as `options` reads it, after waiting (with `wait`, capped by the wait cap)
+    /// until the condition of `options` holds or the shell exits. The reply says what ended
+    /// the wait and which bytes of the whole output it covers. Dropping the future releases
+    /// the waiter at once.
+    pub async fn read_output(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        options: &OutputOptions,
+        wait: Option<Duration>,
+    ) -> Result<OutputSnapshot, AgentError> {
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
+        let mut ended_by = None;
+        if let Some(limit) = wait {
+            let limit = limit.min(self.wait_cap);
+            let _waiting = WaiterGuard::enter(&self.waiters);
+            ended_by = Some(process.wait_until(&options.until(), limit).await.name());
+        }
+        let mut snapshot = process.snapshot();
+        snapshot.ended_by = ended_by;
+        if let Some(mode) = options.read.clone() {
+            let limits = self.manager.settings().buffer;
+            // Reads go through the spool file, off the async workers.
+            let read = tokio::task::spawn_blocking(move || process.read_output(&mode, limits));
+            match read.await {
+                Ok(read) => snapshot = snapshot.with_read(read),
+                Err(err) => tracing::warn!(id, error = %err, "reading the output failed"),
+            }
+        }
+        Ok(snapshot)
     }
 
     pub fn signal(

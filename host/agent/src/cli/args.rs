@@ -122,6 +122,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a process's whole output (not only its kept beginning and end), search it, or
+    /// follow it until the process exits (like `docker logs -f`).
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Process ID, or a unique prefix of one.
+        id: String,
+        /// Keep printing new output until the process exits.
+        #[arg(short, long, conflicts_with_all = ["grep", "lines"])]
+        follow: bool,
+        /// Only lines matching this regular expression, numbered (`N:line`).
+        #[arg(long, value_name = "REGEX", conflicts_with = "lines")]
+        grep: Option<String>,
+        /// With --grep: lines of context around each match.
+        #[arg(short = 'C', long, value_name = "N", requires = "grep")]
+        context: Option<u32>,
+        /// Lines A to B, numbered from 1; negative counts from the end (`-50:`).
+        #[arg(long, value_name = "A:B", allow_hyphen_values = true)]
+        lines: Option<String>,
+    },
     /// Stop a process: SIGTERM to its whole group, then SIGKILL if it is still running after
     /// the grace period.
     Stop {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{Chat, json_body, wants_wait};
+use crate::agent::OutputOptions;
 use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
@@ -64,6 +65,8 @@ pub async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartReply>, ApiError> {
     let body: StartBody = json_body(body)?;
+    // Checked before anything starts: a typo in a wait must not leave a process behind.
+    let options = output_options(query.as_deref())?;
     if let Some(field) = body.unknown.keys().next()
         && !state.lenient_start_body
     {
@@ -108,7 +111,12 @@ pub async fn start(
         (true, false) => Some(
             state
                 .agent
-                .wait_output(&started.id, chat.as_deref(), None)
+                .read_output(
+                    &started.id,
+                    chat.as_deref(),
+                    &options,
+                    Some(state.agent.wait_cap()),
+                )
                 .await?,
         ),
     };
@@ -149,12 +157,39 @@ pub async fn output(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<OutputSnapshot>, ApiError> {
-    let snapshot = if wants_wait(query.as_deref()) {
-        state.agent.wait_output(&id, chat.as_deref(), None).await?
-    } else {
-        state.agent.output(&id, chat.as_deref())?
-    };
+    let options = output_options(query.as_deref())?;
+    let wait = wants_wait(query.as_deref()).then(|| state.agent.wait_cap());
+    let snapshot = state
+        .agent
+        .read_output(&id, chat.as_deref(), &options, wait)
+        .await?;
     Ok(Json(snapshot))
+}
+
+/// The read and wait parameters of an output request (`offset`, `limit`, `since`, `lines`,
+/// `grep`, `context`, `view`, `until`); a bad one is a 400 naming it.
+fn output_options(query: Option<&str>) -> Result<OutputOptions, ApiError> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(OutputOptions::default());
+    };
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("The query string is not valid."))?;
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).map_err(|e| {
+            ApiError::bad_request("The query string is not valid.").with_detail(e.body_text())
+        })?;
+    let options = OutputOptions::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|bad| {
+            ApiError::bad_request(bad.to_string()).with_detail(format!("parameter: {}", bad.name))
+        })?;
+    if options.until.is_some() && !wants_wait(Some(query)) {
+        return Err(ApiError::bad_request(
+            "Invalid parameter \"until\": it only applies with wait=true.",
+        )
+        .with_detail("parameter: until"));
+    }
+    Ok(options)
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,9 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 
 use crate::agent::AgentError;
-use procwarden_process::{OutputSnapshot, ProcessError, ProcessInfo, Truncation};
+use procwarden_process::{
+    Covers, GrepCount, LineSpan, OutputSnapshot, ProcessError, ProcessInfo, Truncation,
+};
 
 /// One result of `execute`, `process_output` or `process_signal`. Fields that do not apply,
 /// or are not known yet, are left out: a running process has no `exit_code` and no `success`
@@ -37,6 +39,17 @@ pub struct Report {
     pub wall_duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<TruncationFacts>,
+    /// Which condition ended a wait (`exit`, `regex`, `quiet`, `port`, `output`, `timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<&'static str>,
+    /// Which bytes of the whole output `output` is drawn from; `covers.end` is the cursor to
+    /// pass as `since` to read on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covers: Option<Covers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<LineSpan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grep: Option<GrepCount>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,7 +81,16 @@ impl Report {
     /// Describe a process from a snapshot of it.
     pub fn from_snapshot(id: &str, snapshot: OutputSnapshot, situation: Situation) -> Self {
         let mut notes = Vec::new();
-        if snapshot.running {
+        let met = snapshot
+            .ended_by
+            .filter(|e| matches!(*e, "regex" | "quiet" | "port" | "output"));
+        if let Some(condition) = met.filter(|_| snapshot.running) {
+            notes.push(format!(
+                "The wait ended on its until condition ({condition}); the process keeps \
+                 running. Use process_output with since = covers.end to read on, or \
+                 process_signal to stop it."
+            ));
+        } else if snapshot.running {
             notes.push(match situation {
                 Situation::Execute { waited } => format!(
                     "Still running after {}; it keeps running. Use process_output with this \
@@ -105,7 +127,27 @@ impl Report {
         {
             notes.push(truncation_note(t));
         }
+        if let Some(g) = &snapshot.grep
+            && g.omitted > 0
+        {
+            notes.push(format!(
+                "{} matching lines not shown; narrow the pattern or read a part with lines.",
+                g.omitted
+            ));
+        }
+        if let Some(spool) = snapshot.spool.as_ref().filter(|s| !s.complete) {
+            notes.push(format!(
+                "The saved copy of the output is incomplete ({}); reads past its first {} bytes \
+                 only see the kept beginning and end.",
+                spool.reason.as_deref().unwrap_or("stopped"),
+                spool.spooled_bytes
+            ));
+        }
         Self {
+            ended_by: snapshot.ended_by,
+            covers: Some(snapshot.covers),
+            lines: snapshot.lines,
+            grep: snapshot.grep,
             success: snapshot.exit_code.map(|code| code == 0),
             process_id: Some(id.to_owned()),
             running: Some(snapshot.running),
@@ -233,6 +275,11 @@ mod tests {
             exit_code,
             timed_out: false,
             command: "echo hello".into(),
+            covers: procwarden_process::Covers::whole(6),
+            spool: None,
+            lines: None,
+            grep: None,
+            ended_by: None,
         }
     }
 

@@ -20,7 +20,7 @@ use super::tools::{
     PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION, PROCESS_SIGNAL_DESCRIPTION,
     ProcessOutputArgs, ProcessSignalArgs, SERVER_INSTRUCTIONS, seconds_arg,
 };
-use crate::agent::{Agent, AgentError};
+use crate::agent::{Agent, AgentError, OutputOptions};
 use crate::chat::chat_from_headers;
 use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
@@ -122,6 +122,22 @@ impl ProcwardenMcp {
         limit: Duration,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Option<OutputSnapshot>, AgentError> {
+        self.wait_with(id, chat, limit, &OutputOptions::default(), ctx)
+            .await
+    }
+
+    /// As [`Self::wait_until_exit`], ending also on the condition of `options` and reading
+    /// the output as `options` asks.
+    async fn wait_with(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        limit: Duration,
+        options: &OutputOptions,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Option<OutputSnapshot>, AgentError> {
+        // A quiet spell or a cursor must be waited for in one go: slicing would restart it.
+        let one_go = options.until.is_some() || options.since.is_some();
         let started = Instant::now();
         let deadline = started + limit;
         let progress = ctx.meta.get_progress_token();
@@ -129,16 +145,17 @@ impl ProcwardenMcp {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // With a progress token, wake up now and then to report; the agent caps each wait
             // at its own wait cap anyway, and we simply wait again.
-            let slice = if progress.is_some() {
+            let slice = if progress.is_some() && !one_go {
                 remaining.min(PROGRESS_INTERVAL)
             } else {
                 remaining
             };
             let snapshot = tokio::select! {
-                snapshot = self.agent.wait_output(id, chat, Some(slice)) => snapshot?,
+                snapshot = self.agent.read_output(id, chat, options, Some(slice)) => snapshot?,
                 () = ctx.ct.cancelled() => return Ok(None),
             };
-            if !snapshot.running || Instant::now() >= deadline {
+            let condition_met = !matches!(snapshot.ended_by, None | Some("timeout" | "exit"));
+            if !snapshot.running || condition_met || Instant::now() >= deadline {
                 return Ok(Some(snapshot));
             }
             if let Some(token) = &progress {
@@ -185,6 +202,10 @@ impl ProcwardenMcp {
         ) {
             Ok(timeout) => timeout,
             Err(message) => return format::tool_error(message),
+        };
+        let options = match OutputOptions::parse(args.until.as_deref().map(|u| ("until", u))) {
+            Ok(options) => options,
+            Err(bad) => return format::tool_error(bad.to_string()),
         };
         let requested_command = args.command.clone();
         let started_at = Instant::now();
@@ -240,7 +261,7 @@ impl ProcwardenMcp {
         }
 
         let snapshot = match self
-            .wait_until_exit(&id, chat.as_deref(), timeout, &ctx)
+            .wait_with(&id, chat.as_deref(), timeout, &options, &ctx)
             .await
         {
             Ok(Some(snapshot)) => snapshot,
@@ -285,10 +306,20 @@ impl ProcwardenMcp {
             Ok(wait) => wait,
             Err(message) => return format::tool_error(message),
         };
+        let pairs = args.option_pairs();
+        let options =
+            match OutputOptions::parse(pairs.iter().map(|(name, value)| (*name, value.as_str()))) {
+                Ok(options) => options,
+                Err(bad) => return format::tool_error(bad.to_string()),
+            };
         let snapshot = if wait.is_zero() {
-            self.agent.output(id, chat.as_deref()).map(Some)
+            self.agent
+                .read_output(id, chat.as_deref(), &options, None)
+                .await
+                .map(Some)
         } else {
-            self.wait_until_exit(id, chat.as_deref(), wait, &ctx).await
+            self.wait_with(id, chat.as_deref(), wait, &options, &ctx)
+                .await
         };
         match snapshot {
             Ok(Some(snapshot)) => {

@@ -37,7 +37,11 @@ Read a tracked process's output by its process_id, waiting for it to exit first.
 Blocks until the process exits or wait_timeout_seconds pass (default 10; 0 returns a snapshot \
 at once), then returns the output so far, whether it is still running, and its exit code once \
 it has exited. Reading never stops the process. To wait for a long job, pass a wait that covers \
-the time it needs instead of calling again and again.";
+the time it needs instead of calling again and again.
+The whole output is kept, not only its beginning and end: after a long log was cut, use grep \
+(with context) to find an error, lines to read a part (`-100:` for the last 100 lines), or \
+view=errors for error lines first. To follow a running process, pass since = covers.end of \
+the previous result. until ends a wait on a regex, a quiet spell or a listening port.";
 
 pub const PROCESS_LIST_DESCRIPTION: &str = "\
 List the tracked processes of this session: running ones first, then the most recent.
@@ -105,6 +109,17 @@ pub struct ExecuteArgs {
                        generously for builds and test suites."
     )]
     pub timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Foreground only: return before exit when this happens (default `exit`). \
+                       `regex:PATTERN` when a line of output matches (e.g. `regex:Listening on`), \
+                       `quiet:SECONDS` after that long without output, `port:N` once the command \
+                       listens on TCP port N. Use with dev servers: start in the foreground with \
+                       until and a timeout, and it keeps running once ready. The result's \
+                       ended_by says which condition (or `timeout`, or `exit`) ended the wait."
+    )]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -126,6 +141,87 @@ pub struct ProcessOutputArgs {
                        as the process exits."
     )]
     pub wait_timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "End the wait early on a condition instead of exit: `regex:PATTERN` (a \
+                       line of output matches), `quiet:SECONDS` (no output for that long), \
+                       `port:N` (the process listens on TCP port N), or `exit` (the default)."
+    )]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Search the whole output (not only the kept beginning and end) for lines \
+                       matching this regular expression; they come back numbered (`N:line`). \
+                       Use it to find the error in a long build or test log, e.g. \
+                       `error|FAILED|panicked`."
+    )]
+    pub grep: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "u32",
+        description = "With grep: lines of context around each match (0 to 20, default 0)."
+    )]
+    pub context: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Lines A:B of the whole output, numbered from 1; negative numbers count \
+                       from the end (`-50:` is the last 50 lines, `100:200` a middle part). Use \
+                       it to read around a line number grep gave."
+    )]
+    pub lines: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "u64",
+        description = "Read on from this cursor: a byte offset in the whole output, as given by \
+                       covers.end of your previous result. Only output after it is returned, and \
+                       with a wait, the call returns as soon as new output arrives. Use it to \
+                       follow a running process without rereading."
+    )]
+    pub since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "u64",
+        description = "Read raw bytes from this offset in the whole output (with limit)."
+    )]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "u64",
+        description = "With offset or since: most bytes to return (default 65536, at most 1048576)."
+    )]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "`errors`: when the output is too long, show the lines that look like \
+                       errors (error, FAILED, panicked, Traceback, ...) with a little context \
+                       first, then the beginning and end. A good first read of a failed build."
+    )]
+    pub view: Option<String>,
+}
+
+impl ProcessOutputArgs {
+    /// The read and wait arguments as name/value pairs for the agent's one parser.
+    pub fn option_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let mut put = |name: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                pairs.push((name, value));
+            }
+        };
+        put("until", self.until.clone());
+        put("grep", self.grep.clone());
+        put("context", self.context.map(|n| n.to_string()));
+        put("lines", self.lines.clone());
+        put("since", self.since.map(|n| n.to_string()));
+        put("offset", self.offset.map(|n| n.to_string()));
+        put("limit", self.limit.map(|n| n.to_string()));
+        put("view", self.view.clone());
+        pairs
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
