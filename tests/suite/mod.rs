@@ -22,3 +22,5 @@ mod mcp_policy;
 mod plugins;
 // What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
 mod operator;
+// Reloading the configuration (SIGHUP, POST /api/v0/reload); plugins that cannot load.
+mod reload;

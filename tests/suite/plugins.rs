@@ -226,7 +226,10 @@ async fn runtime_faults_are_contained_and_name_the_plugin() {
         }
         // Still serving everything else.
         assert!(api.list().await.is_empty());
-        assert_eq!(api.health().await.status, "ok");
+        // Health tells that the plugin keeps failing.
+        let health = api.health().await;
+        assert_eq!(health.status, "degraded", "{health:?}");
+        assert_eq!(health.plugins[0].consecutive_failures, 3, "{health:?}");
         server.assert_alive();
 
         // Fail-open when the operator says so: the rest of the chain still runs.
@@ -242,7 +245,7 @@ async fn runtime_faults_are_contained_and_name_the_plugin() {
 }
 
 #[tokio::test]
-async fn components_that_cannot_load_are_contained_and_name_the_plugin() {
+async fn components_that_cannot_load_stop_the_agent_and_name_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.wasm");
     std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0 definitely not a component").unwrap();
@@ -255,18 +258,20 @@ async fn components_that_cannot_load_are_contained_and_name_the_plugin() {
         (corrupt, "corrupt", "not a valid WebAssembly component"),
         (dir.path().join("absent.wasm"), "absent", "cannot read"),
     ] {
-        let server = Server::with_config(&faulty_chain(&path, "deny"));
-        let api = server.api();
-        let message = api
-            .start_req(&json!({ "command": "echo hi" }))
-            .await
-            .error(503);
-        assert!(message.contains(&format!("\"{name}\"")), "{message}");
-        assert!(message.contains("could not be loaded"), "{message}");
-        assert!(message.contains(symptom), "{name}: {message}");
-        assert!(server.stderr_text().contains(name), "the log names {name}");
-        assert!(api.list().await.is_empty());
-        server.assert_alive();
+        // The agent refuses to start rather than refuse every request later.
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &faulty_chain(&path, "deny"));
+        let out = procwarden_command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("\"{name}\"")), "{stderr}");
+        assert!(stderr.contains("cannot be loaded"), "{stderr}");
+        assert!(stderr.contains(symptom), "{name}: {stderr}");
     }
 }
 

@@ -74,6 +74,13 @@ pub struct Config {
     /// Directory of the file this came from; relative plugin paths are resolved against it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file this came from: what a reload (SIGHUP, `POST /api/v0/reload`) reads again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// `token` was set from the command line or the environment, not from the file: a
+    /// reload does not report the file's token as changed.
+    #[serde(skip)]
+    pub token_overridden: bool,
 }
 
 impl Default for Config {
@@ -105,6 +112,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             base_dir: None,
+            source: None,
+            token_overridden: false,
         }
     }
 }
@@ -116,6 +125,7 @@ impl Config {
         let mut config = Self::parse(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.base_dir = path.parent().map(Path::to_path_buf);
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 

@@ -78,6 +78,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 procwarden::config::validate_token(&token)
                     .context("--token (or PROCWARDEN_TOKEN)")?;
                 config.token = Some(token);
+                config.token_overridden = true;
             }
             let listen = match listen.or(config.listen) {
                 Some(listen) => listen,
@@ -245,6 +246,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: {problem}", file.display());
             }
             Ok(ExitCode::from(exit::CHECK_FAILED))
+        }
+        Command::Reload { client: args } => {
+            let reply = client(&args).reload().await?;
+            println!("{}", reply["message"].as_str().unwrap_or("reloaded"));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -15,15 +15,25 @@ pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
     Ok(Agent::new(config, load_policy(config)?))
 }
 
-/// Load the configured plugins (or the samples); loading logs how each was loaded.
+/// Load the configured plugins (or the samples), refusing a chain with a plugin that cannot
+/// load (unless its `on_error` is `allow`); logs the chain.
 pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
-    PolicyChain::load(&config.policy, &config.plugin_sources()?)
+    crate::agent::load_policy(config)
+}
+
+/// What a signal asks of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSignal {
+    /// SIGTERM or SIGINT: stop every process and exit.
+    Stop(&'static str),
+    /// SIGHUP: re-read the configuration file.
+    Reload,
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment this is created. Install it before
 /// announcing readiness: a signal that arrives earlier would otherwise kill the agent
-/// outright, with no chance to stop its process groups. SIGHUP (the terminal that started
-/// the agent went away) stops it the same clean way instead of killing it where it stands.
+/// outright, with no chance to stop its process groups. SIGHUP reloads the configuration
+/// file, as daemons do (`systemctl reload`); it never stops the agent.
 pub struct ShutdownSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
@@ -39,12 +49,28 @@ impl ShutdownSignals {
         })
     }
 
-    /// Wait for the next one; returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+    /// Wait for the next one.
+    pub async fn next(&mut self) -> AgentSignal {
         tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.terminate.recv() => AgentSignal::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => AgentSignal::Stop("SIGINT"),
+            _ = self.hangup.recv() => AgentSignal::Reload,
+        }
+    }
+
+    /// Serve signals until one says stop, reloading `agent`'s configuration on each SIGHUP
+    /// (a refused file is logged and the running configuration kept); returns the name of
+    /// the signal that stopped it.
+    pub async fn recv(&mut self, agent: &Agent) -> &'static str {
+        loop {
+            match self.next().await {
+                AgentSignal::Stop(name) => return name,
+                AgentSignal::Reload => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    // Success and refusal are both logged by the reload itself.
+                    let _ = agent.reload().await;
+                }
+            }
         }
     }
 }

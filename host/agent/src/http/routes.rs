@@ -192,21 +192,66 @@ pub async fn signal(
 
 #[derive(Debug, Serialize)]
 pub struct HealthReply {
+    /// `ok`; `degraded` when a policy plugin could not be loaded (its `on_error = "allow"`
+    /// let the agent start without it) or its last call failed; `shutting_down`.
     pub status: &'static str,
     pub processes: usize,
     pub waiters: usize,
+    /// Successful configuration reloads since the agent started.
+    pub reloads: u64,
+    /// The policy chain in force, in order, with each plugin's state.
+    pub plugins: Vec<PluginState>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginState {
+    pub name: String,
+    /// Whether its component loaded. One that did not passes every request unchanged.
+    pub loaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub calls: u64,
+    pub denied: u64,
+    pub failures: u64,
+    /// Failures since its last successful call.
+    pub consecutive_failures: u64,
 }
 
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
     let health = state.agent.health();
+    let policy = state.agent.policy();
+    let counters = policy.health();
+    let plugins: Vec<PluginState> = policy
+        .plugins()
+        .into_iter()
+        .map(|p| {
+            let c = counters.iter().find(|c| c.name == p.name);
+            PluginState {
+                loaded: p.load_error.is_none(),
+                error: p.load_error,
+                calls: c.map_or(0, |c| c.calls),
+                denied: c.map_or(0, |c| c.denied),
+                failures: c.map_or(0, |c| c.failures),
+                consecutive_failures: c.map_or(0, |c| c.consecutive_failures),
+                name: p.name,
+            }
+        })
+        .collect();
+    let degraded = plugins
+        .iter()
+        .any(|p| !p.loaded || p.consecutive_failures > 0);
     Json(HealthReply {
         status: if health.shutting_down {
             "shutting_down"
+        } else if degraded {
+            "degraded"
         } else {
             "ok"
         },
         processes: health.processes,
         waiters: health.waiters,
+        reloads: health.reloads,
+        plugins,
     })
 }
 
