@@ -254,7 +254,9 @@ async fn configured_workdir_that_is_a_file_falls_back_to_home() {
 async fn request_workdir_that_is_not_a_directory_is_400() {
     // The host's own check, with no workdir plugin in front of it (by default the `workdir`
     // sample refuses such a request first, as a 403: see plugins.rs).
-    let server = Server::with_config("[[plugin]]\npath = \"builtin:ampersand\"\n");
+    let server = Server::with_config(
+        "[policy]\nbuiltins = false\n[[plugin]]\npath = \"builtin:ampersand\"\n",
+    );
     let api = server.api();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");

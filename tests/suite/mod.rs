@@ -24,3 +24,5 @@ mod plugins;
 mod operator;
 // Reloading the configuration (SIGHUP, POST /api/v0/reload); plugins that cannot load.
 mod reload;
+// [env]: what commands inherit from the agent's environment.
+mod env_inherit;

@@ -32,7 +32,11 @@ async fn reload_applies_the_new_chain_and_keeps_processes() {
 
     std::fs::write(server.config_path(), denying("second-forbidden")).unwrap();
     let reply: ReloadReply = reload(&api).await.expect_status(200).json();
-    assert_eq!(reply.plugins, ["deny"], "{reply:?}");
+    assert_eq!(
+        reply.plugins,
+        ["ampersand", "env", "workdir", "deny"],
+        "{reply:?}"
+    );
     assert!(reply.restart_needed.is_empty(), "{reply:?}");
     assert!(reply.message.contains("deny"), "{reply:?}");
 
@@ -178,17 +182,17 @@ async fn a_plugin_that_cannot_load_stops_the_agent_from_starting() {
     ));
     let health = server.api().health().await;
     assert_eq!(health.status, "degraded", "{health:?}");
-    assert_eq!(health.plugins.len(), 2);
-    assert_eq!(health.plugins[0].name, "absent");
-    assert!(!health.plugins[0].loaded);
+    let names: Vec<&str> = health.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["ampersand", "env", "workdir", "absent", "deny"]);
+    assert!(!health.plugins[3].loaded);
     assert!(
-        health.plugins[0]
+        health.plugins[3]
             .error
             .as_deref()
             .is_some_and(|e| e.contains("cannot read")),
         "{health:?}"
     );
-    assert!(health.plugins[1].loaded);
+    assert!(health.plugins[4].loaded);
     let id = server.api().start("echo passes").await;
     assert_eq!(server.api().wait_exit(&id).await.output, "passes\n");
     assert!(server.stderr_text().contains("absent (not loaded"));
@@ -215,4 +219,53 @@ async fn health_counts_each_plugins_decisions() {
         "{}",
         server.stderr_text()
     );
+}
+
+#[tokio::test]
+async fn a_configured_plugin_keeps_the_built_ins_unless_turned_off() {
+    // One operator plugin (here a built-in under another name) does not drop `deny`.
+    let server = Server::with_config("[[plugin]]\npath = \"builtin:npm-ci\"\n");
+    server
+        .api()
+        .start_req(&json!({"command": "rm -rf /"}))
+        .await
+        .error(403);
+    let names: Vec<String> = server
+        .api()
+        .health()
+        .await
+        .plugins
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ampersand", "env", "workdir", "npm-ci", "deny"]);
+    assert!(
+        server
+            .stderr_text()
+            .contains("chain=ampersand, env, workdir, npm-ci, deny"),
+        "{}",
+        server.stderr_text()
+    );
+
+    // `builtins = false`: only what the file lists.
+    let server = Server::with_config(
+        "[policy]\nbuiltins = false\n[[plugin]]\npath = \"builtin:ampersand\"\n",
+    );
+    let names: Vec<String> = server
+        .api()
+        .health()
+        .await
+        .plugins
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ampersand"]);
+
+    // A setting a built-in does not read stops the agent from starting, naming it.
+    let (code, stderr) = serve_expecting_refusal(
+        "[[plugin]]\npath = \"builtin:deny\"\nsettings = { pattern = [\"git push\"] }\n",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("`pattern`"), "{stderr}");
+    assert!(stderr.contains("patterns"), "{stderr}");
 }

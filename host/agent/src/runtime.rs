@@ -8,10 +8,23 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::agent::Agent;
 use crate::config::Config;
 use procwarden_extensions::policy::PolicyChain;
+use procwarden_process::environment::Inheritance;
 
 /// The agent every front end of this process shares: the configured policy chain over a fresh
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
+    let inheritance = config.env.inheritance();
+    if procwarden_process::environment::set_inheritance(inheritance.clone()).is_err() {
+        anyhow::bail!("the inherited environment was already fixed differently in this process");
+    }
+    match &inheritance {
+        Inheritance::All => {
+            tracing::info!("commands inherit the agent's whole environment ([env] to restrict)")
+        }
+        Inheritance::Only(names) => {
+            tracing::info!(inherit = %names.join(", "), "commands inherit only these variables")
+        }
+    }
     Ok(Agent::new(config, load_policy(config)?))
 }
 

@@ -12,6 +12,7 @@ compile_error!("procwarden-process supports Linux on x86_64 and aarch64 only");
 pub mod buffer;
 #[cfg(target_os = "linux")]
 mod child_stack;
+pub mod environment;
 pub mod group;
 #[cfg(all(
     target_os = "linux",

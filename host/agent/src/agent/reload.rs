@@ -112,6 +112,7 @@ fn restart_only(config: &Config, token_overridden: bool) -> Vec<(&'static str, S
         ),
         ("max_exited_processes", c.max_exited_processes.to_string()),
         ("lenient_start_body", c.lenient_start_body.to_string()),
+        ("env", format!("{:?}", c.env)),
     ]
 }
 

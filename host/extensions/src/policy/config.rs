@@ -69,6 +69,10 @@ pub struct PolicyConfig {
     /// answer is remembered only if the plugin read no clock and no random numbers, and is
     /// used only while its `is-dir` questions still get the same answers.
     pub remembered_answers: usize,
+    /// Whether the sample plugins built into the binary that `[[plugin]]` does not name
+    /// (`builtin:NAME`) run too, in their default places: `ampersand`, `env` and `workdir`
+    /// before the configured plugins, `deny` after them. `false`: only the configured ones.
+    pub builtins: bool,
 }
 
 impl Default for PolicyConfig {
@@ -82,6 +86,7 @@ impl Default for PolicyConfig {
             max_instances: 64,
             workers: 2,
             remembered_answers: 1024,
+            builtins: true,
         }
     }
 }
@@ -304,6 +309,7 @@ impl PluginConfig {
                     known.join(", ")
                 );
             };
+            super::builtin::check_settings(name, &config.settings)?;
             let mut source = PluginSource::bytes(*name, *bytes)
                 .with_settings(config.settings)
                 .with_on_error(config.on_error);
