@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_process::{
-    GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
+    GroupSignal, OutputSnapshot, Phase, Process, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
 
 mod error;
@@ -197,6 +197,10 @@ impl Agent {
         let process = self
             .manager
             .start(request.clone(), chat.map(str::to_owned))?;
+        settings
+            .policy
+            .audit_started(chat, process.id(), &request.command);
+        log_exit(process.clone());
         Ok(Started {
             id: process.id().to_owned(),
             request,
@@ -266,6 +270,11 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// How many processes the caller may see, before the list cap.
+    pub fn count(&self, chat: Option<&str>) -> usize {
+        self.manager.count(Scope::from_chat(chat))
+    }
+
     /// Forget exited processes past their age (and past the retention cap) and the
     /// idempotency keys that named them, every `every`. The task ends with the agent.
     pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -329,6 +338,27 @@ impl Agent {
     pub async fn shutdown(&self) {
         self.manager.shutdown().await;
     }
+}
+
+/// One log line when a process's shell exits: its ID, exit code, run time and output size.
+fn log_exit(process: Arc<Process>) {
+    let started = Instant::now();
+    tokio::spawn(async move {
+        process.wait_for(Phase::Exited).await;
+        let snapshot = process.snapshot();
+        let output_bytes = snapshot
+            .truncated
+            .as_ref()
+            .map_or(snapshot.output.len() as u64, |t| t.original_bytes);
+        tracing::info!(
+            id = process.id(),
+            exit_code = snapshot.exit_code,
+            timed_out = snapshot.timed_out,
+            seconds = started.elapsed().as_secs_f64(),
+            output_bytes,
+            "process exited"
+        );
+    });
 }
 
 struct WaiterGuard<'a>(&'a AtomicUsize);
