@@ -26,3 +26,9 @@ mod operator;
 mod reload;
 // [env]: what commands inherit from the agent's environment.
 mod env_inherit;
+// Logs: JSON format, filter mistakes, exit lines, audit records naming the process.
+mod logging;
+// Signal names (INT, HUP, QUIT, USR1, USR2) in the API and MCP.
+mod signal_names;
+// The list's total past its cap.
+mod list_total;

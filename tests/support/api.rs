@@ -81,6 +81,8 @@ pub struct Truncation {
 #[serde(deny_unknown_fields)]
 pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
+    /// Processes the caller may see, before the agent's list cap.
+    pub total: u64,
 }
 
 /// `{id, command, workdir, background, running, group_alive, exit_code?, timed_out,

@@ -135,12 +135,16 @@ fn whole_seconds(seconds: f64) -> Result<u32, ApiError> {
 #[derive(Debug, Serialize)]
 pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
+    /// Processes the caller may see; more than listed when the list cap (`list_cap`) cut it.
+    pub total: usize,
 }
 
 pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListReply> {
-    Json(ListReply {
-        processes: state.agent.list(chat.as_deref()).await,
-    })
+    let processes = state.agent.list(chat.as_deref()).await;
+    // Counted after listing: listing reaps, and a process started in between only makes the
+    // total larger, never smaller than what is listed.
+    let total = state.agent.count(chat.as_deref()).max(processes.len());
+    Json(ListReply { processes, total })
 }
 
 pub async fn output(
@@ -156,6 +160,9 @@ pub async fn output(
     };
     Ok(Json(snapshot))
 }
+
+/// The signal names the API takes, as a sentence for errors.
+const SIGNAL_CHOICES: &str = "Use \"terminate\" (TERM), \"kill\" (KILL), \"INT\", \"HUP\", \"QUIT\", \"USR1\" or \"USR2\" (any case, SIG prefix optional).";
 
 #[derive(Debug, Deserialize)]
 struct SignalBody {
@@ -180,7 +187,7 @@ pub async fn signal(
     }
     let Some(signal) = GroupSignal::parse(&body.signal) else {
         return Err(ApiError::bad_request(format!(
-            "Unsupported signal \"{}\". Use \"kill\" or \"terminate\".",
+            "Unsupported signal \"{}\". {SIGNAL_CHOICES}",
             body.signal
         )));
     };
