@@ -75,7 +75,12 @@ async fn empty_list_is_an_empty_array() {
     let server = Server::start();
     let resp = server.api().get("/api/v0/processes/list").await;
     resp.expect_status(200);
-    assert_eq!(resp.body, json!({"processes": []}), "{}", resp.text);
+    assert_eq!(
+        resp.body,
+        json!({"processes": [], "total": 0}),
+        "{}",
+        resp.text
+    );
 }
 
 #[tokio::test]

@@ -39,10 +39,10 @@ async fn json_logs_carry_the_exit_of_each_process() {
 #[tokio::test]
 async fn a_format_given_as_the_filter_is_reported_not_silent() {
     let server = Server::builder().env("PROCWARDEN_LOG", "json").spawn();
+    // Logging still works, at the default level ("serving" follows the listening line).
+    assert!(eventually_sync(SOON, || server.stderr_text().contains("serving")).await);
     let log = server.stderr_text();
     assert!(log.contains("PROCWARDEN_LOG_FORMAT=json"), "{log}");
-    // Logging still works, at the default level.
-    assert!(log.contains("serving"), "{log}");
 }
 
 #[tokio::test]

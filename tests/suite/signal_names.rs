@@ -73,5 +73,6 @@ async fn mcp_takes_signal_names() {
     )
     .await;
     assert!(reply.text.contains("SIGUSR2"), "{}", reply.text);
-    assert!(reply.text.contains("got-USR2"), "{}", reply.text);
+    // The trap ran: the shell exited with its code.
+    assert_eq!(reply.json["exit_code"], 3, "{}", reply.text);
 }
