@@ -75,7 +75,12 @@ async fn empty_list_is_an_empty_array() {
     let server = Server::start();
     let resp = server.api().get("/api/v0/processes/list").await;
     resp.expect_status(200);
-    assert_eq!(resp.body, json!({"processes": []}), "{}", resp.text);
+    assert_eq!(
+        resp.body,
+        json!({"processes": [], "total": 0}),
+        "{}",
+        resp.text
+    );
 }
 
 #[tokio::test]
@@ -254,7 +259,9 @@ async fn configured_workdir_that_is_a_file_falls_back_to_home() {
 async fn request_workdir_that_is_not_a_directory_is_400() {
     // The host's own check, with no workdir plugin in front of it (by default the `workdir`
     // sample refuses such a request first, as a 403: see plugins.rs).
-    let server = Server::with_config("[[plugin]]\npath = \"builtin:ampersand\"\n");
+    let server = Server::with_config(
+        "[policy]\nbuiltins = false\n[[plugin]]\npath = \"builtin:ampersand\"\n",
+    );
     let api = server.api();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");

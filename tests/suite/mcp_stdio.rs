@@ -69,7 +69,7 @@ async fn lists_four_tools_described_for_a_model() {
     let signal = tools.iter().find(|t| t.name == "process_signal").unwrap();
     assert_eq!(
         signal.input_schema["properties"]["signal"]["enum"],
-        json!(["terminate", "kill"])
+        json!(["terminate", "kill", "INT", "HUP", "QUIT", "USR1", "USR2"])
     );
 }
 
@@ -375,7 +375,7 @@ async fn invalid_calls_are_tool_errors_a_model_can_read() {
         ),
         (
             "process_signal",
-            json!({"id": "x", "signal": "SIGTERM"}),
+            json!({"id": "x", "signal": "SIGWINCH"}),
             vec!["terminate", "kill"],
         ),
         (

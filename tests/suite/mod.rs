@@ -31,3 +31,13 @@ mod soak;
 // The output spool: reads over the whole output, waits on output, ports and quiet.
 mod spool;
 mod waits;
+// Reloading the configuration (SIGHUP, POST /api/v0/reload); plugins that cannot load.
+mod reload;
+// [env]: what commands inherit from the agent's environment.
+mod env_inherit;
+// Logs: JSON format, filter mistakes, exit lines, audit records naming the process.
+mod logging;
+// Signal names (INT, HUP, QUIT, USR1, USR2) in the API and MCP.
+mod signal_names;
+// The list's total past its cap.
+mod list_total;

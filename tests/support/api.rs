@@ -136,6 +136,8 @@ pub struct Truncation {
 #[serde(deny_unknown_fields)]
 pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
+    /// Processes the caller may see, before the agent's list cap.
+    pub total: u64,
 }
 
 /// `{id, command, workdir, background, running, group_alive, members_alive, exit_code?,
@@ -159,16 +161,44 @@ pub struct ProcessInfo {
     pub exited_at_unix: Option<i64>,
 }
 
-/// `GET /api/v0/health`: `{status, processes, waiters, containment}`.
+/// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    /// `ok`, or `shutting_down` once the agent stops accepting work.
+    /// `ok`; `degraded` when a policy plugin is not loaded or its last call failed;
+    /// `shutting_down` once the agent stops accepting work.
     pub status: String,
     pub processes: u64,
     pub waiters: u64,
     /// `cgroup` or `subreaper`.
     pub containment: String,
+    /// Successful configuration reloads since the agent started.
+    pub reloads: u64,
+    /// The policy chain in force, in order.
+    pub plugins: Vec<PluginState>,
+}
+
+/// One policy plugin in `Health::plugins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginState {
+    pub name: String,
+    pub loaded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub calls: u64,
+    pub denied: u64,
+    pub failures: u64,
+    pub consecutive_failures: u64,
+}
+
+/// `POST /api/v0/reload`: `{message, plugins, restart_needed}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadReply {
+    pub message: String,
+    pub plugins: Vec<String>,
+    pub restart_needed: Vec<String>,
 }
 
 /// `POST /api/v0/processes/{id}/signal`: `{message}`.

@@ -207,6 +207,7 @@ impl ServerBuilder {
         }
 
         let mut server = Server {
+            config_path: config_path.clone(),
             child: Mutex::new(Some(child)),
             pid,
             url: String::new(),
@@ -250,6 +251,7 @@ impl ServerBuilder {
 
 /// A running `procwarden serve` child. Dropping it sends SIGTERM and waits (SIGKILL fallback).
 pub struct Server {
+    config_path: PathBuf,
     child: Mutex<Option<Child>>,
     pid: i32,
     url: String,
@@ -274,6 +276,11 @@ impl Server {
     /// Server with the given TOML config.
     pub fn with_config(toml: &str) -> Server {
         Self::builder().config(toml).spawn()
+    }
+
+    /// The configuration file the server was started with (rewrite it to test reloads).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.

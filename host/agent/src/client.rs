@@ -123,6 +123,18 @@ impl Client {
             .await
     }
 
+    /// `POST /api/v0/reload`: the agent re-reads its configuration file.
+    pub async fn reload(&self) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v0/reload", self.base))
+            .json(&json!({}));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.send(req).await
+    }
+
     pub async fn list(&self) -> anyhow::Result<Value> {
         self.send(self.request(Method::GET, "/list")).await
     }

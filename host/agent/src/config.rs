@@ -8,13 +8,47 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use procwarden_extensions::policy::config::BUILTIN_PREFIX;
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
 use procwarden_extensions::tool::{ToolConfig, ToolSource};
+use procwarden_process::environment::Inheritance;
 use procwarden_process::{
     BufferLimits, Containment, ManagerSettings, SpoolSettings, buffer::LINE_TRUNCATION_SUFFIX,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7077";
+
+/// The `[env]` table: which of the agent's environment variables commands inherit. By
+/// default all of them, cloud keys included; variables a request or a plugin sets are added
+/// on top either way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvConfig {
+    /// Inherit none of the agent's variables, except those in `inherit`.
+    pub clear: bool,
+    /// Inherit only these variables (a name ending in `*` is a prefix, e.g. `LC_*`).
+    pub inherit: Option<Vec<String>>,
+}
+
+impl EnvConfig {
+    pub fn inheritance(&self) -> Inheritance {
+        match (&self.inherit, self.clear) {
+            (Some(names), _) => Inheritance::Only(names.clone()),
+            (None, true) => Inheritance::Only(Vec::new()),
+            (None, false) => Inheritance::All,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for name in self.inherit.iter().flatten() {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if bare.contains(['=', '\0', '*']) || (bare.is_empty() && name.is_empty()) {
+                bail!("env.inherit: {name:?} is not a variable name (or a prefix ending in *)");
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Limits on live processes; a start over one is refused (HTTP 429).
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +119,8 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// Most bytes all spools keep together; past it the oldest exited processes' spools go.
     pub spool_total_bytes: u64,
+    /// What commands inherit from the agent's environment (`[env]`).
+    pub env: EnvConfig,
     /// The policy runtime (`[policy]`).
     pub policy: PolicyConfig,
     /// The policy chain, in order (`[[plugin]]`). Empty: the built-in samples.
@@ -96,6 +132,13 @@ pub struct Config {
     /// Directory of the file this came from; relative plugin paths are resolved against it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file this came from: what a reload (SIGHUP, `POST /api/v0/reload`) reads again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// `token` was set from the command line or the environment, not from the file: a
+    /// reload does not report the file's token as changed.
+    #[serde(skip)]
+    pub token_overridden: bool,
 }
 
 impl Default for Config {
@@ -130,10 +173,13 @@ impl Default for Config {
             spool_dir: spool.dir,
             spool_max_bytes: spool.max_bytes,
             spool_total_bytes: spool.total_bytes,
+            env: EnvConfig::default(),
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             tools: Vec::new(),
             base_dir: None,
+            source: None,
+            token_overridden: false,
         }
     }
 }
@@ -145,21 +191,49 @@ impl Config {
         let mut config = Self::parse(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.base_dir = path.parent().map(Path::to_path_buf);
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
-    /// The plugins to load: the configured ones, or the built-in samples when none are.
+    /// The plugins to load, in chain order: the configured ones, with the sample plugins
+    /// built into the binary that the configuration does not name in their default places
+    /// (`ampersand`, `env`, `workdir` first, `deny` last) unless `[policy] builtins = false`.
     pub fn plugin_sources(&self) -> anyhow::Result<Vec<PluginSource>> {
-        if self.plugins.is_empty() {
-            return Ok(PluginSource::samples());
-        }
-        self.plugins
+        let configured = self
+            .plugins
             .iter()
             .map(|p| {
                 p.to_source(self.base_dir.as_deref())
                     .with_context(|| format!("plugin {}", p.path.display()))
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !self.policy.builtins {
+            return Ok(configured);
+        }
+        // A sample the file names (`builtin:deny`), or replaces with a plugin of the same
+        // name (its own `deny.wasm`), is where the file puts it.
+        let named = |sample: &str| {
+            self.plugins
+                .iter()
+                .any(|p| p.path.to_str() == Some(&format!("{BUILTIN_PREFIX}{sample}")))
+                || configured.iter().any(|c| c.effective_name() == sample)
+        };
+        let (mut chain, mut last) = (Vec::new(), Vec::new());
+        for source in PluginSource::samples() {
+            let name = source.effective_name();
+            if named(&name) {
+                continue;
+            }
+            // `deny` judges the command as it will run, after every rewrite.
+            if name == "deny" {
+                last.push(source);
+            } else {
+                chain.push(source);
+            }
+        }
+        chain.extend(configured);
+        chain.extend(last);
+        Ok(chain)
     }
 
     /// The tool plugins to load (`builtin:NAME` or a file, relative to the config file).
@@ -218,6 +292,7 @@ impl Config {
         if self.mcp_max_sessions == 0 {
             bail!("mcp_max_sessions must be at least 1");
         }
+        self.env.validate()?;
         Ok(())
     }
 
@@ -333,12 +408,37 @@ mod tests {
         )
         .unwrap();
         let sources = Config::load(&file).unwrap().plugin_sources().unwrap();
+        let names: Vec<String> = sources.iter().map(|s| s.effective_name()).collect();
+        // The samples the file does not name keep their places; `deny` is where it is put.
+        assert_eq!(names, ["ampersand", "env", "workdir", "mine", "deny"]);
         assert_eq!(
-            sources[0].code.describe(),
+            sources[3].code.describe(),
             dir.path().join("plugins/mine.wasm").display().to_string()
         );
-        assert_eq!(sources[1].effective_name(), "deny");
-        assert!(sources[1].settings.contains_key("patterns"));
+        assert!(sources[4].settings.contains_key("patterns"));
+
+        // Unnamed, `deny` comes last, after the operator's plugins.
+        let config = Config::parse("[[plugin]]\npath = \"/x/mine.wasm\"").unwrap();
+        let names: Vec<String> = config
+            .plugin_sources()
+            .unwrap()
+            .iter()
+            .map(|s| s.effective_name())
+            .collect();
+        assert_eq!(names, ["ampersand", "env", "workdir", "mine", "deny"]);
+        // Only what the file lists.
+        let config =
+            Config::parse("[policy]\nbuiltins = false\n[[plugin]]\npath = \"/x/mine.wasm\"")
+                .unwrap();
+        assert_eq!(config.plugin_sources().unwrap().len(), 1);
+        let config = Config::parse("[policy]\nbuiltins = false").unwrap();
+        assert!(config.plugin_sources().unwrap().is_empty());
+        // A setting a built-in does not read is an error, not a silent no-op.
+        let typo =
+            Config::parse("[[plugin]]\npath = \"builtin:deny\"\nsettings = { pattern = [\"x\"] }")
+                .unwrap();
+        let err = format!("{:#}", typo.plugin_sources().unwrap_err());
+        assert!(err.contains("`pattern`"), "{err}");
         let unknown = Config::parse("[[plugin]]\npath = \"builtin:nope\"").unwrap();
         assert!(unknown.plugin_sources().is_err());
     }
@@ -353,6 +453,31 @@ mod tests {
         assert!(Config::parse("max_connections = 1").is_err());
         assert!(Config::parse("mcp_max_sessions = 0").is_err());
         assert!(Config::parse("body_read_timeout_seconds = 0").is_err());
+    }
+
+    #[test]
+    fn env_inheritance() {
+        assert_eq!(
+            Config::parse("").unwrap().env.inheritance(),
+            Inheritance::All
+        );
+        assert_eq!(
+            Config::parse("[env]\nclear = true")
+                .unwrap()
+                .env
+                .inheritance(),
+            Inheritance::Only(Vec::new())
+        );
+        assert_eq!(
+            Config::parse("[env]\ninherit = [\"PATH\", \"LC_*\"]")
+                .unwrap()
+                .env
+                .inheritance(),
+            Inheritance::Only(vec!["PATH".into(), "LC_*".into()])
+        );
+        assert!(Config::parse("[env]\ninherit = [\"A=B\"]").is_err());
+        assert!(Config::parse("[env]\ninherit = [\"\"]").is_err());
+        assert!(Config::parse("[env]\ninherti = []").is_err());
     }
 
     #[test]

@@ -45,13 +45,21 @@ fn init_logging(command: &Command) {
         Command::Mcp { .. } => "warn,procwarden=info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROCWARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let settings = cli::logging::LogSettings::from_env(default);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(settings.filter)
+        .with_writer(std::io::stderr);
+    if settings.json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    // A mistake in the variables is said, in the chosen format, not left as silence.
+    for problem in settings.problems {
+        tracing::error!("{problem}");
+    }
 }
 
 fn client(args: &ClientArgs) -> Client {
@@ -78,6 +86,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 procwarden::config::validate_token(&token)
                     .context("--token (or PROCWARDEN_TOKEN)")?;
                 config.token = Some(token);
+                config.token_overridden = true;
             }
             let listen = match listen.or(config.listen) {
                 Some(listen) => listen,
@@ -292,6 +301,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: {problem}", file.display());
             }
             Ok(ExitCode::from(exit::CHECK_FAILED))
+        }
+        Command::Reload { client: args } => {
+            let reply = client(&args).reload().await?;
+            println!("{}", reply["message"].as_str().unwrap_or("reloaded"));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -9,10 +9,23 @@ use crate::agent::Agent;
 use crate::config::Config;
 use procwarden_extensions::policy::PolicyChain;
 use procwarden_extensions::tool::ToolSet;
+use procwarden_process::environment::Inheritance;
 
 /// The agent every front end of this process shares: the configured policy chain over a fresh
 /// process table. `serve` and `mcp` build it the same way.
 pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
+    let inheritance = config.env.inheritance();
+    if procwarden_process::environment::set_inheritance(inheritance.clone()).is_err() {
+        anyhow::bail!("the inherited environment was already fixed differently in this process");
+    }
+    match &inheritance {
+        Inheritance::All => {
+            tracing::info!("commands inherit the agent's whole environment ([env] to restrict)")
+        }
+        Inheritance::Only(names) => {
+            tracing::info!(inherit = %names.join(", "), "commands inherit only these variables")
+        }
+    }
     let tools = ToolSet::load(&config.tool_sources()?, crate::agent::BUILT_IN_TOOLS)?;
     let agent = Agent::try_new(config, load_policy(config)?, tools)?;
     tracing::info!(
@@ -22,15 +35,25 @@ pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
     Ok(agent)
 }
 
-/// Load the configured plugins (or the samples); loading logs how each was loaded.
+/// Load the configured plugins (or the samples), refusing a chain with a plugin that cannot
+/// load (unless its `on_error` is `allow`); logs the chain.
 pub fn load_policy(config: &Config) -> anyhow::Result<PolicyChain> {
-    PolicyChain::load(&config.policy, &config.plugin_sources()?)
+    crate::agent::load_policy(config)
+}
+
+/// What a signal asks of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSignal {
+    /// SIGTERM or SIGINT: stop every process and exit.
+    Stop(&'static str),
+    /// SIGHUP: re-read the configuration file.
+    Reload,
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment this is created. Install it before
 /// announcing readiness: a signal that arrives earlier would otherwise kill the agent
-/// outright, with no chance to stop its process groups. SIGHUP (the terminal that started
-/// the agent went away) stops it the same clean way instead of killing it where it stands.
+/// outright, with no chance to stop its process groups. SIGHUP reloads the configuration
+/// file, as daemons do (`systemctl reload`); it never stops the agent.
 pub struct ShutdownSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
@@ -46,12 +69,28 @@ impl ShutdownSignals {
         })
     }
 
-    /// Wait for the next one; returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+    /// Wait for the next one.
+    pub async fn next(&mut self) -> AgentSignal {
         tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.terminate.recv() => AgentSignal::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => AgentSignal::Stop("SIGINT"),
+            _ = self.hangup.recv() => AgentSignal::Reload,
+        }
+    }
+
+    /// Serve signals until one says stop, reloading `agent`'s configuration on each SIGHUP
+    /// (a refused file is logged and the running configuration kept); returns the name of
+    /// the signal that stopped it.
+    pub async fn recv(&mut self, agent: &Agent) -> &'static str {
+        loop {
+            match self.next().await {
+                AgentSignal::Stop(name) => return name,
+                AgentSignal::Reload => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    // Success and refusal are both logged by the reload itself.
+                    let _ = agent.reload().await;
+                }
+            }
         }
     }
 }

@@ -64,7 +64,7 @@ pub async fn serve(mut config: Config, listen: SocketAddr) -> anyhow::Result<()>
     stdout.flush()?;
     tracing::info!(%local, "serving");
 
-    let signal_name = signals.recv().await;
+    let signal_name = signals.recv(&agent).await;
     tracing::info!(signal = signal_name, "shutting down");
     // Stop processes first: blocked waiters are answered as their processes exit, and the
     // HTTP drain below then has nothing long-running left to wait for.

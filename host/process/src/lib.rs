@@ -14,6 +14,7 @@ pub mod buffer;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod child_stack;
+pub mod environment;
 pub mod group;
 #[cfg(all(
     target_os = "linux",

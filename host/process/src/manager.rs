@@ -97,26 +97,62 @@ impl ContainmentMode {
     }
 }
 
-/// Which signal a client asked for.
+/// Which signal a client asked for. `terminate` and `kill` are the API's names of TERM and
+/// KILL; the others go by their short names, as `kill -s` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupSignal {
     Terminate,
     Kill,
+    Interrupt,
+    Hangup,
+    Quit,
+    User1,
+    User2,
 }
 
 impl GroupSignal {
+    /// Every signal, in the order messages list them.
+    pub const ALL: [Self; 7] = [
+        Self::Terminate,
+        Self::Kill,
+        Self::Interrupt,
+        Self::Hangup,
+        Self::Quit,
+        Self::User1,
+        Self::User2,
+    ];
+
+    /// `terminate`, `kill`, or a signal name in any case, with or without `SIG`
+    /// (`TERM`, `sigint`, `USR1`).
     pub fn parse(name: &str) -> Option<Self> {
         match name {
-            "terminate" => Some(Self::Terminate),
-            "kill" => Some(Self::Kill),
-            _ => None,
+            "terminate" => return Some(Self::Terminate),
+            "kill" => return Some(Self::Kill),
+            _ => {}
         }
+        let upper = name.trim().to_ascii_uppercase();
+        let short = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Self::ALL.into_iter().find(|s| s.short_name() == short)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Terminate => "terminate",
             Self::Kill => "kill",
+            other => other.short_name(),
+        }
+    }
+
+    /// `TERM`, `KILL`, `INT`, ...
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Terminate => "TERM",
+            Self::Kill => "KILL",
+            Self::Interrupt => "INT",
+            Self::Hangup => "HUP",
+            Self::Quit => "QUIT",
+            Self::User1 => "USR1",
+            Self::User2 => "USR2",
         }
     }
 
@@ -124,6 +160,11 @@ impl GroupSignal {
         match self {
             Self::Terminate => Signal::SIGTERM,
             Self::Kill => Signal::SIGKILL,
+            Self::Interrupt => Signal::SIGINT,
+            Self::Hangup => Signal::SIGHUP,
+            Self::Quit => Signal::SIGQUIT,
+            Self::User1 => Signal::SIGUSR1,
+            Self::User2 => Signal::SIGUSR2,
         }
     }
 }
@@ -495,6 +536,14 @@ impl ProcessManager {
         lock(&self.table)
             .values()
             .filter(|p| scope.admits(p) && p.phase() != Phase::Finished)
+            .count()
+    }
+
+    /// Processes `scope` may see, running or exited (what `list` returns before its cap).
+    pub fn count(&self, scope: Scope<'_>) -> usize {
+        lock(&self.table)
+            .values()
+            .filter(|p| scope.admits(p))
             .count()
     }
 

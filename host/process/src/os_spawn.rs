@@ -558,12 +558,15 @@ fn is_executable_file(path: &std::path::Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The agent's own environment as `KEY=value` strings, read once: the agent never changes it,
+/// The agent's own environment as `KEY=value` strings (the variables `[env]` lets commands
+/// inherit), read once: the agent never changes it,
 /// and copying it for every start showed up in the cost of a start.
 fn base_environment() -> &'static [(OsString, CString)] {
     static BASE: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
     BASE.get_or_init(|| {
+        let inheritance = crate::environment::inheritance();
         std::env::vars_os()
+            .filter(|(key, _)| inheritance.keeps(key))
             .filter_map(|(key, value)| {
                 let entry = env_entry(key.as_bytes(), value.as_bytes()).ok()?;
                 Some((key, entry))

@@ -3,25 +3,27 @@
 //! the process manager.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    GroupSignal, OutputSnapshot, Phase, ProcessInfo, ProcessManager, Scope, StartRequest,
+    GroupSignal, OutputSnapshot, Phase, Process, ProcessInfo, ProcessManager, Scope, StartRequest,
 };
 
 mod error;
 mod idempotency;
 mod output_options;
+mod reload;
 mod tools;
 
 pub use error::{AgentError, ErrorKind};
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
+pub use reload::{ReloadError, Reloaded, load_policy};
 pub use tools::BUILT_IN_TOOLS;
 
 /// What became of a start request.
@@ -45,20 +47,43 @@ pub struct Health {
     pub waiters: usize,
     /// How descendants of commands are tracked: `cgroup` or `subreaper`.
     pub containment: &'static str,
+    /// Successful configuration reloads since the agent started.
+    pub reloads: u64,
+}
+
+/// What a reload may replace while processes run: read afresh by every request.
+#[derive(Clone)]
+struct Settings {
+    policy: PolicyChain,
+    agent_workdir: Option<PathBuf>,
+    list_cap: usize,
+    wait_cap: Duration,
+    limits: ProcessLimits,
+}
+
+impl Settings {
+    fn new(config: &Config, policy: PolicyChain) -> Self {
+        Self {
+            policy,
+            agent_workdir: config.workdir.clone(),
+            list_cap: config.list_cap,
+            wait_cap: config.wait_cap(),
+            limits: config.process_limits(),
+        }
+    }
 }
 
 pub struct Agent {
     manager: Arc<ProcessManager>,
-    policy: PolicyChain,
-    agent_workdir: Option<PathBuf>,
+    /// Swapped whole by a reload; a request works with the settings it read at its start.
+    settings: RwLock<Arc<Settings>>,
     home: Option<PathBuf>,
-    list_cap: usize,
-    wait_cap: Duration,
     waiters: AtomicUsize,
     idempotency: IdempotencyKeys,
-    limits: ProcessLimits,
-    /// Tool plugins (`[[tool]]`).
+    /// Tool plugins (`[[tool]]`); a reload does not replace them.
     tools: ToolSet,
+    reloader: reload::Reloader,
+    reloads: AtomicU64,
 }
 
 impl Agent {
@@ -92,16 +117,22 @@ impl Agent {
     ) -> Arc<Self> {
         Arc::new(Self {
             manager,
-            policy,
-            agent_workdir: config.workdir.clone(),
+            settings: RwLock::new(Arc::new(Settings::new(config, policy))),
             home: std::env::var_os("HOME").map(PathBuf::from),
-            list_cap: config.list_cap,
-            wait_cap: config.wait_cap(),
             waiters: AtomicUsize::new(0),
             idempotency: IdempotencyKeys::default(),
-            limits: config.process_limits(),
             tools,
+            reloader: reload::Reloader::new(config),
+            reloads: AtomicU64::new(0),
         })
+    }
+
+    /// The settings in force now.
+    fn settings(&self) -> Arc<Settings> {
+        match self.settings.read() {
+            Ok(settings) => settings.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The process table, for the agent's owner (shutdown, benchmarks); front ends go
@@ -110,17 +141,18 @@ impl Agent {
         &self.manager
     }
 
-    pub fn policy(&self) -> &PolicyChain {
-        &self.policy
+    /// The policy chain in force now (a reload may replace it).
+    pub fn policy(&self) -> PolicyChain {
+        self.settings().policy.clone()
     }
 
     pub fn wait_cap(&self) -> Duration {
-        self.wait_cap
+        self.settings().wait_cap
     }
 
     /// Most processes one list returns.
     pub fn list_cap(&self) -> usize {
-        self.list_cap
+        self.settings().list_cap
     }
 
     pub fn health(&self) -> Health {
@@ -129,6 +161,7 @@ impl Agent {
             processes: self.manager.len(),
             waiters: self.waiters(),
             containment: self.manager.containment().name(),
+            reloads: self.reloads.load(Ordering::SeqCst),
         }
     }
 
@@ -181,23 +214,31 @@ impl Agent {
         front_end: FrontEnd,
         request: StartRequest,
     ) -> Result<Started, AgentError> {
-        self.check_limits(chat)?;
+        let settings = self.settings();
+        self.check_limits(&settings.limits, chat)?;
         let context = PolicyContext {
             chat_id: chat.map(str::to_owned),
-            agent_workdir: self.agent_workdir.as_deref().map(path_string),
+            agent_workdir: settings.agent_workdir.as_deref().map(path_string),
             home: self.home.as_deref().map(path_string),
             front_end: Some(front_end),
         };
-        let mut request = self
+        let mut request = settings
             .policy
             .evaluate_async(request, &context)
             .await
             .map_err(AgentError::Denied)?;
         validate(&request)?;
-        request.workdir = Some(self.resolve_workdir(request.workdir.as_deref())?);
+        request.workdir = Some(self.resolve_workdir(
+            settings.agent_workdir.as_deref(),
+            request.workdir.as_deref(),
+        )?);
         let process = self
             .manager
             .start(request.clone(), chat.map(str::to_owned))?;
+        settings
+            .policy
+            .audit_started(chat, process.id(), &request.command);
+        log_exit(process.clone());
         Ok(Started {
             id: process.id().to_owned(),
             request,
@@ -207,8 +248,12 @@ impl Agent {
 
     /// The request's directory (relative ones against the default), else the agent's
     /// directory if it exists, else the home directory, else the agent's own.
-    fn resolve_workdir(&self, requested: Option<&str>) -> Result<String, AgentError> {
-        let default = [self.agent_workdir.as_deref(), self.home.as_deref()]
+    fn resolve_workdir(
+        &self,
+        agent_workdir: Option<&Path>,
+        requested: Option<&str>,
+    ) -> Result<String, AgentError> {
+        let default = [agent_workdir, self.home.as_deref()]
             .into_iter()
             .flatten()
             .find(|dir| dir.is_dir())
@@ -229,22 +274,22 @@ impl Agent {
 
     /// Refuse a start that would take the agent, or the caller's chat, over its number of
     /// live processes. Checked before the policy chain: a flood costs no plugin calls.
-    fn check_limits(&self, chat: Option<&str>) -> Result<(), AgentError> {
+    fn check_limits(&self, limits: &ProcessLimits, chat: Option<&str>) -> Result<(), AgentError> {
         let live = self.manager.count_live(Scope::All);
-        if live >= self.limits.max_processes {
+        if live >= limits.max_processes {
             return Err(AgentError::TooManyProcesses {
                 scope: "the agent".into(),
                 live,
-                limit: self.limits.max_processes,
+                limit: limits.max_processes,
             });
         }
         if let Some(chat) = chat {
             let live = self.manager.count_live(Scope::Chat(chat));
-            if live >= self.limits.max_processes_per_chat {
+            if live >= limits.max_processes_per_chat {
                 return Err(AgentError::TooManyProcesses {
                     scope: "this chat".into(),
                     live,
-                    limit: self.limits.max_processes_per_chat,
+                    limit: limits.max_processes_per_chat,
                 });
             }
         }
@@ -257,10 +302,15 @@ impl Agent {
     pub async fn list(&self, chat: Option<&str>) -> Vec<ProcessInfo> {
         let manager = self.manager.clone();
         let chat = chat.map(str::to_owned);
-        let cap = self.list_cap;
+        let cap = self.list_cap();
         tokio::task::spawn_blocking(move || manager.list(Scope::from_chat(chat.as_deref()), cap))
             .await
             .unwrap_or_default()
+    }
+
+    /// How many processes the caller may see, before the list cap.
+    pub fn count(&self, chat: Option<&str>) -> usize {
+        self.manager.count(Scope::from_chat(chat))
     }
 
     /// Forget exited processes past their age (and past the retention cap) and the
@@ -300,7 +350,8 @@ impl Agent {
         limit: Option<Duration>,
     ) -> Result<OutputSnapshot, AgentError> {
         let process = self.manager.get(id, Scope::from_chat(chat))?;
-        let limit = limit.map_or(self.wait_cap, |l| l.min(self.wait_cap));
+        let wait_cap = self.wait_cap();
+        let limit = limit.map_or(wait_cap, |l| l.min(wait_cap));
         {
             let _waiting = WaiterGuard::enter(&self.waiters);
             let _ = tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await;
@@ -357,6 +408,27 @@ impl Agent {
     pub async fn shutdown(&self) {
         self.manager.shutdown().await;
     }
+}
+
+/// One log line when a process's shell exits: its ID, exit code, run time and output size.
+fn log_exit(process: Arc<Process>) {
+    let started = Instant::now();
+    tokio::spawn(async move {
+        process.wait_for(Phase::Exited).await;
+        let snapshot = process.snapshot();
+        let output_bytes = snapshot
+            .truncated
+            .as_ref()
+            .map_or(snapshot.output.len() as u64, |t| t.original_bytes);
+        tracing::info!(
+            id = process.id(),
+            exit_code = snapshot.exit_code,
+            timed_out = snapshot.timed_out,
+            seconds = started.elapsed().as_secs_f64(),
+            output_bytes,
+            "process exited"
+        );
+    });
 }
 
 struct WaiterGuard<'a>(&'a AtomicUsize);

@@ -188,6 +188,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Make a running agent re-read its configuration file (as SIGHUP does): the policy
+    /// chain and per-request settings change, running processes stay. A file that does not
+    /// load is refused, the agent keeps its configuration, and this exits 2 saying why.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script (e.g. `procwarden completions bash > /etc/bash_completion.d/procwarden`).
     Completions {
         /// The shell to complete for.

@@ -4,5 +4,6 @@
 pub mod args;
 pub mod exit;
 pub mod ids;
+pub mod logging;
 pub mod table;
 pub mod words;

@@ -83,6 +83,19 @@ pub fn print(reply: &Value, options: &TableOptions, out: &mut impl Write) -> std
             rows.len() - shown
         )?;
     }
+    // Processes the agent did not list at all (its `list_cap`); with --running the total,
+    // which counts exited ones too, says nothing about running ones.
+    let listed = reply["processes"].as_array().map_or(0, Vec::len);
+    let total = reply["total"]
+        .as_u64()
+        .map_or(listed, |t| usize::try_from(t).unwrap_or(usize::MAX));
+    if total > listed && !options.running_only {
+        writeln!(
+            out,
+            "... {} more not listed by the agent (its list_cap is {listed})",
+            total - listed
+        )?;
+    }
     Ok(())
 }
 
@@ -137,5 +150,27 @@ mod tests {
             all: false,
         };
         assert_eq!(render(&reply, &running).lines().count(), 13);
+    }
+
+    #[test]
+    fn processes_past_the_agents_cap_are_counted() {
+        let processes: Vec<Value> = (0..3)
+            .map(|i| {
+                json!({"id": format!("{i:012}-rest"), "command": "true", "running": false,
+                "group_alive": false, "started_at_unix": 0})
+            })
+            .collect();
+        let options = TableOptions {
+            running_only: false,
+            all: false,
+            quiet: false,
+        };
+        let text = render(&json!({ "processes": processes, "total": 7 }), &options);
+        assert!(
+            text.ends_with("... 4 more not listed by the agent (its list_cap is 3)\n"),
+            "{text}"
+        );
+        let text = render(&json!({ "processes": processes, "total": 3 }), &options);
+        assert!(!text.contains("more"), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): routes compatible with the reference agent's `/api/v0/processes`.
 
+pub mod admin;
 pub mod body_timeout;
 pub mod connections;
 pub mod error;
@@ -52,6 +53,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
     Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))
+        .route("/api/v0/reload", post(admin::reload))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

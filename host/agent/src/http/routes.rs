@@ -143,12 +143,16 @@ fn whole_seconds(seconds: f64) -> Result<u32, ApiError> {
 #[derive(Debug, Serialize)]
 pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
+    /// Processes the caller may see; more than listed when the list cap (`list_cap`) cut it.
+    pub total: usize,
 }
 
 pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListReply> {
-    Json(ListReply {
-        processes: state.agent.list(chat.as_deref()).await,
-    })
+    let processes = state.agent.list(chat.as_deref()).await;
+    // Counted after listing: listing reaps, and a process started in between only makes the
+    // total larger, never smaller than what is listed.
+    let total = state.agent.count(chat.as_deref()).max(processes.len());
+    Json(ListReply { processes, total })
 }
 
 pub async fn output(
@@ -191,6 +195,8 @@ fn output_options(query: Option<&str>) -> Result<OutputOptions, ApiError> {
     }
     Ok(options)
 }
+/// The signal names the API takes, as a sentence for errors.
+const SIGNAL_CHOICES: &str = "Use \"terminate\" (TERM), \"kill\" (KILL), \"INT\", \"HUP\", \"QUIT\", \"USR1\" or \"USR2\" (any case, SIG prefix optional).";
 
 #[derive(Debug, Deserialize)]
 struct SignalBody {
@@ -215,7 +221,7 @@ pub async fn signal(
     }
     let Some(signal) = GroupSignal::parse(&body.signal) else {
         return Err(ApiError::bad_request(format!(
-            "Unsupported signal \"{}\". Use \"kill\" or \"terminate\".",
+            "Unsupported signal \"{}\". {SIGNAL_CHOICES}",
             body.signal
         )));
     };
@@ -227,23 +233,68 @@ pub async fn signal(
 
 #[derive(Debug, Serialize)]
 pub struct HealthReply {
+    /// `ok`; `degraded` when a policy plugin could not be loaded (its `on_error = "allow"`
+    /// let the agent start without it) or its last call failed; `shutting_down`.
     pub status: &'static str,
     pub processes: usize,
     pub waiters: usize,
     pub containment: &'static str,
+    /// Successful configuration reloads since the agent started.
+    pub reloads: u64,
+    /// The policy chain in force, in order, with each plugin's state.
+    pub plugins: Vec<PluginState>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginState {
+    pub name: String,
+    /// Whether its component loaded. One that did not passes every request unchanged.
+    pub loaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub calls: u64,
+    pub denied: u64,
+    pub failures: u64,
+    /// Failures since its last successful call.
+    pub consecutive_failures: u64,
 }
 
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
     let health = state.agent.health();
+    let policy = state.agent.policy();
+    let counters = policy.health();
+    let plugins: Vec<PluginState> = policy
+        .plugins()
+        .into_iter()
+        .map(|p| {
+            let c = counters.iter().find(|c| c.name == p.name);
+            PluginState {
+                loaded: p.load_error.is_none(),
+                error: p.load_error,
+                calls: c.map_or(0, |c| c.calls),
+                denied: c.map_or(0, |c| c.denied),
+                failures: c.map_or(0, |c| c.failures),
+                consecutive_failures: c.map_or(0, |c| c.consecutive_failures),
+                name: p.name,
+            }
+        })
+        .collect();
+    let degraded = plugins
+        .iter()
+        .any(|p| !p.loaded || p.consecutive_failures > 0);
     Json(HealthReply {
         status: if health.shutting_down {
             "shutting_down"
+        } else if degraded {
+            "degraded"
         } else {
             "ok"
         },
         processes: health.processes,
         waiters: health.waiters,
         containment: health.containment,
+        reloads: health.reloads,
+        plugins,
     })
 }
 

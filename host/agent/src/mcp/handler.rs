@@ -357,7 +357,7 @@ impl ProcwardenMcp {
 
     #[tool(
         description = PROCESS_SIGNAL_DESCRIPTION,
-        annotations(title = "Stop a process", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Signal a process", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
     async fn process_signal(
         &self,
@@ -372,13 +372,11 @@ impl ProcwardenMcp {
         if let Err(err) = self.agent.signal(id, chat.as_deref(), signal) {
             return format::agent_error(&err);
         }
+        let signal: GroupSignal = signal;
         let message = format!(
-            "Sent {} ({}) to the process group of {id}.",
+            "Sent {} (SIG{}) to the process group of {id}.",
             signal.name(),
-            match signal {
-                GroupSignal::Terminate => "SIGTERM",
-                GroupSignal::Kill => "SIGKILL",
-            }
+            signal.short_name()
         );
         // Say whether it worked: a model that is told "sent" keeps guessing otherwise.
         let snapshot = match self

@@ -234,19 +234,31 @@ pub struct ProcessSignalArgs {
     pub id: String,
     #[schemars(
         description = "`terminate` sends SIGTERM (a request to exit cleanly); `kill` sends \
-                       SIGKILL (cannot be caught or ignored). Either goes to the whole process \
-                       group."
+                       SIGKILL (cannot be caught or ignored); `INT`, `HUP`, `QUIT`, `USR1` and \
+                       `USR2` send those signals. Every signal goes to the whole process group."
     )]
     pub signal: SignalName,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-// Inline, so the model sees the two choices right at the argument instead of behind a `$ref`.
+// Inline, so the model sees the choices right at the argument instead of behind a `$ref`.
 #[schemars(inline)]
 pub enum SignalName {
+    #[serde(alias = "TERM", alias = "SIGTERM")]
     Terminate,
+    #[serde(alias = "KILL", alias = "SIGKILL")]
     Kill,
+    #[serde(rename = "INT", alias = "SIGINT", alias = "int")]
+    Int,
+    #[serde(rename = "HUP", alias = "SIGHUP", alias = "hup")]
+    Hup,
+    #[serde(rename = "QUIT", alias = "SIGQUIT", alias = "quit")]
+    Quit,
+    #[serde(rename = "USR1", alias = "SIGUSR1", alias = "usr1")]
+    Usr1,
+    #[serde(rename = "USR2", alias = "SIGUSR2", alias = "usr2")]
+    Usr2,
 }
 
 impl From<SignalName> for GroupSignal {
@@ -254,6 +266,11 @@ impl From<SignalName> for GroupSignal {
         match name {
             SignalName::Terminate => GroupSignal::Terminate,
             SignalName::Kill => GroupSignal::Kill,
+            SignalName::Int => GroupSignal::Interrupt,
+            SignalName::Hup => GroupSignal::Hangup,
+            SignalName::Quit => GroupSignal::Quit,
+            SignalName::Usr1 => GroupSignal::User1,
+            SignalName::Usr2 => GroupSignal::User2,
         }
     }
 }

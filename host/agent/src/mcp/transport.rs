@@ -73,7 +73,7 @@ pub async fn serve_stdio(config: Config, chat: Option<String>) -> anyhow::Result
 
     let outcome = tokio::select! {
         outcome = run_stdio(handler) => outcome,
-        signal = signals.recv() => {
+        signal = signals.recv(&agent) => {
             tracing::info!(signal, "shutting down");
             Ok(())
         }

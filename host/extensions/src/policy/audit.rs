@@ -67,7 +67,7 @@ impl AuditLog {
         })
     }
 
-    pub fn record(&self, rec: &AuditRecord<'_>) {
+    pub fn record(&self, rec: &impl Serialize) {
         let mut line = match serde_json::to_vec(rec) {
             Ok(line) => line,
             Err(e) => {
@@ -85,6 +85,19 @@ impl AuditLog {
             tracing::warn!(file = %self.path.display(), "cannot write the policy audit file: {e}");
         }
     }
+}
+
+/// The line that ends a request's records when it was allowed: the process it started.
+#[derive(Debug, Serialize)]
+pub(crate) struct StartedRecord<'a> {
+    pub time_unix: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<&'a str>,
+    /// Always `started`.
+    pub decision: &'static str,
+    pub process_id: &'a str,
+    /// The command as it runs, after every plugin.
+    pub command: &'a str,
 }
 
 pub(crate) fn now_unix() -> f64 {

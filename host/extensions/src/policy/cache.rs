@@ -5,7 +5,10 @@
 //! flags and tunables, so an upgrade or a changed engine setting simply misses and recompiles.
 //! An entry is the serialized artifact followed by its SHA-256, checked before use. Entries
 //! are written to a temporary file and renamed into place, so a reader never sees a partial
-//! file. Nothing ever evicts entries; they are small and deleting the directory is safe.
+//! file. The directory is bounded (`[policy] cache_max_bytes`): after storing an entry, the
+//! least recently used entries (by modification time, which a hit refreshes) are deleted
+//! until the rest fit. One compiled Python plugin is tens of megabytes. Deleting the directory
+//! is always safe.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -50,6 +53,8 @@ pub(crate) struct ArtifactCache {
     /// `None` when caching is off or the directory is unusable.
     dir: Option<PathBuf>,
     fingerprint: [u8; 32],
+    /// Most bytes of entries kept; older ones are evicted after a store.
+    max_bytes: u64,
 }
 
 impl ArtifactCache {
@@ -66,7 +71,17 @@ impl ArtifactCache {
                 }
             }
         });
-        Self { dir, fingerprint }
+        Self {
+            dir,
+            fingerprint,
+            max_bytes: u64::MAX,
+        }
+    }
+
+    /// Bound the entries' total size to `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The directory entries go to, if caching is on.
@@ -97,7 +112,11 @@ impl ArtifactCache {
             return Ok((component, CacheStatus::Off));
         };
         match self.read_entry(engine, &path) {
-            Ok(Some(component)) => return Ok((component, CacheStatus::Hit)),
+            Ok(Some(component)) => {
+                // Used now: the last to be evicted.
+                touch(&path);
+                return Ok((component, CacheStatus::Hit));
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(plugin = label, entry = %path.display(),
@@ -113,6 +132,8 @@ impl ArtifactCache {
         {
             tracing::warn!(plugin = label, entry = %path.display(),
                 "cannot store compiled policy plugin in the cache: {e:#}");
+        } else {
+            evict(&path, self.max_bytes);
         }
         Ok((component, CacheStatus::Miss))
     }
@@ -143,6 +164,53 @@ impl ArtifactCache {
         // handles by recompiling.
         let component = unsafe { Component::deserialize(engine, artifact) }.map_err(wasm_err)?;
         Ok(Some(component))
+    }
+}
+
+/// Mark an entry as just used (its modification time orders eviction).
+fn touch(path: &Path) {
+    if let Ok(file) = OpenOptions::new().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Delete the least recently used entries of `kept`'s directory, never `kept` itself, until
+/// the entries total at most `max_bytes`. Best effort: an entry another agent removes first is
+/// simply gone.
+fn evict(kept: &Path, max_bytes: u64) {
+    let Some(dir) = kept.parent() else { return };
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = listing
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    if total <= max_bytes {
+        return;
+    }
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path == kept {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                total = total.saturating_sub(len);
+                tracing::info!(entry = %path.display(), bytes = len,
+                    "evicted a compiled policy plugin from the cache (cache_max_bytes)");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => total = total.saturating_sub(len),
+            Err(e) => tracing::warn!(entry = %path.display(), "cannot evict from the cache: {e}"),
+        }
     }
 }
 
@@ -261,6 +329,37 @@ mod tests {
         let c = ArtifactCache::new(Some(dir.path().into()), [0; 32]);
         assert!(c.dir().is_none());
         assert!(c.entry_path(b"x").is_none());
+    }
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_but_never_the_new_entry() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, age_s: u64| {
+            let path = dir.path().join(name);
+            fs::write(&path, [0u8; 100]).unwrap();
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+                .unwrap();
+            path
+        };
+        let oldest = at("a.cwasm", 300);
+        let middle = at("b.cwasm", 200);
+        let newest = at("c.cwasm", 100);
+        // The entry just stored is the oldest by time (say, a clock step) and still stays.
+        let kept = at("d.cwasm", 400);
+        let other = at("notes.txt", 500);
+        evict(&kept, 250);
+        assert!(kept.exists() && newest.exists() && other.exists());
+        assert!(!oldest.exists() && !middle.exists());
+        // A hit refreshes an entry, so it outlives older ones.
+        touch(&kept);
+        let again = at("e.cwasm", 50);
+        evict(&again, 200);
+        assert!(kept.exists() && again.exists() && !newest.exists());
+        // Within the bound nothing goes.
+        evict(&again, u64::MAX);
+        assert!(kept.exists() && again.exists());
     }
 
     #[test]

@@ -129,7 +129,8 @@ impl PolicyChain {
                 .saturating_add(plugin_slots),
             max_memory_bytes: pool_memory,
         })?;
-        let cache = ArtifactCache::new(config.effective_cache_dir(), engine.fingerprint());
+        let cache = ArtifactCache::new(config.effective_cache_dir(), engine.fingerprint())
+            .with_max_bytes(config.cache_max_bytes);
         let linker = super::plugin::new_linker(&engine)?;
         let plugins = sources
             .iter()
@@ -269,6 +270,20 @@ impl PolicyChain {
                 })
                 .collect()
         })
+    }
+
+    /// Append to the audit file (if any) the process an allowed request started, so the
+    /// decisions above it lead to a process ID.
+    pub fn audit_started(&self, chat_id: Option<&str>, process_id: &str, command: &str) {
+        if let Some(audit) = self.inner.as_ref().and_then(|i| i.audit.as_ref()) {
+            audit.record(&super::audit::StartedRecord {
+                time_unix: now_unix(),
+                chat_id,
+                decision: "started",
+                process_id,
+                command,
+            });
+        }
     }
 
     /// The directory compiled plugins are cached in, if caching is on and usable.

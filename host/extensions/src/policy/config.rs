@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// Default bound of the compiled-plugin cache, in bytes (512 MiB).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 512 << 20;
 /// Default CPU budget of one plugin call, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10;
 /// Default bound of one plugin instance's linear memory, in bytes (64 MiB).
@@ -50,6 +52,9 @@ pub struct PolicyConfig {
     /// `~/.cache/procwarden`. The directory is created owner-only (0700) and is not used if
     /// another user owns it or can write to it.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of compiled plugins kept in `cache_dir`; past it the least recently used
+    /// are deleted (one compiled Python plugin is tens of megabytes).
+    pub cache_max_bytes: u64,
     /// Append one JSON line per plugin decision to this file.
     pub audit_file: Option<PathBuf>,
     /// CPU-time budget of one plugin call unless the plugin sets `timeout_ms` (a call is also
@@ -69,6 +74,10 @@ pub struct PolicyConfig {
     /// answer is remembered only if the plugin read no clock and no random numbers, and is
     /// used only while its `is-dir` questions still get the same answers.
     pub remembered_answers: usize,
+    /// Whether the sample plugins built into the binary that `[[plugin]]` does not name
+    /// (`builtin:NAME`) run too, in their default places: `ampersand`, `env` and `workdir`
+    /// before the configured plugins, `deny` after them. `false`: only the configured ones.
+    pub builtins: bool,
 }
 
 impl Default for PolicyConfig {
@@ -76,12 +85,14 @@ impl Default for PolicyConfig {
         Self {
             cache: true,
             cache_dir: None,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             audit_file: None,
             default_timeout_ms: DEFAULT_TIMEOUT_MS,
             default_max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_instances: 64,
             workers: 2,
             remembered_answers: 1024,
+            builtins: true,
         }
     }
 }
@@ -304,6 +315,7 @@ impl PluginConfig {
                     known.join(", ")
                 );
             };
+            super::builtin::check_settings(name, &config.settings)?;
             let mut source = PluginSource::bytes(*name, *bytes)
                 .with_settings(config.settings)
                 .with_on_error(config.on_error);
