@@ -150,7 +150,8 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
         "/health took {worst_health:?} under load"
     );
     // The connection cap bounds sockets; each retained process holds one pidfd (its shell
-    // pinned) and, while it runs, its output pipe; retained exited ones are capped.
+    // pinned) and, while it runs, its output pipe and spool file; retained exited ones are
+    // capped, and their spool files are closed once their output is complete.
     let bound = fds_at_start + CONNECTION_CAP + MAX_EXITED + STARTS_PER_ROUND + 32;
     assert!(
         worst_fds <= bound,

@@ -42,7 +42,16 @@ async fn an_error_in_the_middle_of_50_mb_is_found_by_grep() {
         "the middle is cut from the default view"
     );
     assert_eq!(done.covers.total_bytes, 50_000_000 + 43);
-    let found = read(&api, &id, &format!("grep={}&context=1", q("E0599|frob"))).await;
+    // Each read lets the spool writer catch up for a bounded time; on a loaded machine 50 MB
+    // may take longer than one read waits, so read until the spool holds all of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let found = loop {
+        let found = read(&api, &id, &format!("grep={}&context=1", q("E0599|frob"))).await;
+        let spooled = found.spool.as_ref().map_or(0, |s| s.spooled_bytes);
+        if spooled >= 50_000_000 + 43 || std::time::Instant::now() > deadline {
+            break found;
+        }
+    };
     let spool = found.spool.clone().expect("spool reported");
     assert!(spool.complete, "{found}");
     assert_eq!(spool.spooled_bytes, 50_000_000 + 43);

@@ -32,7 +32,7 @@ pub enum Figure {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 7] = [
+    pub const ALL: [Figure; 9] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
@@ -851,6 +851,8 @@ async fn tool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         target: "≤ +5 ms".into(),
         pass: ours - base <= 0.005,
     }])
+}
+
 /// A line of 64 bytes, as a build prints them.
 const LOG_LINE: &str = "compiling crate foo v0.1.0 (/src/foo) with some more words.....";
 

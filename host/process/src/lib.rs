@@ -30,8 +30,8 @@ pub mod output_read;
 pub mod record;
 pub mod request;
 pub mod spawn;
-pub mod subreaper;
 pub mod spool;
+pub mod subreaper;
 pub mod sync;
 pub mod waits;
 

@@ -355,6 +355,9 @@ impl Process {
 
     /// Record that the output pipe closed: the output is complete.
     pub fn mark_finished(&self) {
+        if let Some((store, spool)) = &self.spool {
+            store.finish(spool);
+        }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Finished));
     }

@@ -76,6 +76,9 @@ impl Piece {
 #[derive(Debug)]
 enum Job {
     Write(Arc<Spool>, Vec<u8>),
+    /// The output is complete: close the file once the writes before this are done, so a
+    /// retained exited process holds no fd (reads open the file for themselves).
+    Close(Arc<Spool>),
 }
 
 /// All spools of one agent, and the thread that writes them.
@@ -164,7 +167,7 @@ impl SpoolStore {
         let max = self.settings.max_bytes.max(2);
         let spool = Arc::new(Spool {
             path,
-            file,
+            file: RwLock::new(Some(file)),
             head: max / 2,
             ring: max - max / 2,
             state: RwLock::default(),
@@ -203,6 +206,12 @@ impl SpoolStore {
         }
     }
 
+    /// The process's output is complete: the writer closes its file after what is queued.
+    /// If the queue is full the file stays open until the spool is dropped.
+    pub fn finish(&self, spool: &Arc<Spool>) {
+        let _ = self.jobs.try_send(Job::Close(spool.clone()));
+    }
+
     /// Delete every spool file and the directory (at shutdown).
     pub fn remove_all(&self) {
         let spools: Vec<Arc<Spool>> = lock(&self.shared.spools)
@@ -225,7 +234,14 @@ pub fn count_newlines(bytes: &[u8]) -> u64 {
 }
 
 fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
-    while let Ok(Job::Write(spool, data)) = rx.recv() {
+    while let Ok(job) = rx.recv() {
+        let (spool, data) = match job {
+            Job::Write(spool, data) => (spool, data),
+            Job::Close(spool) => {
+                *spool.file.write().unwrap_or_else(|e| e.into_inner()) = None;
+                continue;
+            }
+        };
         let added = spool.write(&data);
         queued.fetch_sub(data.len(), Ordering::AcqRel);
         {
@@ -277,7 +293,8 @@ struct SpoolState {
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
-    file: File,
+    /// Open while output may still come; `None` once it is complete (see [`Job::Close`]).
+    file: RwLock<Option<File>>,
     /// Bytes of the file holding the start of the output.
     head: u64,
     /// Bytes of the file holding a ring of the latest output, after the head.
@@ -360,7 +377,9 @@ impl Spool {
         state.removed = true;
         state.reason.get_or_insert_with(|| reason.to_owned());
         let _ = std::fs::remove_file(&self.path);
-        let _ = self.file.set_len(0);
+        if let Some(file) = &*self.file.read().unwrap_or_else(|e| e.into_inner()) {
+            let _ = file.set_len(0);
+        }
         if let Some(shared) = self.shared.upgrade() {
             shared
                 .used
@@ -379,6 +398,10 @@ impl Spool {
             return 0;
         }
         let before = self.disk_bytes(state.written);
+        let file = self.file.read().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = file.as_ref() else {
+            return 0; // closed: the output was complete before these bytes (cannot happen)
+        };
         while !data.is_empty() {
             let at = state.written;
             let (pos, room) = if at < self.head {
@@ -388,7 +411,7 @@ impl Spool {
                 (self.head + in_ring, self.ring - in_ring)
             };
             let n = (room as usize).min(data.len());
-            if let Err(err) = self.file.write_all_at(&data[..n], pos) {
+            if let Err(err) = file.write_all_at(&data[..n], pos) {
                 // Nothing after a failed write may land in the file, or offsets would shift.
                 self.stopped_at.fetch_min(state.written, Ordering::AcqRel);
                 state
@@ -433,6 +456,18 @@ impl Spool {
             return (Vec::new(), 0, 0);
         }
         let w = state.written;
+        let open = self.file.read().unwrap_or_else(|e| e.into_inner());
+        let reopened;
+        let file = match open.as_ref() {
+            Some(file) => file,
+            None => match File::open(&self.path) {
+                Ok(file) => {
+                    reopened = file;
+                    &reopened
+                }
+                Err(_) => return (Vec::new(), 0, 0),
+            },
+        };
         let mut regions = vec![(0, w.min(self.head))];
         if w > self.head {
             regions.push((self.head.max(w.saturating_sub(self.ring)), w));
@@ -454,8 +489,7 @@ impl Spool {
                     (self.head + in_ring, self.ring - in_ring)
                 };
                 let n = (room.min(b - at)) as usize;
-                if self
-                    .file
+                if file
                     .read_exact_at(&mut bytes[filled..filled + n], pos)
                     .is_err()
                 {
@@ -525,6 +559,33 @@ mod tests {
 
     fn joined(pieces: &[Piece]) -> Vec<u8> {
         pieces.iter().flat_map(|p| p.bytes.clone()).collect()
+    }
+
+    #[test]
+    fn a_finished_spool_closes_its_file_and_is_still_read() {
+        let (store, _dir) = store(1024, 1 << 20);
+        let spool = store.create("done").unwrap();
+        store.offer(&spool, b"all of it\n");
+        store.finish(&spool);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spool.file.read().unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never closed the file"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            spool.written(),
+            10,
+            "the write queued before the close landed"
+        );
+        assert_eq!(joined(&spool.read(0, 100)), b"all of it\n");
+        spool.discard("test");
+        assert!(
+            spool.read(0, 100).is_empty(),
+            "a discarded spool reads nothing"
+        );
     }
 
     #[test]

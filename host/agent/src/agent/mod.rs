@@ -373,7 +373,7 @@ impl Agent {
         let process = self.manager.get(id, Scope::from_chat(chat))?;
         let mut ended_by = None;
         if let Some(limit) = wait {
-            let limit = limit.min(self.wait_cap);
+            let limit = limit.min(self.wait_cap());
             let _waiting = WaiterGuard::enter(&self.waiters);
             ended_by = Some(process.wait_until(&options.until(), limit).await.name());
         }

@@ -139,7 +139,11 @@ impl Agent {
         chat: Option<&str>,
     ) -> Result<ToolOutput, ToolCallError> {
         let host: Arc<dyn ProcessHost> = Arc::new(ToolProcesses(Arc::downgrade(self)));
-        let workdir = self.agent_workdir.as_deref().map(super::path_string);
+        let workdir = self
+            .settings()
+            .agent_workdir
+            .as_deref()
+            .map(super::path_string);
         self.tools
             .invoke(host, name, args, chat, workdir.as_deref())
             .await
