@@ -321,9 +321,9 @@ pub(crate) fn warn_dropped_logs(plugin: &str, dropped: u32) {
 
 /// Bounds one instance's linear memory and remembers a refused growth, so the resulting
 /// trap can be reported as "out of memory".
-struct MemoryLimiter {
-    limit: usize,
-    denied: Option<usize>,
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: usize,
+    pub(crate) denied: Option<usize>,
 }
 
 impl ResourceLimiter for MemoryLimiter {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::ResourceLimiter;
+pub(crate) use crate::policy::instance::MemoryLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -171,37 +171,5 @@ impl HasCallClock for ToolState {
             clock: &self.clock,
             table: &mut self.table,
         }
-    }
-}
-
-/// Bounds one instance's linear memory and remembers a refused growth, so the trap that
-/// follows is reported as running out of memory.
-pub(crate) struct MemoryLimiter {
-    pub limit: usize,
-    pub denied: Option<usize>,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let limit = maximum.map_or(self.limit, |m| m.min(self.limit));
-        if desired > limit {
-            self.denied = Some(desired);
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
     }
 }
