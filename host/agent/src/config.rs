@@ -110,6 +110,10 @@ pub struct Config {
     /// the next agent on that address kills what a crashed one left.
     #[serde(skip)]
     pub instance: Option<String>,
+    /// Subreaper mode: directory of the file that lists running commands' groups, so the next
+    /// agent on the same address kills what a crashed one left (default: `$XDG_RUNTIME_DIR/procwarden`,
+    /// else `procwarden-state-<uid>` under the system's temporary directory).
+    pub state_dir: Option<PathBuf>,
     /// Directory of the output spool files (default: a directory of this agent under the
     /// system's temporary directory). Files are deleted when their process is forgotten and at
     /// shutdown.
@@ -170,6 +174,7 @@ impl Default for Config {
             lenient_start_body: false,
             containment: Containment::Auto,
             instance: None,
+            state_dir: None,
             spool_dir: spool.dir,
             spool_max_bytes: spool.max_bytes,
             spool_total_bytes: spool.total_bytes,
@@ -317,6 +322,26 @@ impl Config {
                 total_bytes: self.spool_total_bytes,
                 ..SpoolSettings::default()
             },
+            // Only a stable instance (set by `serve`) has a next agent to read the file.
+            state_file: self
+                .instance
+                .as_ref()
+                .map(|instance| self.state_dir().join(format!("{instance}.groups"))),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("procwarden"),
+            _ => {
+                // /proc/self belongs to the agent's effective user.
+                use std::os::unix::fs::MetadataExt;
+                let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+                std::env::temp_dir().join(format!("procwarden-state-{uid}"))
+            }
         }
     }
 

@@ -31,6 +31,7 @@ pub mod record;
 pub mod request;
 pub mod spawn;
 pub mod spool;
+pub mod state_file;
 pub mod subreaper;
 pub mod sync;
 pub mod waits;

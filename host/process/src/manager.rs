@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -18,7 +19,8 @@ use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
 use super::spawn::{SpawnSpec, Spawned, kill_after, spawn, supervise, terminate_then_kill};
 use super::spool::{SpoolSettings, SpoolStore};
-use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
+use super::state_file::{self, StateFile};
+use super::subreaper::{self, MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -40,6 +42,9 @@ pub struct ManagerSettings {
     pub instance: String,
     /// The on-disk copy of every process's whole output.
     pub spool: SpoolSettings,
+    /// Subreaper mode: the file of running commands' groups, read by the next agent of this
+    /// instance to kill what a crashed one left. `None`: not kept (the instance is not stable).
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for ManagerSettings {
@@ -52,6 +57,7 @@ impl Default for ManagerSettings {
             spool: SpoolSettings::default(),
             containment: Containment::Auto,
             instance: default_instance(),
+            state_file: None,
         }
     }
 }
@@ -232,6 +238,8 @@ pub struct ProcessManager {
     sequence: AtomicU64,
     closed: AtomicBool,
     spools: Option<Arc<SpoolStore>>,
+    /// Subreaper mode with a stable instance: the groups the next agent would clean up.
+    state: Option<StateFile>,
 }
 
 impl ProcessManager {
@@ -280,6 +288,10 @@ impl ProcessManager {
             tracing::warn!(error = %err, "cannot become a child subreaper");
         }
         let spools = SpoolStore::new(settings.spool.clone()).map(Arc::new);
+        let state = match (&cgroups, &settings.state_file) {
+            (None, Some(path)) => open_state_file(path, &settings.instance),
+            _ => None,
+        };
         let manager = Arc::new(Self {
             settings,
             reaper_started: AtomicBool::new(false),
@@ -288,6 +300,7 @@ impl ProcessManager {
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             spools,
+            state,
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
@@ -413,6 +426,11 @@ impl ProcessManager {
         });
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         drop(gate);
+        if let Some(state) = &self.state
+            && let Some(start) = subreaper::start_time(pgid)
+        {
+            state.record(process.id(), state_file::Entry { pgid, start });
+        }
         tokio::spawn(supervise(process.clone(), output));
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
@@ -588,7 +606,12 @@ impl ProcessManager {
         expired
             .iter()
             .filter(|p| table.remove(p.id()).is_some())
-            .inspect(|p| p.discard_spool())
+            .inspect(|p| {
+                p.discard_spool();
+                if let Some(state) = &self.state {
+                    state.forget(p.id());
+                }
+            })
             .count()
     }
 
@@ -634,6 +657,30 @@ impl ProcessManager {
         }
         if let Some(store) = &self.spools {
             store.remove_all();
+        }
+        if let Some(state) = &self.state {
+            state.remove();
+        }
+    }
+}
+
+/// Kill what a crashed agent of `instance` left (from its state file and the marker), then
+/// start a fresh file. Without one (logged) crash recovery is off; the agent runs either way.
+fn open_state_file(path: &Path, instance: &str) -> Option<StateFile> {
+    let left = state_file::kill_leftovers(path, instance);
+    if left.killed > 0 || left.unproven_groups > 0 {
+        tracing::warn!(
+            processes = left.killed,
+            unproven_groups_left_alone = left.unproven_groups,
+            path = %path.display(),
+            "killed the commands a previous agent left running"
+        );
+    }
+    match StateFile::create(path) {
+        Ok(state) => Some(state),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "no state file: commands left by a crash will not be found by the next agent");
+            None
         }
     }
 }
