@@ -11,8 +11,13 @@ use tokio::net::unix::pipe;
 use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session_in};
 use super::record::{Phase, Process};
 
-/// Read size for the output pipe: a full default pipe buffer per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Capacity asked for the output pipe. The default 64 KiB makes a fast writer stop and wait for
+/// the agent every 64 KiB; a larger pipe lets it run on while the agent copies into the buffer
+/// and the spool. The kernel fills pipe pages lazily, so a quiet command costs no more.
+const OUTPUT_PIPE_BYTES: i32 = 1024 * 1024;
+
+/// Read size for the output pipe: up to a quarter of its capacity per read.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Most bytes read from one pipe before yielding to other tasks.
 const READ_FAIRNESS_LIMIT: usize = 1024 * 1024;
@@ -45,6 +50,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
             stage: "make the output pipe",
             source: e.into(),
         })?;
+    // Best effort: past the user's pipe-page limit (non-root) the kernel refuses, and the
+    // default capacity only costs speed.
+    let _ = fcntl(&read_end, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES));
     let child = spawn_in_new_session_in(
         spec.command,
         spec.workdir,

@@ -230,7 +230,7 @@ impl SpoolStore {
 /// Newlines in `bytes`; a plain loop the compiler vectorises (dense newlines, as `yes`
 /// prints, would make a search per newline slow).
 pub fn count_newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|b| **b == b'\n').count() as u64
+    bytecount::count(bytes, b'\n') as u64
 }
 
 fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
