@@ -134,6 +134,35 @@ pub struct Process {
     input: Option<Input>,
 }
 
+/// A look at /proc for a member blocked reading the stdin pipe or terminal.
+#[derive(Debug)]
+pub(crate) struct InputProbe {
+    target: stdin_wait::StdinTarget,
+    members: Members,
+}
+
+/// Where the members of a running command are listed.
+#[derive(Debug)]
+enum Members {
+    Cgroup(std::path::PathBuf),
+    Marker { pgid: i32, marker: String },
+}
+
+impl InputProbe {
+    /// Reads /proc: not for async workers.
+    pub(crate) fn waiting(&self) -> bool {
+        let pids = match &self.members {
+            Members::Cgroup(path) => crate::cgroup::read_members(path),
+            Members::Marker { pgid, marker } => subreaper::members(*pgid, None, marker, usize::MAX)
+                .into_iter()
+                .map(|found| found.pid)
+                .collect(),
+        };
+        pids.into_iter()
+            .any(|pid| stdin_wait::blocked_reading(pid, &self.target))
+    }
+}
+
 /// How a command's descendants are found, wherever they went.
 #[derive(Debug)]
 pub enum Tracking {
@@ -244,23 +273,27 @@ impl Process {
     /// [`crate::stdin_wait`]). Always false without a stdin pipe, and once the shell has
     /// exited (its stdin is closed then). Reads /proc: not for async workers.
     pub fn waiting_for_input(&self) -> bool {
-        let Some(input) = &self.input else {
-            return false;
-        };
+        self.input_probe().is_some_and(|probe| probe.waiting())
+    }
+
+    /// What a look for a blocked read needs, detached from the record so it can move to a
+    /// blocking thread; `None` when there is nothing to look for.
+    pub(crate) fn input_probe(&self) -> Option<InputProbe> {
+        let input = self.input.as_ref()?;
         if self.phase() != Phase::Running {
-            return false;
+            return None;
         }
         let members = match &self.tracking {
-            Tracking::Cgroup(cgroup) => cgroup.members(),
-            Tracking::Marker(marker) => self
-                .marked(marker, usize::MAX)
-                .into_iter()
-                .map(|found| found.pid)
-                .collect(),
+            Tracking::Cgroup(cgroup) => Members::Cgroup(cgroup.path().to_path_buf()),
+            Tracking::Marker(marker) => Members::Marker {
+                pgid: self.identity.pgid,
+                marker: marker.clone(),
+            },
         };
-        members
-            .into_iter()
-            .any(|pid| stdin_wait::blocked_reading(pid, input.target()))
+        Some(InputProbe {
+            target: *input.target(),
+            members,
+        })
     }
 
     /// Also write the whole output to `spool`.
