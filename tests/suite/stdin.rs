@@ -378,3 +378,38 @@ async fn mcp_process_output_reads_by_offset_lines_grep_and_cursor() {
     assert_eq!(since["output"], "tail\n", "{since}");
     assert_eq!(since["covers"]["end"], total, "{since}");
 }
+
+#[tokio::test]
+async fn cli_run_i_forwards_its_stdin_and_ends_it_at_eof() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let mut cmd = tokio::process::Command::from(procwarden_command());
+    cmd.args([
+        "run",
+        "-i",
+        "--url",
+        server.url(),
+        "-c",
+        "read -r a; read -r b; echo \"$a+$b\"; wc -l; exit 3",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn procwarden run -i");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all("x\nÿ\nl1\nl2\n".as_bytes()).await.unwrap();
+    // End-of-file here is end-of-file for the command: wc counts and exits.
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("run -i finishes once its stdin ends")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "x+ÿ\n2\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procwarden_process::{
-    Containment, InputError, InputMode, ManagerSettings, Phase, Process, ProcessError,
-    ProcessManager, StartRequest, TerminalSize,
+    Containment, EndedBy, InputError, InputMode, ManagerSettings, Phase, Process, ProcessError,
+    ProcessManager, StartRequest, TerminalSize, Until,
 };
 
 const WRITE_LIMIT: Duration = Duration::from_secs(5);
@@ -86,6 +86,11 @@ async fn a_prompt_on_a_pipe_is_seen_waiting_and_answered() {
             )
             .unwrap();
         assert_eq!(process.stdin_name(), "pipe");
+        // A wait ends once the command blocks reading: nothing happens until it is answered.
+        let ended = process
+            .wait_until(&Until::Exit, Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, EndedBy::Input, "{mode}");
         assert!(until_waiting(&process).await, "{mode}: the read is seen");
         let wrote = process
             .write_input(b"world\n", false, WRITE_LIMIT)
@@ -118,6 +123,14 @@ async fn a_sleeping_command_with_a_pipe_is_not_waiting_for_input() {
             assert!(!waiting(&process).await);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let ended = process
+            .wait_until(&Until::Exit, Duration::from_millis(300))
+            .await;
+        assert_eq!(
+            ended,
+            EndedBy::Timeout,
+            "a sleeper does not end a wait as input"
+        );
         let _ = process.signal_group(nix::sys::signal::Signal::SIGKILL);
         process.wait_for(Phase::Finished).await;
     }
