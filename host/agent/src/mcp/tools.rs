@@ -68,7 +68,9 @@ pub const SERVER_INSTRUCTIONS: &str = "\
 procwarden runs shell commands in this workspace. Use `execute` for commands; set \
 run_in_background=true for servers and watchers (never shell `&`). Processes are tracked by \
 process_id: read them with process_output, list them with process_list, stop them with \
-process_signal. Each session sees only its own processes.";
+process_signal. A process started with stdin=\"pipe\" or tty=true that shows \
+waiting_for_input: true is blocked on a prompt: answer it with process_input. Each session sees \
+only its own processes.";
 
 // Descriptions are given as single-line strings rather than doc comments: doc comments keep
 // their line breaks, which only add noise to what the model reads. Optional arguments are
