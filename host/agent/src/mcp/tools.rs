@@ -134,9 +134,9 @@ pub struct ExecuteArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         with = "String",
-        description = "`null` (the default: reading stdin gets end-of-file, so nothing can hang \
-                       on a prompt) or `pipe`: keep stdin open to answer prompts with \
-                       process_input. Only for commands that must be answered."
+        description = "`pipe` keeps stdin open to answer prompts with process_input. Only for \
+                       commands that must be answered: by default stdin is closed (reads get \
+                       end-of-file), so nothing can hang on a prompt."
     )]
     pub stdin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
