@@ -22,6 +22,7 @@ async fn http_endpoint_serves_the_same_tools() {
         names,
         [
             "execute",
+            "process_input",
             "process_list",
             "process_output",
             "process_signal"

@@ -14,6 +14,7 @@ async fn lists_four_tools_described_for_a_model() {
         names,
         [
             "execute",
+            "process_input",
             "process_list",
             "process_output",
             "process_signal"

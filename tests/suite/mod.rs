@@ -41,3 +41,5 @@ mod logging;
 mod signal_names;
 // The list's total past its cap.
 mod list_total;
+// Stdin pipes, terminals, input and waiting_for_input; MCP reads over the spool.
+mod stdin;

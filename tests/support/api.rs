@@ -77,9 +77,19 @@ pub struct OutputSnapshot {
     /// A `grep=` read: matching lines counted, shown and left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grep: Option<GrepCount>,
-    /// A wait: `exit`, `regex`, `quiet`, `port`, `output` or `timeout`.
+    /// A wait: `exit`, `regex`, `quiet`, `port`, `output`, `input` or `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
+    /// A member is blocked reading the stdin pipe or terminal.
+    pub waiting_for_input: bool,
+}
+
+/// `POST /api/v0/processes/{id}/input`: `{written, eof}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputReply {
+    pub written: u64,
+    pub eof: bool,
 }
 
 /// `{start, end, total_bytes, missing_bytes}`: offsets in the whole output.
@@ -141,7 +151,7 @@ pub struct ListReply {
 }
 
 /// `{id, command, workdir, background, running, group_alive, members_alive, exit_code?,
-/// timed_out, started_at_unix, exited_at_unix?}`.
+/// timed_out, started_at_unix, exited_at_unix?, stdin, waiting_for_input}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessInfo {
@@ -159,6 +169,10 @@ pub struct ProcessInfo {
     pub started_at_unix: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at_unix: Option<i64>,
+    /// `null`, `pipe` or `tty`.
+    pub stdin: String,
+    /// A member is blocked reading the stdin pipe or terminal.
+    pub waiting_for_input: bool,
 }
 
 /// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins}`.
@@ -238,6 +252,7 @@ display_as_json!(
     ProcessInfo,
     Health,
     MessageReply,
+    InputReply,
     ErrorBody
 );
 
@@ -249,7 +264,8 @@ mod tests {
     fn snapshot_fields() -> Value {
         json!({"output": "hi\n", "running": false, "group_alive": false, "members_alive": 0,
                "exit_code": 0, "timed_out": false, "command": "echo hi",
-               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0}})
+               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0},
+               "waiting_for_input": false})
     }
 
     #[test]

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
 use super::cgroup::{CgroupRoot, Unavailable};
+use super::input::InputMode;
 use super::limits::{check_lengths, too_long_together};
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
@@ -206,6 +207,12 @@ pub enum ProcessError {
     Spawn(SpawnError),
     #[error("Failed to signal the process: {0}.")]
     Signal(std::io::Error),
+    /// A write to the process's stdin was refused or failed.
+    #[error("Cannot write to the input of process \"{id}\": {error}.")]
+    Input {
+        id: String,
+        error: crate::input::InputError,
+    },
 }
 
 /// Which processes a caller may see: a chat sees only its own, no chat sees all.
@@ -334,6 +341,16 @@ impl ProcessManager {
         request: StartRequest,
         chat_id: Option<String>,
     ) -> Result<Arc<Process>, ProcessError> {
+        self.start_with_input(request, chat_id, InputMode::Null)
+    }
+
+    /// [`Self::start`] with stdin as `input` says: /dev/null, a pipe, or a pseudo-terminal.
+    pub fn start_with_input(
+        self: &Arc<Self>,
+        request: StartRequest,
+        chat_id: Option<String>,
+        input: InputMode,
+    ) -> Result<Arc<Process>, ProcessError> {
         if self.is_closed() {
             return Err(ProcessError::ShuttingDown);
         }
@@ -382,6 +399,7 @@ impl ProcessManager {
             workdir: &workdir,
             env: &env,
             cgroup: tracking_fd(&tracking),
+            input,
         })
         .map_err(|err| match err {
             SpawnError::Workdir(source) => ProcessError::Workdir {
@@ -397,6 +415,7 @@ impl ProcessManager {
             child,
             output,
             pgid,
+            input,
         } = spawned;
         if let Tracking::Cgroup(cgroup) = &mut tracking {
             cgroup.close_fd();
@@ -419,7 +438,8 @@ impl ProcessManager {
             self.settings.buffer,
             child,
             tracking,
-        );
+        )
+        .with_input(input);
         let process = Arc::new(match spool {
             Some((store, spool)) => process.with_spool(store, spool),
             None => process,
@@ -432,6 +452,15 @@ impl ProcessManager {
             state.record(process.id(), state_file::Entry { pgid, start });
         }
         tokio::spawn(supervise(process.clone(), output));
+        if process.has_input() {
+            // Once the shell exits its stdin is closed: an exited record holds no fd for it,
+            // and whatever the shell left running reads end-of-file rather than hanging.
+            let process = process.clone();
+            tokio::spawn(async move {
+                process.wait_for(Phase::Exited).await;
+                process.close_input().await;
+            });
+        }
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
                 process.clone(),
@@ -545,7 +574,14 @@ impl ProcessManager {
                 std::cmp::Reverse(p.identity.sequence),
             )
         });
-        visible.iter().take(cap).map(|p| p.info()).collect()
+        visible
+            .iter()
+            .take(cap)
+            .map(|p| ProcessInfo {
+                waiting_for_input: p.waiting_for_input(),
+                ..p.info()
+            })
+            .collect()
     }
 
     /// Processes in `scope` whose shell still runs, or whose group was last seen alive.

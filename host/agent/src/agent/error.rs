@@ -3,7 +3,7 @@
 //! their own codes (HTTP status, CLI exit code).
 
 use procwarden_extensions::policy::{Denial, DenialCause};
-use procwarden_process::ProcessError;
+use procwarden_process::{InputError, ProcessError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -80,6 +80,13 @@ impl AgentError {
                 ProcessError::TooLong { .. } => ErrorKind::TooLarge,
                 ProcessError::ShuttingDown => ErrorKind::Unavailable,
                 ProcessError::Spawn(_) | ProcessError::Signal(_) => ErrorKind::Internal,
+                ProcessError::Input { error, .. } => match error {
+                    InputError::Write(_) => ErrorKind::Internal,
+                    InputError::NoStdin
+                    | InputError::AfterEof
+                    | InputError::Exited
+                    | InputError::Closed => ErrorKind::Conflict,
+                },
             },
         }
     }

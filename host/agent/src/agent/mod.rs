@@ -11,17 +11,20 @@ use crate::config::{Config, ProcessLimits};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    GroupSignal, OutputSnapshot, Phase, Process, ProcessInfo, ProcessManager, Scope, StartRequest,
+    GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
+    ProcessManager, Scope, StartRequest,
 };
 
 mod error;
 mod idempotency;
+mod input_mode;
 mod output_options;
 mod reload;
 mod tools;
 
 pub use error::{AgentError, ErrorKind};
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
+pub use input_mode::input_mode;
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use reload::{ReloadError, Reloaded, load_policy};
 pub use tools::BUILT_IN_TOOLS;
@@ -176,11 +179,30 @@ impl Agent {
         request: StartRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Started, AgentError> {
+        self.start_with_input(chat, front_end, request, idempotency_key, InputMode::Null)
+            .await
+    }
+
+    /// [`Self::start`] with stdin as `input` says: /dev/null (the default), a pipe the
+    /// client writes to with [`Self::input`], or a pseudo-terminal.
+    pub async fn start_with_input(
+        &self,
+        chat: Option<&str>,
+        front_end: FrontEnd,
+        request: StartRequest,
+        idempotency_key: Option<&str>,
+        input: InputMode,
+    ) -> Result<Started, AgentError> {
         validate(&request)?;
         let Some(key) = idempotency_key else {
-            return self.start_new(chat, front_end, request).await;
+            return self.start_new(chat, front_end, request, input).await;
         };
-        let fingerprint = fingerprint(&request);
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (fingerprint(&request), input).hash(&mut hasher);
+            hasher.finish()
+        };
         let entry = self.idempotency.entry(chat, key, |id| self.is_tracked(id));
         let mut known = entry.lock().await;
         if let Some(k) = known.as_ref()
@@ -196,7 +218,7 @@ impl Agent {
                 ..k.started.clone()
             });
         }
-        let started = self.start_new(chat, front_end, request).await?;
+        let started = self.start_new(chat, front_end, request, input).await?;
         *known = Some(KeyedStart {
             fingerprint,
             started: started.clone(),
@@ -213,6 +235,7 @@ impl Agent {
         chat: Option<&str>,
         front_end: FrontEnd,
         request: StartRequest,
+        input: InputMode,
     ) -> Result<Started, AgentError> {
         let settings = self.settings();
         self.check_limits(&settings.limits, chat)?;
@@ -232,9 +255,9 @@ impl Agent {
             settings.agent_workdir.as_deref(),
             request.workdir.as_deref(),
         )?);
-        let process = self
-            .manager
-            .start(request.clone(), chat.map(str::to_owned))?;
+        let process =
+            self.manager
+                .start_with_input(request.clone(), chat.map(str::to_owned), input)?;
         settings
             .policy
             .audit_started(chat, process.id(), &request.command);
@@ -379,6 +402,14 @@ impl Agent {
         }
         let mut snapshot = process.snapshot();
         snapshot.ended_by = ended_by;
+        if process.has_input() {
+            // Looks at every member in /proc: off the async workers.
+            let look = process.clone();
+            snapshot.waiting_for_input =
+                tokio::task::spawn_blocking(move || look.waiting_for_input())
+                    .await
+                    .unwrap_or(false);
+        }
         if let Some(mode) = options.read.clone() {
             let limits = self.manager.settings().buffer;
             // Reads go through the spool file, off the async workers.
@@ -400,6 +431,20 @@ impl Agent {
         Ok(self.manager.signal(id, Scope::from_chat(chat), signal)?)
     }
 
+    /// Write `data` to the stdin of a process started with a stdin pipe or terminal, then
+    /// with `eof` end it. A command that does not read is waited for up to
+    /// [`INPUT_WRITE_LIMIT`]; the reply says how much was written by then.
+    pub async fn input(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        data: &[u8],
+        eof: bool,
+    ) -> Result<InputWritten, AgentError> {
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
+        Ok(process.write_input(data, eof, INPUT_WRITE_LIMIT).await?)
+    }
+
     /// Requests blocked in `wait_output` right now.
     pub fn waiters(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)
@@ -409,6 +454,9 @@ impl Agent {
         self.manager.shutdown().await;
     }
 }
+
+/// Longest an input write waits for a command that does not read its stdin.
+pub const INPUT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// One log line when a process's shell exits: its ID, exit code, run time and output size.
 fn log_exit(process: Arc<Process>) {

@@ -80,6 +80,10 @@ pub enum Command {
         /// Have the agent kill the command after this many seconds (then exit 124).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
+        /// Attach this terminal's stdin: the command reads what is typed (or piped in) here,
+        /// and end-of-file here ends its input. Output is shown as it comes.
+        #[arg(short = 'i', long, conflicts_with = "background")]
+        interactive: bool,
         /// A raw shell line, run with `sh -c` as written.
         #[arg(short = 'c', value_name = "SHELL_LINE", conflicts_with = "argv")]
         shell: Option<String>,

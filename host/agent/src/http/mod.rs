@@ -5,6 +5,7 @@ pub mod body_timeout;
 pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod input;
 pub mod json_errors;
 pub mod listener;
 pub mod middleware;
@@ -49,7 +50,8 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         .route("/start", post(routes::start))
         .route("/list", get(routes::list))
         .route("/{id}/output", get(routes::output))
-        .route("/{id}/signal", post(routes::signal));
+        .route("/{id}/signal", post(routes::signal))
+        .route("/{id}/input", post(input::write));
     Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))

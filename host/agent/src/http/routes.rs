@@ -34,12 +34,23 @@ struct StartBody {
     timeout_seconds: Option<f64>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// `null` (the default) or `pipe`: written with `POST /{id}/input`.
+    #[serde(default)]
+    stdin: Option<String>,
+    /// Run on a pseudo-terminal (implies a stdin), `rows` × `cols` (default 24 × 80).
+    #[serde(default)]
+    tty: Option<bool>,
+    #[serde(default)]
+    rows: Option<u16>,
+    #[serde(default)]
+    cols: Option<u16>,
     /// Fields this agent does not know: a typo (`backgroud`) must not pass silently.
     #[serde(flatten)]
     unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
-const START_FIELDS: &str = "command, workdir, env, background, timeout_seconds, idempotency_key";
+const START_FIELDS: &str =
+    "command, workdir, env, background, timeout_seconds, idempotency_key, stdin, tty, rows, cols";
 
 #[derive(Debug, Serialize)]
 pub struct StartReply {
@@ -88,6 +99,8 @@ pub async fn start(
     let idempotency_key = header_key
         .or(body.idempotency_key)
         .filter(|k| !k.is_empty());
+    let input = crate::agent::input_mode(body.stdin.as_deref(), body.tty, body.rows, body.cols)
+        .map_err(ApiError::bad_request)?;
     let request = StartRequest {
         command: body.command,
         workdir: body.workdir.filter(|w| !w.is_empty()),
@@ -97,11 +110,12 @@ pub async fn start(
     };
     let started = state
         .agent
-        .start(
+        .start_with_input(
             chat.as_deref(),
             FrontEnd::Http,
             request,
             idempotency_key.as_deref(),
+            input,
         )
         .await?;
     let background = started.request.background;

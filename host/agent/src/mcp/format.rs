@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::agent::AgentError;
 use procwarden_process::{
-    Covers, GrepCount, LineSpan, OutputSnapshot, ProcessError, ProcessInfo, Truncation,
+    Covers, GrepCount, InputWritten, LineSpan, OutputSnapshot, ProcessError, ProcessInfo,
+    Truncation,
 };
 
 /// One result of `execute`, `process_output` or `process_signal`. Fields that do not apply,
@@ -32,6 +33,9 @@ pub struct Report {
     pub members_alive: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
+    /// While it runs with a stdin pipe or terminal: whether a member is blocked reading it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_input: Option<bool>,
     /// The agent stopped the process at a time limit (set by policy); not the tool's wait.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
@@ -84,7 +88,13 @@ impl Report {
         let met = snapshot
             .ended_by
             .filter(|e| matches!(*e, "regex" | "quiet" | "port" | "output"));
-        if let Some(condition) = met.filter(|_| snapshot.running) {
+        if snapshot.running && snapshot.waiting_for_input {
+            notes.push(
+                "It is waiting for input (blocked reading its stdin): answer with process_input \
+                 (end a line answer with \"\\n\"), or stop it with process_signal."
+                    .to_owned(),
+            );
+        } else if let Some(condition) = met.filter(|_| snapshot.running) {
             notes.push(format!(
                 "The wait ended on its until condition ({condition}); the process keeps \
                  running. Use process_output with since = covers.end to read on, or \
@@ -153,6 +163,8 @@ impl Report {
             running: Some(snapshot.running),
             exit_code: snapshot.exit_code,
             members_alive: Some(snapshot.members_alive),
+            // Only said of a running process; an exited one reads nothing.
+            waiting_for_input: snapshot.running.then_some(snapshot.waiting_for_input),
             timed_out: snapshot.timed_out,
             truncated: snapshot.truncated.as_ref().map(|t| TruncationFacts {
                 original_bytes: t.original_bytes,
@@ -197,6 +209,46 @@ pub fn seconds(duration: Duration) -> String {
         format!("{secs:.0} s")
     } else {
         format!("{secs:.1} s")
+    }
+}
+
+/// The reply of `process_input`.
+#[derive(Debug, Serialize)]
+pub struct InputReport {
+    pub success: bool,
+    pub process_id: String,
+    /// Bytes of data written.
+    pub written: usize,
+    /// Whether its input is now at end-of-file.
+    pub eof: bool,
+    /// Output from here on is the process's reply: pass it as since to process_output.
+    pub since: u64,
+    pub note: String,
+}
+
+impl InputReport {
+    pub fn new(id: &str, written: InputWritten, asked: usize, since: u64) -> Self {
+        let mut note = format!(
+            "Read the reply with process_output (since={since}, with a wait_timeout_seconds)."
+        );
+        if written.written < asked {
+            note = format!(
+                "Only {} of {asked} bytes were written: the process stopped reading. {note}",
+                written.written
+            );
+        }
+        Self {
+            success: written.written == asked,
+            process_id: id.to_owned(),
+            written: written.written,
+            eof: written.eof,
+            since,
+            note,
+        }
+    }
+
+    pub fn into_result(self) -> CallToolResult {
+        json_result(&self)
     }
 }
 
@@ -280,6 +332,7 @@ mod tests {
             lines: None,
             grep: None,
             ended_by: None,
+            waiting_for_input: false,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The MCP server: four tools over the shared [`Agent`]. One handler value serves one MCP
+//! The MCP server: five tools over the shared [`Agent`]. One handler value serves one MCP
 //! session (stdio: the whole process; HTTP: one `Mcp-Session-Id`), and every call is scoped to
 //! that session's chat.
 
@@ -14,11 +14,12 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use super::format::{self, ListReport, Report, Situation};
+use super::format::{self, InputReport, ListReport, Report, Situation};
 use super::tools::{
     DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs,
-    PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION, PROCESS_SIGNAL_DESCRIPTION,
-    ProcessOutputArgs, ProcessSignalArgs, SERVER_INSTRUCTIONS, seconds_arg,
+    PROCESS_INPUT_DESCRIPTION, PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION,
+    PROCESS_SIGNAL_DESCRIPTION, ProcessInputArgs, ProcessOutputArgs, ProcessSignalArgs,
+    SERVER_INSTRUCTIONS, seconds_arg,
 };
 use crate::agent::{Agent, AgentError, OutputOptions};
 use crate::chat::chat_from_headers;
@@ -207,6 +208,11 @@ impl ProcwardenMcp {
             Ok(options) => options,
             Err(bad) => return format::tool_error(bad.to_string()),
         };
+        let input =
+            match crate::agent::input_mode(args.stdin.as_deref(), args.tty, args.rows, args.cols) {
+                Ok(input) => input,
+                Err(message) => return format::tool_error(message),
+            };
         let requested_command = args.command.clone();
         let started_at = Instant::now();
         let request = StartRequest {
@@ -221,7 +227,7 @@ impl ProcwardenMcp {
         // background start): answer for what actually runs, and say so.
         let (id, ran) = match self
             .agent
-            .start(chat.as_deref(), FrontEnd::Mcp, request, None)
+            .start_with_input(chat.as_deref(), FrontEnd::Mcp, request, None, input)
             .await
         {
             Ok(started) => (started.id, started.request),
@@ -338,6 +344,41 @@ impl ProcwardenMcp {
                 .into_result(),
                 Err(err) => format::agent_error(&err),
             },
+            Err(err) => format::agent_error(&err),
+        }
+    }
+
+    #[tool(
+        description = PROCESS_INPUT_DESCRIPTION,
+        annotations(title = "Write to a process's input", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn process_input(
+        &self,
+        Parameters(args): Parameters<ProcessInputArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
+        };
+        let data = args.data.unwrap_or_default();
+        let eof = args.eof.unwrap_or(false);
+        if data.is_empty() && !eof {
+            return format::tool_error(
+                "Nothing to write: pass data (e.g. \"yes\\n\"), eof=true, or both.",
+            );
+        }
+        // Where the reply to this input starts: what the process writes from here on.
+        let cursor = match self.agent.output(id, chat.as_deref()) {
+            Ok(snapshot) => snapshot.covers.total_bytes,
+            Err(err) => return format::agent_error(&err),
+        };
+        match self
+            .agent
+            .input(id, chat.as_deref(), data.as_bytes(), eof)
+            .await
+        {
+            Ok(written) => InputReport::new(id, written, data.len(), cursor).into_result(),
             Err(err) => format::agent_error(&err),
         }
     }

@@ -29,8 +29,10 @@ Background (run_in_background=true) returns a process_id at once. Use it for dev
 watchers and other processes that keep running, or for long work you will check on later. \
 Never background with shell `&` (or nohup, setsid, disown): set run_in_background instead.
 stdout and stderr are merged. Long output keeps its beginning and end, and the result states how \
-many bytes were omitted from the middle. Commands run with stdin closed, so they cannot prompt: \
-pass non-interactive flags (e.g. `-y`, `--no-pager`).";
+many bytes were omitted from the middle. Commands run with stdin closed by default, so they \
+cannot prompt: pass non-interactive flags (e.g. `-y`, `--no-pager`). Only when a command must \
+be answered, set stdin=\"pipe\" (or tty=true for programs that need a terminal): the wait then \
+also ends when it blocks reading (waiting_for_input: true), and process_input answers it.";
 
 pub const PROCESS_OUTPUT_DESCRIPTION: &str = "\
 Read a tracked process's output by its process_id, waiting for it to exit first.
@@ -43,11 +45,18 @@ The whole output is kept, not only its beginning and end: after a long log was c
 view=errors for error lines first. To follow a running process, pass since = covers.end of \
 the previous result. until ends a wait on a regex, a quiet spell or a listening port.";
 
+pub const PROCESS_INPUT_DESCRIPTION: &str = "\
+Write to the stdin of a process started with stdin=\"pipe\" or tty=true, e.g. to answer a prompt.
+Send the answer with its newline (\"yes\\n\"). eof=true ends the input after data (on a terminal: \
+Ctrl-D). On a terminal, \"\\u0003\" is Ctrl-C. A result or process_list showing \
+waiting_for_input: true means the process is blocked reading and needs this (or process_signal). \
+Read the reply with process_output, passing since = the cursor this result gives.";
+
 pub const PROCESS_LIST_DESCRIPTION: &str = "\
 List the tracked processes of this session: running ones first, then the most recent.
 Shows each process's id (the process_id the other tools take), command, whether it is running, \
-and its exit code once it has exited. Exited processes are forgotten a few minutes after they \
-exit.";
+its exit code once it has exited, and waiting_for_input: true when it is blocked reading its \
+stdin. Exited processes are forgotten a few minutes after they exit.";
 
 pub const PROCESS_SIGNAL_DESCRIPTION: &str = "\
 Stop a tracked process together with everything it started (its whole process group).
@@ -59,7 +68,9 @@ pub const SERVER_INSTRUCTIONS: &str = "\
 procwarden runs shell commands in this workspace. Use `execute` for commands; set \
 run_in_background=true for servers and watchers (never shell `&`). Processes are tracked by \
 process_id: read them with process_output, list them with process_list, stop them with \
-process_signal. Each session sees only its own processes.";
+process_signal. A process started with stdin=\"pipe\" or tty=true that shows \
+waiting_for_input: true is blocked on a prompt: answer it with process_input. Each session sees \
+only its own processes.";
 
 // Descriptions are given as single-line strings rather than doc comments: doc comments keep
 // their line breaks, which only add noise to what the model reads. Optional arguments are
@@ -120,6 +131,51 @@ pub struct ExecuteArgs {
                        ended_by says which condition (or `timeout`, or `exit`) ended the wait."
     )]
     pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "`pipe` keeps stdin open to answer prompts with process_input. Only for \
+                       commands that must be answered: by default stdin is closed (reads get \
+                       end-of-file), so nothing can hang on a prompt."
+    )]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "Run on a pseudo-terminal (default false), for programs that behave \
+                       differently or refuse to run without one. Implies a stdin pipe. Output \
+                       then has terminal line endings (CR LF) and echoes what you write."
+    )]
+    pub tty: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16", description = "With tty: terminal rows (default 24).")]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16", description = "With tty: terminal columns (default 80).")]
+    pub cols: Option<u16>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInputArgs {
+    #[serde(alias = "process_id")]
+    #[schemars(
+        description = "The process_id of a process started with stdin=\"pipe\" or tty=true."
+    )]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Text to write, exactly as given: end a line answer with \"\\n\"."
+    )]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "End the input after data (default false): the process reads \
+                       end-of-file. Nothing more can be written afterwards."
+    )]
+    pub eof: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
