@@ -37,6 +37,7 @@ fn wasm(name: &str) -> PathBuf {
         "faulty-sleep" => env!("PROCWARDEN_FIXTURE_SLEEP"),
         "faulty-filesystem" => env!("PROCWARDEN_FIXTURE_FILESYSTEM"),
         "faulty-questions" => env!("PROCWARDEN_FIXTURE_QUESTIONS"),
+        "faulty-counter" => env!("PROCWARDEN_FIXTURE_COUNTER"),
         _ => panic!("unknown test component {name}"),
     })
 }
@@ -988,4 +989,20 @@ fn a_remembered_answer_logs_what_the_plugin_logged() {
             "{logs}"
         );
     }
+}
+
+/// State a call writes into its instance (the fixture's static counter) is never seen by the
+/// next call: every call runs in an instance nobody has called before, whether it was made
+/// ready ahead of time or created in the call.
+#[test]
+fn every_call_sees_a_fresh_instance() {
+    let c = chain(&[source("faulty-counter")]);
+    for i in 0..20 {
+        // A different command each time, so no answer is remembered and the plugin runs.
+        let out = c.evaluate(req(&format!("true {i}")), &ctx()).unwrap();
+        assert_eq!(out.command, format!("true {i} # call 1"));
+    }
+    let health = c.health();
+    assert_eq!(health[0].calls, 20);
+    assert_eq!(health[0].remembered, 0, "{health:?}");
 }
