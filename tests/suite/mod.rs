@@ -41,3 +41,5 @@ mod logging;
 mod signal_names;
 // The list's total past its cap.
 mod list_total;
+// /metrics (Prometheus) and the OpenAPI description.
+mod metrics;
