@@ -121,10 +121,18 @@ async fn mcp_sessions_are_counted() {
     let server = HttpServer::start();
     let api = Api::new(&server.base);
     let before = scrape(&api).await;
-    assert_eq!(value(&before, "procwarden_mcp_sessions"), Some(0.0), "{before}");
+    assert_eq!(
+        value(&before, "procwarden_mcp_sessions"),
+        Some(0.0),
+        "{before}"
+    );
     let client = server.session(&[]).await;
     let during = scrape(&api).await;
-    assert_eq!(value(&during, "procwarden_mcp_sessions"), Some(1.0), "{during}");
+    assert_eq!(
+        value(&during, "procwarden_mcp_sessions"),
+        Some(1.0),
+        "{during}"
+    );
     drop(client);
 }
 
@@ -154,6 +162,9 @@ async fn the_openapi_description_is_served_and_matches_the_checked_in_copy() {
         "/metrics",
         "/api/v0/openapi.json",
     ] {
-        assert!(reply.body["paths"][path].is_object(), "{path} not described");
+        assert!(
+            reply.body["paths"][path].is_object(),
+            "{path} not described"
+        );
     }
 }

@@ -195,7 +195,9 @@ impl Metrics {
             // One series for every tool: tool names are the operator's, but unbounded.
             FrontEnd::Tool(_) => "tool",
         };
-        self.starts.get_or_create(&FrontEndLabels { front_end }).inc();
+        self.starts
+            .get_or_create(&FrontEndLabels { front_end })
+            .inc();
     }
 
     pub fn denied(&self, denial: &Denial) {
@@ -274,12 +276,15 @@ impl Metrics {
             ("exited", census.exited),
             ("finished", census.finished),
         ] {
-            self.processes.get_or_create(&StateLabels { state }).set(gauge(n));
+            self.processes
+                .get_or_create(&StateLabels { state })
+                .set(gauge(n));
         }
         self.chats.set(gauge(census.chats));
         self.waiting.set(gauge(*waiters));
-        self.mcp_sessions
-            .set(gauge(self.mcp_session_count.get().map_or(0, |count| count())));
+        self.mcp_sessions.set(gauge(
+            self.mcp_session_count.get().map_or(0, |count| count()),
+        ));
         let mut text = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug in a label.
         if let Err(err) =

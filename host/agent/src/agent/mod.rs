@@ -376,7 +376,8 @@ impl Agent {
         let limit = limit.map_or(wait_cap, |l| l.min(wait_cap));
         {
             let _waiting = WaiterGuard::enter(&self.waiters);
-            let ended_by = match tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await {
+            let ended_by = match tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await
+            {
                 Ok(_) => "exit",
                 Err(_) => "timeout",
             };

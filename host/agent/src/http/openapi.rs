@@ -62,7 +62,10 @@ struct Refinements;
 /// body refused before a handler (400, 413, 414, 431), a missing token (401), the browser
 /// guard (403), the request deadline (503).
 const COMMON_ERRORS: [(&str, &str); 7] = [
-    ("400", "The request is not valid (a header, the query or the body)"),
+    (
+        "400",
+        "The request is not valid (a header, the query or the body)",
+    ),
     ("401", "A valid bearer token is required"),
     (
         "403",
@@ -71,7 +74,10 @@ const COMMON_ERRORS: [(&str, &str); 7] = [
     ("413", "The request body is too large"),
     ("414", "The request URI is too long"),
     ("431", "The request header is too large"),
-    ("503", "The agent is shutting down, or the request took too long"),
+    (
+        "503",
+        "The agent is shutting down, or the request took too long",
+    ),
 ];
 
 impl Modify for Refinements {
