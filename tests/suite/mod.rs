@@ -43,3 +43,5 @@ mod signal_names;
 mod list_total;
 // Stdin pipes, terminals, input and waiting_for_input; MCP reads over the spool.
 mod stdin;
+// /metrics (Prometheus) and the OpenAPI description.
+mod metrics;

@@ -13,5 +13,6 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod runtime;
 pub mod serve;

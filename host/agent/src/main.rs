@@ -320,6 +320,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Openapi => {
+            print!("{}", procwarden::http::openapi::json());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

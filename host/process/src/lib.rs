@@ -41,7 +41,8 @@ pub mod waits;
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
 pub use input::{InputError, InputMode, InputWritten, TerminalSize};
 pub use manager::{
-    Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope,
+    Census, Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError,
+    ProcessManager, Scope,
 };
 pub use output_read::{Covers, GrepCount, LineSpan, OutputRead, ReadMode};
 pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};

@@ -235,6 +235,19 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// How many tracked processes are in each phase, and how many chats own them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// The shell runs.
+    pub running: usize,
+    /// The shell exited; output may still come from what it left.
+    pub exited: usize,
+    /// Exited and its output complete.
+    pub finished: usize,
+    /// Distinct chats among the tracked processes.
+    pub chats: usize,
+}
+
 pub struct ProcessManager {
     settings: ManagerSettings,
     /// Subreaper mode: whether the orphan reaper runs.
@@ -599,6 +612,26 @@ impl ProcessManager {
             .values()
             .filter(|p| scope.admits(p))
             .count()
+    }
+
+    /// Tracked processes by phase, and the chats they belong to, in one pass over the table
+    /// (for metrics). Reads no /proc.
+    pub fn census(&self) -> Census {
+        let table = lock(&self.table);
+        let mut census = Census::default();
+        let mut chats = std::collections::HashSet::new();
+        for p in table.values() {
+            match p.phase() {
+                Phase::Running => census.running += 1,
+                Phase::Exited => census.exited += 1,
+                Phase::Finished => census.finished += 1,
+            }
+            if let Some(chat) = p.identity.chat_id.as_deref() {
+                chats.insert(chat);
+            }
+        }
+        census.chats = chats.len();
+        census
     }
 
     /// Number of tracked processes.

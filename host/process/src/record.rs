@@ -32,6 +32,7 @@ pub enum Phase {
 
 /// What a client sees of a process in a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessInfo {
     pub id: String,
     pub command: String,
@@ -56,6 +57,7 @@ pub struct ProcessInfo {
 
 /// Output and state of one process at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputSnapshot {
     pub output: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,7 @@ impl Default for SpoolSettings {
 
 /// What a reply says about a process's spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpoolInfo {
     /// Every byte of the output reached the spool (cut middles aside).
     pub complete: bool,

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
+use crate::metrics::{Gauges, Metrics};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
@@ -87,6 +88,7 @@ pub struct Agent {
     tools: ToolSet,
     reloader: reload::Reloader,
     reloads: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -118,6 +120,8 @@ impl Agent {
         tools: ToolSet,
         manager: Arc<ProcessManager>,
     ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        policy.observe(metrics.plugin_observer());
         Arc::new(Self {
             manager,
             settings: RwLock::new(Arc::new(Settings::new(config, policy))),
@@ -127,6 +131,20 @@ impl Agent {
             tools,
             reloader: reload::Reloader::new(config),
             reloads: AtomicU64::new(0),
+            metrics,
+        })
+    }
+
+    /// The agent's metrics, for `/metrics` and the front ends that count their own events.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, states read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&Gauges {
+            census: self.manager.census(),
+            waiters: self.waiters(),
         })
     }
 
@@ -249,6 +267,7 @@ impl Agent {
             .policy
             .evaluate_async(request, &context)
             .await
+            .inspect_err(|denial| self.metrics.denied(denial))
             .map_err(AgentError::Denied)?;
         validate(&request)?;
         request.workdir = Some(self.resolve_workdir(
@@ -261,7 +280,10 @@ impl Agent {
         settings
             .policy
             .audit_started(chat, process.id(), &request.command);
-        log_exit(process.clone());
+        if let Some(front_end) = &context.front_end {
+            self.metrics.started(front_end);
+        }
+        log_exit(process.clone(), self.metrics.clone());
         Ok(Started {
             id: process.id().to_owned(),
             request,
@@ -377,7 +399,12 @@ impl Agent {
         let limit = limit.map_or(wait_cap, |l| l.min(wait_cap));
         {
             let _waiting = WaiterGuard::enter(&self.waiters);
-            let _ = tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await;
+            let ended_by = match tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await
+            {
+                Ok(_) => "exit",
+                Err(_) => "timeout",
+            };
+            self.metrics.waited(ended_by);
         }
         Ok(process.snapshot())
     }
@@ -398,7 +425,9 @@ impl Agent {
         if let Some(limit) = wait {
             let limit = limit.min(self.wait_cap());
             let _waiting = WaiterGuard::enter(&self.waiters);
-            ended_by = Some(process.wait_until(&options.until(), limit).await.name());
+            let ended = process.wait_until(&options.until(), limit).await.name();
+            self.metrics.waited(ended);
+            ended_by = Some(ended);
         }
         let mut snapshot = process.snapshot();
         snapshot.ended_by = ended_by;
@@ -459,7 +488,7 @@ impl Agent {
 pub const INPUT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// One log line when a process's shell exits: its ID, exit code, run time and output size.
-fn log_exit(process: Arc<Process>) {
+fn log_exit(process: Arc<Process>, metrics: Arc<Metrics>) {
     let started = Instant::now();
     tokio::spawn(async move {
         process.wait_for(Phase::Exited).await;
@@ -468,6 +497,7 @@ fn log_exit(process: Arc<Process>) {
             .truncated
             .as_ref()
             .map_or(snapshot.output.len() as u64, |t| t.original_bytes);
+        metrics.output_produced(output_bytes);
         tracing::info!(
             id = process.id(),
             exit_code = snapshot.exit_code,

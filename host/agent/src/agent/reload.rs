@@ -194,6 +194,7 @@ impl Agent {
         };
         let restart_needed = self.reloader.restart_needed(&config);
         let plugins = chain_names(&policy);
+        policy.observe(self.metrics.plugin_observer());
         let settings = Arc::new(Settings::new(&config, policy));
         match self.settings.write() {
             Ok(mut current) => *current = settings,

@@ -204,6 +204,9 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Print the OpenAPI 3.1 description of the HTTP API (as served at
+    /// `/api/v0/openapi.json`; `procwarden openapi > docs/openapi.json` regenerates the copy).
+    Openapi,
 }
 
 #[derive(Subcommand)]

@@ -508,6 +508,39 @@ fn explain_reports_each_step() {
 }
 
 #[test]
+fn an_observer_sees_every_counted_call_and_no_dry_run() {
+    use std::sync::{Arc, Mutex};
+    let c = chain(&[
+        source("ampersand"),
+        source("faulty-trap").with_on_error(OnError::Allow),
+        source("deny").with_settings(settings("patterns = ['make']")),
+    ]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    assert!(c.observe(Arc::new(move |call: &PluginCall<'_>| {
+        sink.lock()
+            .unwrap()
+            .push((call.plugin.to_owned(), call.outcome));
+    })));
+    assert!(
+        !c.observe(Arc::new(|_: &PluginCall<'_>| {})),
+        "a chain takes one observer"
+    );
+    let _ = c.explain(req("make &"), &ctx());
+    assert!(seen.lock().unwrap().is_empty(), "dry runs are not observed");
+    assert!(c.evaluate(req("make &"), &ctx()).is_err());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("ampersand".to_owned(), CallOutcome::Allowed),
+            ("faulty-trap".to_owned(), CallOutcome::Failed),
+            ("deny".to_owned(), CallOutcome::Denied),
+        ]
+    );
+}
+
+#[test]
 fn audit_file_gets_one_line_per_decision() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
