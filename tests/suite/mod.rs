@@ -41,3 +41,8 @@ mod logging;
 mod signal_names;
 // The list's total past its cap.
 mod list_total;
+// Policy plugins written in Python and JavaScript (plugins/examples/).
+mod languages;
+// MCP and CLI answers that cannot be misread: waits apart from kill deadlines, success,
+// argument errors, the stdio working directory, plugin check's exit codes, front end `cli`.
+mod unambiguous;
