@@ -27,10 +27,7 @@ async fn both_transports() -> Vec<(&'static str, Client, Option<HttpServer>)> {
     let stdio = stdio_session(&[]).await;
     let server = HttpServer::start();
     let http = server.session(&[]).await;
-    vec![
-        ("stdio", stdio.client, None),
-        ("http", http, Some(server)),
-    ]
+    vec![("stdio", stdio.client, None), ("http", http, Some(server))]
 }
 
 #[tokio::test]
@@ -65,9 +62,13 @@ async fn timeout_seconds_kills_and_wait_seconds_only_waits() {
         assert_eq!(reply.running, Some(true), "{transport}: {reply}");
         assert!(reply.success.is_none(), "{transport}: {reply}");
         let id = reply.process_id().to_owned();
-        let reply = call(&client, "process_output", json!({"id": id, "wait_seconds": 10}))
-            .await
-            .ok();
+        let reply = call(
+            &client,
+            "process_output",
+            json!({"id": id, "wait_seconds": 10}),
+        )
+        .await
+        .ok();
         assert_eq!(reply.exit_code, Some(0), "{transport}: {reply}");
         assert_eq!(reply.success, Some(true), "{transport}: {reply}");
         assert_eq!(reply.output(), "finished\n", "{transport}");
@@ -121,9 +122,13 @@ async fn process_output_with_wait_false_peeks_at_once() {
         .await
         .err();
         assert!(text.contains("wait=false"), "{transport}: {text}");
-        call(&client, "process_signal", json!({"id": id, "signal": "kill"}))
-            .await
-            .ok();
+        call(
+            &client,
+            "process_signal",
+            json!({"id": id, "signal": "kill"}),
+        )
+        .await
+        .ok();
     }
 }
 
@@ -134,7 +139,9 @@ async fn process_list_reports_the_total_past_the_cap() {
     let session = stdio_session(&["--config", config.to_str().unwrap()]).await;
     let client = &session.client;
     for _ in 0..3 {
-        call(client, "execute", json!({"command": "true"})).await.ok();
+        call(client, "execute", json!({"command": "true"}))
+            .await
+            .ok();
     }
     let list = call(client, "process_list", json!({})).await.ok_list();
     assert_eq!(list.processes.len(), 2, "{list:?}");
@@ -146,7 +153,9 @@ async fn process_list_reports_the_total_past_the_cap() {
     call(&session.client, "execute", json!({"command": "true"}))
         .await
         .ok();
-    let list = call(&session.client, "process_list", json!({})).await.ok_list();
+    let list = call(&session.client, "process_list", json!({}))
+        .await
+        .ok_list();
     assert_eq!((list.processes.len(), list.total), (1, 1), "{list:?}");
     assert!(list.note.is_none(), "{list:?}");
 }
@@ -241,7 +250,10 @@ async fn mcp_workdir_flag_must_be_a_directory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--workdir /no/such/dir is not a directory"), "{stderr}");
+    assert!(
+        stderr.contains("--workdir /no/such/dir is not a directory"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -251,11 +263,14 @@ async fn plugin_check_tells_denied_from_broken() {
     let not_a_component = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(not_a_component.path(), "not wasm").unwrap();
     let check = |plugin: PathBuf, command: &'static str| async move {
-        cli(
-            &["plugin", "check", plugin.to_str().unwrap(), "--", command],
-            &[],
-        )
-        .await
+        let settings = r#"patterns = ["sudo"]"#;
+        let path = plugin.to_str().unwrap();
+        let mut args = vec!["plugin", "check", path];
+        if plugin.ends_with("deny.wasm") {
+            args.extend(["--settings", settings]);
+        }
+        args.extend(["--", command]);
+        cli(&args, &[]).await
     };
     let o = check(deny.clone(), "ls").await;
     assert_eq!(o.code, Some(0), "allowed: {o:?}");
@@ -289,7 +304,10 @@ async fn config_check_validates_tool_entries() {
     let wrong = dir.path().join("wrong.toml");
     std::fs::write(
         &wrong,
-        format!("[[tool]]\npath = {:?}\n", component("deny").display().to_string()),
+        format!(
+            "[[tool]]\npath = {:?}\n",
+            component("deny").display().to_string()
+        ),
     )
     .unwrap();
     let o = cli(&["config", "check", wrong.to_str().unwrap()], &[]).await;

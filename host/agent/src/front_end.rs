@@ -19,7 +19,11 @@ pub fn from_headers(headers: &HeaderMap) -> FrontEnd {
         .get(CLIENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(CLI));
-    if is_cli { FrontEnd::Cli } else { FrontEnd::Http }
+    if is_cli {
+        FrontEnd::Cli
+    } else {
+        FrontEnd::Http
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,9 @@ where
 }
 
 /// `arguments` as `P`, or a sentence saying what is wrong with them.
-pub fn parse<P: DeserializeOwned + JsonSchema + 'static>(arguments: JsonObject) -> Result<P, String> {
+pub fn parse<P: DeserializeOwned + JsonSchema + 'static>(
+    arguments: JsonObject,
+) -> Result<P, String> {
     if let Ok(schema) = rmcp::handler::server::common::schema_for_input::<P>()
         && let Some(problem) = check(&schema, &arguments)
     {
@@ -89,7 +91,10 @@ fn check(schema: &JsonObject, arguments: &JsonObject) -> Option<String> {
             continue;
         }
         if let Some(expected) = mismatch(name, property, value) {
-            return Some(format!("`{name}` must be {expected}, got {}.", shown(value)));
+            return Some(format!(
+                "`{name}` must be {expected}, got {}.",
+                shown(value)
+            ));
         }
     }
     None
@@ -107,9 +112,11 @@ fn is_alias(name: &str, properties: &JsonObject) -> bool {
 /// What `value` should have been, in words, if it does not fit `property`.
 fn mismatch(name: &str, property: &JsonObject, value: &Value) -> Option<String> {
     if let Some(choices) = property.get("enum").and_then(Value::as_array) {
-        let fits = value
-            .as_str()
-            .is_some_and(|v| choices.iter().any(|c| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case(v))));
+        let fits = value.as_str().is_some_and(|v| {
+            choices
+                .iter()
+                .any(|c| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case(v)))
+        });
         let words: Vec<String> = choices
             .iter()
             .filter_map(Value::as_str)
@@ -165,7 +172,10 @@ mod tests {
     fn a_string_for_seconds_is_named_in_a_sentence() {
         let err = parse::<ExecuteArgs>(args(json!({"command": "ls", "timeout_seconds": "ten"})))
             .unwrap_err();
-        assert_eq!(err, "`timeout_seconds` must be a number of seconds, got \"ten\".");
+        assert_eq!(
+            err,
+            "`timeout_seconds` must be a number of seconds, got \"ten\"."
+        );
         let err = parse::<ProcessOutputArgs>(args(json!({"id": "x", "wait": "no"}))).unwrap_err();
         assert_eq!(err, "`wait` must be true or false, got \"no\".");
     }
@@ -173,17 +183,25 @@ mod tests {
     #[test]
     fn unknown_and_missing_arguments_are_sentences() {
         let err = parse::<ExecuteArgs>(args(json!({"command": "ls", "timeout": 5}))).unwrap_err();
-        assert!(err.starts_with("Unknown argument `timeout`; this tool takes `command`"), "{err}");
+        assert!(
+            err.starts_with("Unknown argument `timeout`; this tool takes `command`"),
+            "{err}"
+        );
         let err = parse::<ExecuteArgs>(args(json!({"workdir": "/"}))).unwrap_err();
         assert_eq!(err, "`command` is required.");
         let err = parse::<ProcessSignalArgs>(args(json!({"id": "x", "signal": 9}))).unwrap_err();
-        assert!(err.starts_with("`signal` must be one of `terminate`, `kill`"), "{err}");
+        assert!(
+            err.starts_with("`signal` must be one of `terminate`, `kill`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn aliases_and_nulls_pass() {
-        let ok = parse::<ProcessOutputArgs>(args(json!({"process_id": "abc", "wait_seconds": 1, "grep": null})))
-            .unwrap();
+        let ok = parse::<ProcessOutputArgs>(args(
+            json!({"process_id": "abc", "wait_seconds": 1, "grep": null}),
+        ))
+        .unwrap();
         assert_eq!(ok.id, "abc");
         let ok = parse::<ProcessSignalArgs>(args(json!({"id": "x", "signal": "SIGTERM"})));
         assert!(ok.is_ok());

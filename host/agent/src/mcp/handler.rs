@@ -321,12 +321,7 @@ impl ProcwardenMcp {
                 );
             }
             (Some(false), _) => Ok(Duration::ZERO),
-            (_, seconds) => seconds_arg(
-                "wait_timeout_seconds",
-                seconds,
-                DEFAULT_OUTPUT_WAIT,
-                true,
-            ),
+            (_, seconds) => seconds_arg("wait_timeout_seconds", seconds, DEFAULT_OUTPUT_WAIT, true),
         };
         let wait = match wait {
             Ok(wait) => wait,

@@ -147,7 +147,11 @@ pub struct ProcessOutputArgs {
                        command still running at its timeout) or shown by process_list."
     )]
     pub id: String,
-    #[serde(default, alias = "wait_seconds", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "wait_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(
         with = "f64",
         range(min = 0, max = 86400),
