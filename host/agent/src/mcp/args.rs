@@ -68,7 +68,7 @@ fn check(schema: &JsonObject, arguments: &JsonObject) -> Option<String> {
             .join(", ")
     };
     for name in arguments.keys() {
-        if !properties.contains_key(name) && !is_alias(name, properties) {
+        if canonical(name, properties).is_none() {
             return Some(format!(
                 "Unknown argument `{name}`; this tool takes {}.",
                 known()
@@ -77,13 +77,19 @@ fn check(schema: &JsonObject, arguments: &JsonObject) -> Option<String> {
     }
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
-            if arguments.get(name).is_none_or(Value::is_null) {
+            let given = arguments
+                .iter()
+                .any(|(arg, value)| canonical(arg, properties) == Some(name) && !value.is_null());
+            if !given {
                 return Some(format!("`{name}` is required."));
             }
         }
     }
     for (name, value) in arguments {
-        let Some(property) = properties.get(name).and_then(Value::as_object) else {
+        let Some(property) = canonical(name, properties)
+            .and_then(|of| properties.get(of))
+            .and_then(Value::as_object)
+        else {
             continue;
         };
         if value.is_null() {
@@ -100,13 +106,22 @@ fn check(schema: &JsonObject, arguments: &JsonObject) -> Option<String> {
     None
 }
 
-/// Names accepted beside the schema's (serde aliases that models learned elsewhere).
-fn is_alias(name: &str, properties: &JsonObject) -> bool {
-    match name {
-        "process_id" => properties.contains_key("id"),
-        "wait_seconds" => properties.contains_key("wait_timeout_seconds"),
-        _ => false,
+/// Names accepted beside the schema's (serde aliases that models learned elsewhere), with
+/// the argument each stands for.
+const ALIASES: [(&str, &str); 2] = [
+    ("process_id", "id"),
+    ("wait_seconds", "wait_timeout_seconds"),
+];
+
+/// The schema's name for argument `name`: itself, or what it is an alias of.
+fn canonical<'a>(name: &'a str, properties: &JsonObject) -> Option<&'a str> {
+    if properties.contains_key(name) {
+        return Some(name);
     }
+    ALIASES
+        .iter()
+        .find(|(alias, of)| *alias == name && properties.contains_key(*of))
+        .map(|(_, of)| *of)
 }
 
 /// What `value` should have been, in words, if it does not fit `property`.
