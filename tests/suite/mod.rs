@@ -45,3 +45,8 @@ mod list_total;
 mod stdin;
 // /metrics (Prometheus) and the OpenAPI description.
 mod metrics;
+// Policy plugins written in Python and JavaScript (plugins/examples/).
+mod languages;
+// MCP and CLI answers that cannot be misread: waits apart from kill deadlines, success,
+// argument errors, the stdio working directory, plugin check's exit codes, front end `cli`.
+mod unambiguous;

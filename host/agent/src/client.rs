@@ -45,7 +45,8 @@ impl Client {
         if let Some(chat) = &self.chat {
             req = req.header("Procwarden-Chat-Id", chat);
         }
-        req
+        // Policy plugins see the CLI's requests as front end `cli`, not `http`.
+        req.header(crate::front_end::CLIENT_HEADER, crate::front_end::CLI)
     }
 
     async fn send(&self, req: RequestBuilder) -> anyhow::Result<Value> {

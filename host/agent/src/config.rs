@@ -143,6 +143,30 @@ pub struct Config {
     /// reload does not report the file's token as changed.
     #[serde(skip)]
     pub token_overridden: bool,
+    /// Working directories given outside the file (`procwarden mcp`); kept across reloads.
+    #[serde(skip)]
+    pub workdir_defaults: WorkdirDefaults,
+}
+
+/// The working directory from outside the file: `flag` (`mcp --workdir`) wins over the file's
+/// `workdir`, `fallback` (the directory `procwarden mcp` was started in) applies when neither
+/// names one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkdirDefaults {
+    pub flag: Option<PathBuf>,
+    pub fallback: Option<PathBuf>,
+}
+
+impl Config {
+    /// Put [`Config::workdir_defaults`] in force over the file's `workdir`.
+    pub fn apply_workdir_defaults(&mut self) {
+        let defaults = &self.workdir_defaults;
+        if let Some(flag) = &defaults.flag {
+            self.workdir = Some(flag.clone());
+        } else if self.workdir.is_none() {
+            self.workdir = defaults.fallback.clone();
+        }
+    }
 }
 
 impl Default for Config {
@@ -153,6 +177,7 @@ impl Default for Config {
             listen: None,
             token: None,
             workdir: None,
+            workdir_defaults: WorkdirDefaults::default(),
             head_bytes: buffer.head_bytes,
             tail_bytes: buffer.tail_bytes,
             max_line_bytes: buffer.max_line_bytes,

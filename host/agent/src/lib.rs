@@ -11,6 +11,7 @@ pub mod chat;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod front_end;
 pub mod http;
 pub mod mcp;
 pub mod metrics;

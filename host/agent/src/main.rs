@@ -95,8 +95,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             procwarden::serve::serve(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mcp { config, chat } => {
-            let config = load_config(config.as_deref())?;
+        Command::Mcp {
+            config,
+            chat,
+            workdir,
+        } => {
+            let mut config = load_config(config.as_deref())?;
+            config.workdir_defaults = procwarden::mcp::transport::stdio_workdir(workdir)?;
+            config.apply_workdir_defaults();
             procwarden::mcp::transport::serve_stdio(config, chat).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -257,6 +263,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             use procwarden::check::{ChainChoice, load_chain, render};
+            use procwarden_extensions::policy::StepOutcome;
             let choice = match (plugin, config) {
                 (Some(path), _) => ChainChoice::Component { path, settings },
                 (None, Some(path)) => ChainChoice::ConfigFile(path),
@@ -287,7 +294,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render(&request, &explanation));
             }
-            Ok(if explanation.result.is_ok() {
+            let broken = explanation
+                .steps
+                .iter()
+                .any(|s| matches!(s.outcome, StepOutcome::Failed { .. }));
+            Ok(if broken {
+                ExitCode::from(exit::PLUGIN_BROKEN)
+            } else if explanation.result.is_ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(exit::CHECK_FAILED)

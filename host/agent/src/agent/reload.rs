@@ -41,6 +41,8 @@ pub(super) struct Reloader {
     path: Option<PathBuf>,
     /// `token` came from `--token` / `PROCWARDEN_TOKEN`, not from the file.
     token_overridden: bool,
+    /// Working directories from the command line, put over each reloaded file.
+    workdir_defaults: crate::config::WorkdirDefaults,
     /// The restart-only keys as the agent runs with them (updated by each reload, so a
     /// change is reported once per reload that sees it differ from the start).
     running: Vec<(&'static str, String)>,
@@ -53,6 +55,7 @@ impl Reloader {
         Self {
             path: config.source.clone(),
             token_overridden: config.token_overridden,
+            workdir_defaults: config.workdir_defaults.clone(),
             running: restart_only(config, config.token_overridden),
             lock: tokio::sync::Mutex::new(()),
         }
@@ -164,6 +167,7 @@ impl Agent {
         let _one_at_a_time = self.reloader.lock.lock().await;
         let path = self.reloader.path.clone().ok_or(ReloadError::NoFile)?;
         let token_overridden = self.reloader.token_overridden;
+        let workdir_defaults = self.reloader.workdir_defaults.clone();
         let invalid = |reason: String| ReloadError::Invalid {
             path: path.display().to_string(),
             reason,
@@ -174,6 +178,8 @@ impl Agent {
             tokio::task::spawn_blocking(move || -> anyhow::Result<(Config, PolicyChain)> {
                 let mut config = Config::load(&path)?;
                 config.token_overridden = token_overridden;
+                config.workdir_defaults = workdir_defaults;
+                config.apply_workdir_defaults();
                 let policy = load_policy(&config)?;
                 Ok((config, policy))
             })

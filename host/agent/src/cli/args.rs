@@ -60,6 +60,10 @@ pub enum Command {
         /// The chat of every call (default: a fresh one per server process).
         #[arg(long, env = "PROCWARDEN_CHAT_ID")]
         chat: Option<String>,
+        /// The default working directory of commands (default: the config file's `workdir`,
+        /// else the directory the client started this server in).
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
     },
     /// Run a command through the agent, print its output and exit with its exit code.
     ///
@@ -223,7 +227,8 @@ pub enum ConfigAction {
 #[derive(Subcommand)]
 pub enum PluginAction {
     /// Dry-run the policy chain on one request and print each plugin's decision.
-    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when denied.
+    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when a plugin denies
+    /// it, 4 when a plugin is broken (cannot be loaded, traps, runs out of its budget).
     Check {
         /// A single component to check (default: the built-in sample chain).
         #[arg(conflicts_with = "config")]

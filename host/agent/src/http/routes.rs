@@ -14,7 +14,6 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Chat, json_body, wants_wait};
 use crate::agent::OutputOptions;
-use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -173,7 +172,7 @@ pub async fn start(
         .agent
         .start_with_input(
             chat.as_deref(),
-            FrontEnd::Http,
+            crate::front_end::from_headers(&headers),
             request,
             idempotency_key.as_deref(),
             input,

@@ -18,8 +18,12 @@ use procwarden_process::{
 /// (the reference reported `exit_code: 0` for running processes, which models misread).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Exited with code 0; only ever set for a process that has exited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success: Option<bool>,
+    /// A background start: the process was started (it says nothing of how it will end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,23 +260,30 @@ impl InputReport {
 #[derive(Debug, Serialize)]
 pub struct ListReport {
     pub processes: Vec<ProcessInfo>,
+    /// Every process of the session, listed or not (more than listed when the list is cut).
+    pub total: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 impl ListReport {
-    pub fn new(processes: Vec<ProcessInfo>, cap: usize) -> Self {
+    pub fn new(processes: Vec<ProcessInfo>, total: usize) -> Self {
         let note = if processes.is_empty() {
             Some("No processes in this session.".to_owned())
-        } else if processes.len() >= cap {
+        } else if total > processes.len() {
             Some(format!(
-                "Showing {cap}: running processes first, then the most recent; older ones \
-                 are not listed."
+                "Showing {} of {total}: running processes first, then the most recent; older \
+                 ones are not listed.",
+                processes.len()
             ))
         } else {
             None
         };
-        Self { processes, note }
+        Self {
+            processes,
+            total,
+            note,
+        }
     }
 
     pub fn into_result(self) -> CallToolResult {

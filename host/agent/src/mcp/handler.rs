@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
+use super::args::Parameters;
 use super::format::{self, InputReport, ListReport, Report, Situation};
 use super::tools::{
     DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs,
@@ -31,6 +31,9 @@ use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
 /// How long `process_signal` waits to report whether the process has exited.
 const SIGNAL_SETTLE: Duration = Duration::from_secs(3);
+/// How much longer than its kill deadline `execute` waits by default, for the kill (TERM,
+/// then KILL after the grace period) to land and the exit to be reported.
+const KILL_SETTLE: Duration = Duration::from_secs(10);
 
 /// The refusal of an HTTP request that names neither a chat nor an MCP session.
 pub const NO_CHAT: &str = "This request names no chat: send a Procwarden-Chat-Id header \
@@ -185,6 +188,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ExecuteArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let chat = match self.chat_of(&ctx) {
             Ok(chat) => chat,
             Err(message) => return format::tool_error(message),
@@ -195,12 +202,18 @@ impl ProcwardenMcp {
             );
         }
         let background = args.run_in_background.unwrap_or(false);
-        let timeout = match seconds_arg(
-            "timeout_seconds",
-            args.timeout_seconds,
-            DEFAULT_EXECUTE_TIMEOUT,
-            false,
-        ) {
+        // timeout_seconds kills, as in the HTTP API and the CLI; wait_seconds only waits.
+        let kill_after = match args
+            .timeout_seconds
+            .map(|t| seconds_arg("timeout_seconds", Some(t), Duration::ZERO, false))
+            .transpose()
+        {
+            Ok(kill_after) => kill_after,
+            Err(message) => return format::tool_error(message),
+        };
+        // Without wait_seconds, a deadline is waited out: the model learns how it ended.
+        let default_wait = kill_after.map_or(DEFAULT_EXECUTE_TIMEOUT, |k| k + KILL_SETTLE);
+        let timeout = match seconds_arg("wait_seconds", args.wait_seconds, default_wait, false) {
             Ok(timeout) => timeout,
             Err(message) => return format::tool_error(message),
         };
@@ -220,8 +233,7 @@ impl ProcwardenMcp {
             workdir: args.workdir.filter(|w| !w.is_empty()),
             env: args.env.unwrap_or_default().into_iter().collect(),
             background,
-            // The tool's timeout is how long to wait, never a kill switch.
-            timeout_seconds: None,
+            timeout_seconds: kill_after.map(|k| k.as_secs_f64().ceil() as u32),
         };
         // The policy chain may have rewritten the request (e.g. a trailing `&` becomes a
         // background start): answer for what actually runs, and say so.
@@ -242,7 +254,7 @@ impl ProcwardenMcp {
                 Err(err) => return format::agent_error(&err),
             };
             let mut report = Report {
-                success: Some(true),
+                started: Some(true),
                 process_id: Some(id),
                 running: Some(running),
                 background: Some(true),
@@ -299,16 +311,25 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessOutputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
             Ok(found) => found,
             Err(error) => return error,
         };
-        let wait = match seconds_arg(
-            "wait_timeout_seconds",
-            args.wait_timeout_seconds,
-            DEFAULT_OUTPUT_WAIT,
-            true,
-        ) {
+        let wait = match (args.wait, args.wait_timeout_seconds) {
+            (Some(false), Some(seconds)) if seconds != 0.0 => {
+                return format::tool_error(
+                    "wait=false reads at once, so wait_timeout_seconds does not apply: pass one \
+                     or the other.",
+                );
+            }
+            (Some(false), _) => Ok(Duration::ZERO),
+            (_, seconds) => seconds_arg("wait_timeout_seconds", seconds, DEFAULT_OUTPUT_WAIT, true),
+        };
+        let wait = match wait {
             Ok(wait) => wait,
             Err(message) => return format::tool_error(message),
         };
@@ -393,7 +414,9 @@ impl ProcwardenMcp {
             Err(message) => return format::tool_error(message),
         };
         let processes = self.agent.list(chat.as_deref()).await;
-        ListReport::new(processes, self.agent.list_cap()).into_result()
+        // Counted after listing (listing reaps); never fewer than listed.
+        let total = self.agent.count(chat.as_deref()).max(processes.len());
+        ListReport::new(processes, total).into_result()
     }
 
     #[tool(
@@ -405,6 +428,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessSignalArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
             Ok(found) => found,
             Err(error) => return error,
@@ -427,7 +454,6 @@ impl ProcwardenMcp {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) | Err(_) => {
                 return Report {
-                    success: Some(true),
                     process_id: Some(id.to_owned()),
                     message: Some(message),
                     ..Report::default()
@@ -442,7 +468,7 @@ impl ProcwardenMcp {
                 waited: SIGNAL_SETTLE,
             },
         );
-        report.success = Some(true);
+        // `success` keeps its one meaning: exited with code 0 (a stopped process rarely has).
         report.message = Some(message);
         // The final output is one process_output away; a stop request need not repeat it.
         report.output = None;
