@@ -378,6 +378,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessInputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
             Ok(found) => found,
             Err(error) => return error,
