@@ -199,7 +199,8 @@ async fn argument_errors_read_as_sentences() {
             .await
             .err();
         assert!(
-            text.starts_with("Unknown argument `timeout`; this tool takes `command`, "),
+            text.starts_with("Unknown argument `timeout`; this tool takes `")
+                && text.contains("`command`, "),
             "{transport}: {text}"
         );
         assert!(!text.contains("invalid type"), "{transport}: {text}");
