@@ -155,6 +155,7 @@ async fn the_openapi_description_is_served_and_matches_the_checked_in_copy() {
         "/api/v0/processes/list",
         "/api/v0/processes/{id}/output",
         "/api/v0/processes/{id}/signal",
+        "/api/v0/processes/{id}/input",
         "/api/v0/health",
         "/api/v0/reload",
         "/api/v0/tools",

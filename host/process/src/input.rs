@@ -51,6 +51,7 @@ impl Default for TerminalSize {
 
 /// What one write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InputWritten {
     /// Bytes written; fewer than given only when the command stopped reading for the whole
     /// time limit of the write.

@@ -10,7 +10,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{admin, metrics, routes, tools};
+use super::{admin, input, metrics, routes, tools};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{admin, metrics, routes, tools};
         routes::list,
         routes::output,
         routes::signal,
+        input::write,
         routes::health,
         admin::reload,
         tools::list,
