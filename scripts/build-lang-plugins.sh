@@ -35,6 +35,26 @@ skip() {
     echo "$reason" >"$out/$lang.skipped"
 }
 
+# Run a componentizer (the remaining arguments, in directory $3, given "-o OUT" last) and
+# install its component as $2; on failure say why and return 1.
+componentize() {
+    local lang=$1 wasm=$2 dir=$3
+    shift 3
+    if ! (cd "$dir" && "$@" -o "$wasm.tmp") >"$tools/$lang-build.log" 2>&1; then
+        rm -f "$wasm.tmp"
+        skip "$lang" "$(basename "$1") failed (see $tools/$lang-build.log)"
+        return 1
+    fi
+    mv "$wasm.tmp" "$wasm"
+}
+
+# A language's component is ready: clear its skip reason and show where it is.
+built() {
+    local lang=$1 wasm=$2
+    rm -f "$out/$lang.skipped"
+    printf '%-22s %8d bytes  %s\n' "$(basename "$wasm")" "$(wc -c <"$wasm")" "$wasm"
+}
+
 build_python() {
     local venv="$tools/py" wasm="$out/python_policy.wasm"
     if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
@@ -54,17 +74,11 @@ build_python() {
     if stale "$wasm" plugins/examples/python-policy wit/policy/v0.2.0; then
         # --stub-wasi: policy plugins are granted no files, and componentize-py's runtime imports
         # wasi:filesystem; the stubs trap if the plugin ever touches WASI.
-        if ! (cd plugins/examples/python-policy &&
+        componentize python "$wasm" plugins/examples/python-policy \
             "$venv/bin/componentize-py" -d "$root/wit/policy/v0.2.0" -w policy-plugin \
-                componentize --stub-wasi app -o "$wasm.tmp") >"$tools/python-build.log" 2>&1; then
-            rm -f "$wasm.tmp"
-            skip python "componentize-py failed (see $tools/python-build.log)"
-            return
-        fi
-        mv "$wasm.tmp" "$wasm"
+            componentize --stub-wasi app || return
     fi
-    rm -f "$out/python.skipped"
-    printf '%-22s %8d bytes  %s\n' python_policy.wasm "$(wc -c <"$wasm")" "$wasm"
+    built python "$wasm"
 }
 
 build_js() {
@@ -84,17 +98,11 @@ build_js() {
     if stale "$wasm" plugins/examples/js-policy wit/policy/v0.1.0; then
         # --disable all: no stdio, clocks, random or HTTP imports, which policy plugins do not
         # need (and are mostly not granted).
-        if ! (cd plugins/examples/js-policy &&
+        componentize js "$wasm" plugins/examples/js-policy \
             "$bin" policy.js --wit "$root/wit/policy/v0.1.0" -n policy-plugin \
-                -d stdio random clocks http fetch-event -o "$wasm.tmp") >"$tools/js-build.log" 2>&1; then
-            rm -f "$wasm.tmp"
-            skip js "componentize-js failed (see $tools/js-build.log)"
-            return
-        fi
-        mv "$wasm.tmp" "$wasm"
+            -d stdio random clocks http fetch-event || return
     fi
-    rm -f "$out/js.skipped"
-    printf '%-22s %8d bytes  %s\n' js_policy.wasm "$(wc -c <"$wasm")" "$wasm"
+    built js "$wasm"
 }
 
 build_python

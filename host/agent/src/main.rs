@@ -359,14 +359,20 @@ async fn run_command(client: &Client, run: &StartRequest) -> anyhow::Result<Exit
         }
     };
     print_output(&reply)?;
+    Ok(command_exit(&reply, run))
+}
+
+/// The CLI's exit code for a finished command: 124 when the agent killed it at its timeout,
+/// like `timeout(1)`, else the command's own code.
+fn command_exit(reply: &Value, run: &StartRequest) -> ExitCode {
     if reply["timed_out"] == Value::Bool(true) {
         eprintln!(
             "procwarden: the agent killed the command after its {} s timeout",
             run.timeout_seconds.unwrap_or_default()
         );
-        return Ok(ExitCode::from(exit::TIMED_OUT));
+        return ExitCode::from(exit::TIMED_OUT);
     }
-    Ok(exit::of_command(reply["exit_code"].as_i64()))
+    exit::of_command(reply["exit_code"].as_i64())
 }
 
 /// `run -i`: start with a stdin pipe, forward this process's stdin to it (end-of-file
@@ -392,14 +398,7 @@ async fn run_interactive(client: &Client, run: &StartRequest) -> anyhow::Result<
     };
     forward.abort();
     let reply = reply?;
-    if reply["timed_out"] == Value::Bool(true) {
-        eprintln!(
-            "procwarden: the agent killed the command after its {} s timeout",
-            run.timeout_seconds.unwrap_or_default()
-        );
-        return Ok(ExitCode::from(exit::TIMED_OUT));
-    }
-    Ok(exit::of_command(reply["exit_code"].as_i64()))
+    Ok(command_exit(&reply, run))
 }
 
 /// Copy this process's stdin to the command's, chunk by chunk as it is read, then end it.
