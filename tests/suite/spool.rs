@@ -176,17 +176,18 @@ async fn spool_files_are_deleted_on_reap_and_at_shutdown() {
         dir.path()
     ));
     let api = server.api();
-    let id = api.start("echo spooled").await;
+    // Past the in-memory buffer (32 KiB), so the output goes to a spool file.
+    let id = api.start("seq 1 20000").await;
     let file = dir.path().join(format!("{id}.out"));
     api.wait_exit(&id).await;
-    let body = read(&api, &id, "offset=0").await;
-    assert_eq!(body.output, "spooled\n");
+    let body = read(&api, &id, "offset=0&limit=10").await;
+    assert_eq!(body.output, "1\n2\n3\n4\n5\n", "the start, from the spool");
     assert!(
         eventually_sync(Duration::from_secs(10), || !file.exists()).await,
         "spool file still there after reap"
     );
     let running = api
-        .start_with(json!({"command": "echo held; sleep 100", "background": true}))
+        .start_with(json!({"command": "seq 1 20000; sleep 100", "background": true}))
         .await;
     let held = dir.path().join(format!("{running}.out"));
     assert!(eventually_sync(Duration::from_secs(5), || held.exists()).await);
@@ -195,6 +196,41 @@ async fn spool_files_are_deleted_on_reap_and_at_shutdown() {
         .wait_exit(Duration::from_secs(20))
         .expect("server exits");
     assert!(!held.exists(), "spool file survived shutdown");
+}
+
+/// Output the buffer holds whole needs no file: the spool reports it complete, and a file
+/// is made only once the output outgrows the buffer, holding it from its first byte.
+#[tokio::test]
+async fn a_spool_file_is_made_only_when_the_output_outgrows_the_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_config(&format!("spool_dir = {:?}\n", dir.path()));
+    let api = server.api();
+    let id = api
+        .start_with(json!({
+            "command": "echo small; read -r _ </dev/stdin; seq 1 20000; sleep 100",
+            "background": true,
+            "stdin": "pipe"
+        }))
+        .await;
+    let file = dir.path().join(format!("{id}.out"));
+    let small = read(&api, &id, "wait=true&until=regex%3Asmall").await;
+    assert!(small.output.contains("small"), "{small}");
+    let spool = small.spool.expect("spool info");
+    assert!(spool.complete, "{spool:?}");
+    assert_eq!(spool.spooled_bytes, 6);
+    assert!(!file.exists(), "a spool file for 6 bytes of output");
+
+    api.post(
+        &format!("/api/v0/processes/{id}/input"),
+        &json!({"data": "go\n"}),
+    )
+    .await
+    .expect_status(200);
+    let big = read(&api, &id, "wait=true&until=regex%3A%5E20000%24").await;
+    assert!(eventually_sync(Duration::from_secs(10), || file.exists()).await);
+    let whole = read(&api, &id, "offset=0&limit=16").await;
+    assert_eq!(whole.output, "small\n1\n2\n3\n4\n5\n", "{whole}");
+    assert!(big.covers.total_bytes > 100_000, "{big}");
 }
 
 #[tokio::test]

@@ -88,6 +88,11 @@ impl HeadTailBuffer {
         self.total
     }
 
+    /// Most bytes of output it holds whole: up to this total nothing is dropped.
+    pub fn capacity(&self) -> u64 {
+        (self.limits.head_bytes + self.limits.tail_bytes) as u64
+    }
+
     /// Bytes held in memory.
     pub fn stored_len(&self) -> usize {
         self.head.len() + self.tail.len

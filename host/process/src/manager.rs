@@ -436,7 +436,7 @@ impl ProcessManager {
         let spool = self
             .spools
             .as_ref()
-            .and_then(|store| Some((store.clone(), store.create(&id)?)));
+            .map(|store| (store.clone(), store.create(&id)));
         let process = Process::new(
             Identity {
                 id,

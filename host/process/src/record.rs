@@ -1,6 +1,6 @@
 //! One tracked process: its identity, lifecycle state and output buffer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,6 +132,9 @@ pub struct Process {
     /// Bytes of output so far; changes wake waiters for output.
     progress: watch::Sender<u64>,
     spool: Option<(Arc<SpoolStore>, Arc<Spool>)>,
+    /// The spool has been handed the output: it outgrew the buffer. Until then the buffer
+    /// holds all of it, and most commands never need a spool file.
+    spilled: AtomicBool,
     /// The agent's end of its stdin, with stdin `pipe` or `tty`.
     input: Option<Input>,
 }
@@ -217,6 +220,7 @@ impl Process {
             newlines: AtomicU64::new(0),
             progress: watch::Sender::new(0),
             spool: None,
+            spilled: AtomicBool::new(false),
             input: None,
         }
     }
@@ -304,9 +308,14 @@ impl Process {
         self
     }
 
-    /// The spool's state, when there is one.
+    /// The spool's state, when there is one. Before the output outgrows the buffer it is
+    /// all in memory: whole, with no file yet.
     pub fn spool_info(&self) -> Option<SpoolInfo> {
-        self.spool.as_ref().map(|(_, spool)| spool.info())
+        let (_, spool) = self.spool.as_ref()?;
+        if !self.spilled.load(Ordering::Acquire) {
+            return Some(SpoolInfo::whole(self.output_len()));
+        }
+        Some(spool.info())
     }
 
     /// Delete the spool file (the process is being forgotten).
@@ -416,17 +425,41 @@ impl Process {
     }
 
     pub fn append_output(&self, data: &[u8]) {
-        let total = {
+        let (total, earlier) = {
             let mut out = lock(&self.output);
+            let earlier = self.spill_before(&out, data.len());
             out.write(data);
             self.newlines
                 .fetch_add(count_newlines(data), Ordering::AcqRel);
-            out.total_written()
+            (out.total_written(), earlier)
         };
-        if let Some((store, spool)) = &self.spool {
+        if let Some((store, spool)) = &self.spool
+            && self.spilled.load(Ordering::Acquire)
+        {
+            if let Some(earlier) = earlier {
+                store.offer(spool, &earlier);
+            }
             store.offer(spool, data);
         }
         self.progress.send_replace(total);
+    }
+
+    /// When `more` bytes would make the output outgrow the buffer: start the spool, and
+    /// return every byte so far (which the buffer still holds) for it to take first. Only
+    /// the pipe reader appends, so this happens once and in order.
+    fn spill_before(&self, out: &HeadTailBuffer, more: usize) -> Option<Vec<u8>> {
+        if self.spool.is_none()
+            || self.spilled.load(Ordering::Acquire)
+            || out.total_written() + more as u64 <= out.capacity()
+        {
+            return None;
+        }
+        self.spilled.store(true, Ordering::Release);
+        // Nothing was dropped yet, so head and tail meet: one piece from offset 0.
+        let mut pieces = out.pieces().into_iter();
+        let whole = pieces.next().filter(|p| p.start == 0)?;
+        debug_assert!(pieces.next().is_none(), "the buffer had dropped bytes");
+        Some(whole.bytes)
     }
 
     /// `[from, to)` from the buffer alone, when it holds all of it (and it is not empty).

@@ -52,13 +52,26 @@ impl Default for SpoolSettings {
 pub struct SpoolInfo {
     /// Every byte of the output reached the spool (cut middles aside).
     pub complete: bool,
-    /// Bytes of the output the spool has seen.
+    /// Bytes of the output kept whole: in memory while the buffer holds all of the output,
+    /// in the spool file once it outgrows the buffer.
     pub spooled_bytes: u64,
     /// Bytes from the middle dropped to stay within `spool_max_bytes`.
     pub cut_bytes: u64,
     /// Why the spool is incomplete, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl SpoolInfo {
+    /// All `bytes` of the output are kept, with nothing cut.
+    pub fn whole(bytes: u64) -> Self {
+        Self {
+            complete: true,
+            spooled_bytes: bytes,
+            cut_bytes: 0,
+            reason: None,
+        }
+    }
 }
 
 /// A contiguous run of output bytes at `start` (an offset in the whole output).
@@ -150,25 +163,13 @@ impl SpoolStore {
         self.shared.used.load(Ordering::Relaxed)
     }
 
-    /// A new spool file for process `id`. `None` (logged) if the file cannot be made.
-    pub fn create(&self, id: &str) -> Option<Arc<Spool>> {
-        let path = self.dir.join(format!("{id}.out"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path);
-        let file = match file {
-            Ok(file) => file,
-            Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "cannot make a spool file");
-                return None;
-            }
-        };
+    /// The spool of process `id`. Its file is made by the writer thread with the first bytes
+    /// it gets, off the path that starts the command.
+    pub fn create(&self, id: &str) -> Arc<Spool> {
         let max = self.settings.max_bytes.max(2);
         let spool = Arc::new(Spool {
-            path,
-            file: RwLock::new(Some(file)),
+            path: self.dir.join(format!("{id}.out")),
+            file: RwLock::new(SpoolFile::NotMade),
             head: max / 2,
             ring: max - max / 2,
             state: RwLock::default(),
@@ -181,7 +182,7 @@ impl SpoolStore {
         let mut spools = lock(&self.shared.spools);
         spools.retain(|s| s.strong_count() > 0);
         spools.push(Arc::downgrade(&spool));
-        Some(spool)
+        spool
     }
 
     /// Hand `data` to the writer. Never blocks: when the queue is full the spool stops here.
@@ -239,7 +240,7 @@ fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
         let (spool, data) = match job {
             Job::Write(spool, data) => (spool, data),
             Job::Close(spool) => {
-                *spool.file.write().unwrap_or_else(|e| e.into_inner()) = None;
+                *spool.file.write().unwrap_or_else(|e| e.into_inner()) = SpoolFile::Closed;
                 continue;
             }
         };
@@ -290,12 +291,22 @@ struct SpoolState {
     removed: bool,
 }
 
+/// The file behind a spool.
+#[derive(Debug)]
+enum SpoolFile {
+    /// No bytes have come yet.
+    NotMade,
+    /// Open while output may still come.
+    Open(File),
+    /// The output is complete (see [`Job::Close`]); reads open the path for themselves.
+    Closed,
+}
+
 /// One process's spool file.
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
-    /// Open while output may still come; `None` once it is complete (see [`Job::Close`]).
-    file: RwLock<Option<File>>,
+    file: RwLock<SpoolFile>,
     /// Bytes of the file holding the start of the output.
     head: u64,
     /// Bytes of the file holding a ring of the latest output, after the head.
@@ -378,7 +389,7 @@ impl Spool {
         state.removed = true;
         state.reason.get_or_insert_with(|| reason.to_owned());
         let _ = std::fs::remove_file(&self.path);
-        if let Some(file) = &*self.file.read().unwrap_or_else(|e| e.into_inner()) {
+        if let SpoolFile::Open(file) = &*self.file.read().unwrap_or_else(|e| e.into_inner()) {
             let _ = file.set_len(0);
         }
         if let Some(shared) = self.shared.upgrade() {
@@ -392,6 +403,22 @@ impl Spool {
         written.min(self.head + self.ring)
     }
 
+    /// Writer thread, under the state lock (so a discard cannot slip in between): make the
+    /// file if this is the first write.
+    fn make_file(&self) -> std::io::Result<()> {
+        let mut file = self.file.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(*file, SpoolFile::NotMade) {
+            *file = SpoolFile::Open(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.path)?,
+            );
+        }
+        Ok(())
+    }
+
     /// Writer thread: append `data`. Returns how many bytes the file grew by.
     fn write(&self, mut data: &[u8]) -> u64 {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -399,8 +426,15 @@ impl Spool {
             return 0;
         }
         let before = self.disk_bytes(state.written);
+        if let Err(err) = self.make_file() {
+            self.stopped_at.fetch_min(state.written, Ordering::AcqRel);
+            state
+                .reason
+                .get_or_insert_with(|| format!("the spool file could not be made: {err}"));
+            return 0;
+        }
         let file = self.file.read().unwrap_or_else(|e| e.into_inner());
-        let Some(file) = file.as_ref() else {
+        let SpoolFile::Open(file) = &*file else {
             return 0; // closed: the output was complete before these bytes (cannot happen)
         };
         while !data.is_empty() {
@@ -459,9 +493,10 @@ impl Spool {
         let w = state.written;
         let open = self.file.read().unwrap_or_else(|e| e.into_inner());
         let reopened;
-        let file = match open.as_ref() {
-            Some(file) => file,
-            None => match File::open(&self.path) {
+        let file = match &*open {
+            SpoolFile::Open(file) => file,
+            SpoolFile::NotMade => return (Vec::new(), 0, 0),
+            SpoolFile::Closed => match File::open(&self.path) {
                 Ok(file) => {
                     reopened = file;
                     &reopened
@@ -565,11 +600,11 @@ mod tests {
     #[test]
     fn a_finished_spool_closes_its_file_and_is_still_read() {
         let (store, _dir) = store(1024, 1 << 20);
-        let spool = store.create("done").unwrap();
+        let spool = store.create("done");
         store.offer(&spool, b"all of it\n");
         store.finish(&spool);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while spool.file.read().unwrap().is_some() {
+        while !matches!(*spool.file.read().unwrap(), SpoolFile::Closed) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the writer never closed the file"
@@ -592,7 +627,7 @@ mod tests {
     #[test]
     fn small_output_is_spooled_whole_and_read_back_by_range() {
         let (store, _dir) = store(1024, 1 << 20);
-        let spool = store.create("a").unwrap();
+        let spool = store.create("a");
         store.offer(&spool, b"hello ");
         store.offer(&spool, b"world\n");
         settle(&spool, 12);
@@ -611,7 +646,7 @@ mod tests {
     #[test]
     fn past_the_cap_keeps_the_first_half_and_a_rolling_last_half() {
         let (store, _dir) = store(20, 1 << 20);
-        let spool = store.create("b").unwrap();
+        let spool = store.create("b");
         let data: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
         for chunk in data.chunks(7) {
             store.offer(&spool, chunk);
@@ -640,8 +675,8 @@ mod tests {
     #[test]
     fn the_total_bound_deletes_the_oldest_exited_spool_first() {
         let (store, _dir) = store(100, 150);
-        let old = store.create("old").unwrap();
-        let running = store.create("running").unwrap();
+        let old = store.create("old");
+        let running = store.create("running");
         store.offer(&old, &[b'o'; 100]);
         settle(&old, 100);
         old.mark_exited();
@@ -664,7 +699,7 @@ mod tests {
             queue_bytes: 10,
         })
         .unwrap();
-        let spool = store.create("c").unwrap();
+        let spool = store.create("c");
         store.offer(&spool, &[b'x'; 11]);
         let info = spool.info();
         assert!(!info.complete);
@@ -674,14 +709,48 @@ mod tests {
     #[test]
     fn dropping_or_removing_deletes_the_files() {
         let (store, dir) = store(100, 1000);
-        let spool = store.create("d").unwrap();
+        let spool = store.create("d");
         let path = spool.path().to_owned();
+        store.offer(&spool, b"out");
+        settle(&spool, 3);
         assert!(path.exists());
         drop(spool);
         assert!(!path.exists());
-        let kept = store.create("e").unwrap();
+        let kept = store.create("e");
+        store.offer(&kept, b"out");
+        settle(&kept, 3);
+        assert!(kept.path().exists());
         store.remove_all();
         assert!(!kept.path().exists());
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_file_is_made_by_the_writer_with_the_first_bytes() {
+        let (store, _dir) = store(100, 1000);
+        let spool = store.create("lazy");
+        assert!(!spool.path().exists(), "made before any output");
+        assert!(spool.read(0, 10).is_empty());
+        store.offer(&spool, b"first");
+        settle(&spool, 5);
+        assert!(spool.path().exists());
+        assert_eq!(joined(&spool.read(0, 10)), b"first");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_made_stops_the_spool_and_says_why() {
+        let (store, dir) = store(100, 1000);
+        let spool = store.create("nowhere");
+        std::fs::remove_dir(&dir.0).unwrap();
+        store.offer(&spool, b"lost");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spool.info().reason.is_none() {
+            assert!(std::time::Instant::now() < deadline, "spool writer stuck");
+            std::thread::yield_now();
+        }
+        let info = spool.info();
+        assert!(!info.complete);
+        assert!(info.reason.unwrap().contains("could not be made"));
+        assert_eq!(info.spooled_bytes, 0);
     }
 }
