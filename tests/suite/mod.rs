@@ -50,3 +50,5 @@ mod languages;
 // MCP and CLI answers that cannot be misread: waits apart from kill deadlines, success,
 // argument errors, the stdio working directory, plugin check's exit codes, front end `cli`.
 mod unambiguous;
+// Live-process limits per agent and per chat (429).
+mod limits;

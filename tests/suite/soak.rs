@@ -149,9 +149,9 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
         worst_health < HEALTH_LIMIT,
         "/health took {worst_health:?} under load"
     );
-    // The connection cap bounds sockets; each retained process holds one pidfd (its shell
-    // pinned) and, while it runs, its output pipe and spool file; retained exited ones are
-    // capped, and their spool files are closed once their output is complete.
+    // The connection cap bounds sockets; a running process holds its pidfd (its shell
+    // pinned), its output pipe and perhaps its spool file; an exited one whose group is gone
+    // holds none (see `finished_commands_hold_no_fd`), and retained exited ones are capped.
     let bound = fds_at_start + CONNECTION_CAP + MAX_EXITED + STARTS_PER_ROUND + 32;
     assert!(
         worst_fds <= bound,
@@ -164,5 +164,33 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
     assert!(
         started.elapsed() < Duration::from_secs(100),
         "the soak must stay under two minutes"
+    );
+}
+
+/// A command that has exited, with nothing of it left running, keeps no fd in the agent: its
+/// shell is reaped and the pidfd closed, and it never needed a spool file. Otherwise every
+/// retained record would cost an fd, and every later start's child would inherit and close
+/// them all.
+#[tokio::test]
+async fn finished_commands_hold_no_fd() {
+    let server = Server::start();
+    let api = server.api();
+    api.health().await;
+    let pid = server.pid();
+    let before = open_fds(pid);
+    for i in 0..40 {
+        let done = api.wait_exit(&api.start(&format!("echo {i}")).await).await;
+        assert_eq!(done.exit_code, Some(0));
+    }
+    // Reaping a finished group happens just after its exit is reported.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = open_fds(pid);
+    while now > before + 8 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = open_fds(pid);
+    }
+    assert!(
+        now <= before + 8,
+        "{now} fds open after 40 finished commands (before: {before})"
     );
 }

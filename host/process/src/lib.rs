@@ -23,6 +23,7 @@ pub mod input;
 ))]
 mod kernel;
 pub mod limits;
+mod live;
 pub mod log_text;
 pub mod manager;
 #[cfg(target_os = "linux")]

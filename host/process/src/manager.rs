@@ -14,6 +14,7 @@ use super::buffer::BufferLimits;
 use super::cgroup::{CgroupRoot, Unavailable};
 use super::input::InputMode;
 use super::limits::{check_lengths, too_long_together};
+use super::live::LiveCounts;
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
 use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
@@ -260,6 +261,8 @@ pub struct ProcessManager {
     spools: Option<Arc<SpoolStore>>,
     /// Subreaper mode with a stable instance: the groups the next agent would clean up.
     state: Option<StateFile>,
+    /// Processes whose output is not complete yet, overall and per chat.
+    live: Arc<LiveCounts>,
 }
 
 impl ProcessManager {
@@ -321,6 +324,7 @@ impl ProcessManager {
             closed: AtomicBool::new(false),
             spools,
             state,
+            live: Arc::default(),
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
@@ -453,6 +457,8 @@ impl ProcessManager {
             tracking,
         )
         .with_input(input);
+        let live = self.live.enter(process.identity.chat_id.as_deref());
+        let process = process.counted_as(live);
         let process = Arc::new(match spool {
             Some((store, spool)) => process.with_spool(store, spool),
             None => process,
@@ -600,10 +606,10 @@ impl ProcessManager {
     /// Processes in `scope` whose shell still runs, or whose group was last seen alive.
     /// Cheap: reads no /proc, so it can gate every start.
     pub fn count_live(&self, scope: Scope<'_>) -> usize {
-        lock(&self.table)
-            .values()
-            .filter(|p| scope.admits(p) && p.phase() != Phase::Finished)
-            .count()
+        match scope {
+            Scope::All => self.live.total(),
+            Scope::Chat(chat) => self.live.of_chat(chat),
+        }
     }
 
     /// Processes `scope` may see, running or exited (what `list` returns before its cap).

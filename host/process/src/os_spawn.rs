@@ -16,14 +16,15 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
 
 use crate::child_stack::with_child_stack;
 use crate::kernel;
+use crate::sync::lock;
 
 /// A child started by [`spawn_in_new_session`]. It is reaped only by [`SessionChild::reap`] or
 /// when this is dropped: until then an exited child stays a zombie, so its PID (which is also
@@ -31,8 +32,11 @@ use crate::kernel;
 /// the group by that number can only reach processes this child started.
 pub struct SessionChild {
     pid: i32,
-    pidfd: AsyncFd<OwnedFd>,
-    reaped: AtomicBool,
+    /// Closed once the child is reaped: a record kept after its command ended then holds no
+    /// fd, and every later start's child has no such fd to inherit and close.
+    pidfd: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
+    /// The exit code, once the child is reaped.
+    reaped: OnceLock<i32>,
 }
 
 impl std::fmt::Debug for SessionChild {
@@ -52,16 +56,27 @@ impl SessionChild {
     /// reports it: the status, or 128 + N when killed by signal N. May be called again, and
     /// is cancel-safe.
     pub async fn wait(&self) -> io::Result<i32> {
+        let pidfd = lock(&self.pidfd).clone();
+        let Some(pidfd) = pidfd else {
+            return self
+                .reaped
+                .get()
+                .copied()
+                .ok_or_else(unreaped_without_pidfd);
+        };
         loop {
-            let mut ready = self.pidfd.readable().await?;
+            let mut ready = pidfd.readable().await?;
             match waitid(
-                Id::PIDFd(self.pidfd.get_ref().as_fd()),
+                Id::PIDFd(pidfd.get_ref().as_fd()),
                 WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
             ) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(status) if let Some(code) = exit_code(status) => return Ok(code),
                 Ok(_) => ready.clear_ready(), // not exited yet (spurious readiness)
                 Err(nix::errno::Errno::EINTR) => {}
+                // Reaped meanwhile by `reap`, which kept the code.
+                Err(nix::errno::Errno::ECHILD) if let Some(code) = self.reaped.get() => {
+                    return Ok(*code);
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -73,16 +88,19 @@ impl SessionChild {
     /// about who owns it. Returns whether the child is reaped (now or before); `false` while it
     /// still runs.
     pub fn reap(&self) -> bool {
-        if self.reaped.load(Ordering::Acquire) {
+        let mut pidfd = lock(&self.pidfd);
+        let Some(fd) = pidfd.as_ref() else {
             return true;
-        }
+        };
         let reaped = waitid(
-            Id::PIDFd(self.pidfd.get_ref().as_fd()),
+            Id::PIDFd(fd.get_ref().as_fd()),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
         );
         match reaped {
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                self.reaped.store(true, Ordering::Release);
+            Ok(status) if let Some(code) = exit_code(status) => {
+                let _ = self.reaped.set(code);
+                // A `wait` in progress keeps its own reference until it sees the code.
+                *pidfd = None;
                 true
             }
             other => {
@@ -91,6 +109,20 @@ impl SessionChild {
             }
         }
     }
+}
+
+/// The code a shell would report for an exited child: its status, or 128 + N when killed by
+/// signal N. `None` while it has not exited.
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+fn unreaped_without_pidfd() -> io::Error {
+    io::Error::other("the child has no pidfd and was never reaped")
 }
 
 impl Drop for SessionChild {
@@ -233,8 +265,8 @@ pub fn spawn_with_stdin(
         .map_err(|e| SpawnError::setup("watch the pidfd")(e.into()))?;
     Ok(SessionChild {
         pid,
-        pidfd,
-        reaped: AtomicBool::new(false),
+        pidfd: Mutex::new(Some(Arc::new(pidfd))),
+        reaped: OnceLock::new(),
     })
 }
 

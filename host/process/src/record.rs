@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::buffer::{BufferLimits, HeadTailBuffer, Truncation};
+use super::live::LiveGuard;
 use nix::sys::signal::Signal;
 
 use super::cgroup::ProcessCgroup;
@@ -137,6 +138,8 @@ pub struct Process {
     spilled: AtomicBool,
     /// The agent's end of its stdin, with stdin `pipe` or `tty`.
     input: Option<Input>,
+    /// Counts it among the manager's live processes until its output is complete.
+    live: Mutex<Option<LiveGuard>>,
 }
 
 /// A look at /proc for a member blocked reading the stdin pipe or terminal.
@@ -222,7 +225,14 @@ impl Process {
             spool: None,
             spilled: AtomicBool::new(false),
             input: None,
+            live: Mutex::new(None),
         }
+    }
+
+    /// It counts among the live processes of `guard` until its output is complete.
+    pub fn counted_as(self, guard: LiveGuard) -> Self {
+        *lock(&self.live) = Some(guard);
+        self
     }
 
     /// Its stdin is `input`, which the client writes to.
@@ -512,6 +522,7 @@ impl Process {
         }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Finished));
+        lock(&self.live).take();
     }
 
     pub fn mark_timed_out(&self) {

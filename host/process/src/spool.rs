@@ -105,12 +105,20 @@ pub struct SpoolStore {
     shared: Arc<Shared>,
 }
 
+/// Every spool made, oldest first; some may have been dropped since.
+#[derive(Debug, Default)]
+struct SpoolList {
+    list: Vec<Weak<Spool>>,
+    /// Length at which dropped ones are cleared out next.
+    compact_at: usize,
+}
+
 /// What the writer thread and the store share.
 #[derive(Debug)]
 struct Shared {
     total_bytes: u64,
     /// Every live spool in creation order, for eviction.
-    spools: Mutex<Vec<Weak<Spool>>>,
+    spools: Mutex<SpoolList>,
     /// Bytes on disk across spools.
     used: AtomicU64,
 }
@@ -180,8 +188,13 @@ impl SpoolStore {
             caught_up: (Mutex::new(()), Condvar::new()),
         });
         let mut spools = lock(&self.shared.spools);
-        spools.retain(|s| s.strong_count() > 0);
-        spools.push(Arc::downgrade(&spool));
+        // Dropped spools are cleared out once the list has doubled since the last time, so
+        // a start does not walk every spool.
+        if spools.list.len() >= spools.compact_at {
+            spools.list.retain(|s| s.strong_count() > 0);
+            spools.compact_at = (spools.list.len() * 2).max(64);
+        }
+        spools.list.push(Arc::downgrade(&spool));
         spool
     }
 
@@ -217,6 +230,7 @@ impl SpoolStore {
     /// Delete every spool file and the directory (at shutdown).
     pub fn remove_all(&self) {
         let spools: Vec<Arc<Spool>> = lock(&self.shared.spools)
+            .list
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
@@ -264,6 +278,7 @@ impl Shared {
     /// Over the total: delete the oldest exited processes' spools, then stop `writing`.
     fn evict(&self, writing: &Arc<Spool>) {
         let spools: Vec<Arc<Spool>> = lock(&self.spools)
+            .list
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
