@@ -137,7 +137,7 @@ async fn containment(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     group.shutdown().await;
     let (with, without) = (median(with), median(without));
     Ok(vec![Row {
-        figure: "spawn of `true` into its own cgroup (mkdir + clone3), p50".into(),
+        figure: "spawn of `true` into its own cgroup (a spare or mkdir, + clone3), p50".into(),
         ours: micros(Duration::from_secs_f64(with)),
         baseline: format!(
             "{} (process group only)",

@@ -3,20 +3,78 @@
 //! daemons). No controller is needed: `cgroup.procs`, `cgroup.events` and `cgroup.kill` work
 //! on any cgroup v2 directory.
 //!
-//! Layout: `<the agent's own cgroup>/procwarden-<name>/<process id>`, on the cgroup2 mount
+//! Layout: `<the agent's own cgroup>/procwarden-<name>/cmd-<N>`, on the cgroup2 mount
 //! found in /proc/self/mountinfo (on a hybrid layout it sits beside the v1 controllers, often
 //! under the name `unified`).
+//!
+//! Making and removing a cgroup is one of the dearer steps of a start (the kernel creates and
+//! deletes a dozen control files), so the cgroup of a forgotten command, once proven empty,
+//! is kept as a spare for the next command, up to [`SPARE_CGROUPS`]. cgroup v2 refuses to
+//! rename a cgroup, so the names are a counter, not the process ID: a process's cgroup is in
+//! `/proc/PID/cgroup`.
 
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::lock;
+
+/// Empty cgroups kept for reuse.
+pub const SPARE_CGROUPS: usize = 32;
 
 /// The directory under which the agent makes one cgroup per command.
 #[derive(Debug)]
 pub struct CgroupRoot {
     dir: PathBuf,
+    spares: Arc<Spares>,
+}
+
+/// Empty cgroups of forgotten commands, ready for the next ones.
+#[derive(Debug)]
+struct Spares {
+    dir: PathBuf,
+    free: Mutex<Vec<PathBuf>>,
+    named: AtomicU64,
+}
+
+impl Spares {
+    fn take(&self) -> Option<PathBuf> {
+        lock(&self.free).pop()
+    }
+
+    /// A name no cgroup of this agent has had.
+    fn new_path(&self) -> PathBuf {
+        let n = self.named.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("cmd-{n}"))
+    }
+
+    /// Keep the cgroup at `path` as a spare if there is room and no process is in it.
+    /// Returns whether it was kept.
+    fn keep(&self, path: &Path) -> bool {
+        let mut free = lock(&self.free);
+        if free.len() >= SPARE_CGROUPS {
+            return false;
+        }
+        // Kept only when it still exists and is proven empty.
+        match fs::read_to_string(path.join("cgroup.events")) {
+            Ok(events) if !events.lines().any(|l| l.trim() == "populated 1") => {
+                free.push(path.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remove every spare (at shutdown).
+    fn remove_all(&self) {
+        for spare in lock(&self.free).drain(..) {
+            let _ = fs::remove_dir(spare);
+        }
+    }
 }
 
 /// Why cgroup mode is not available.
@@ -66,25 +124,52 @@ impl CgroupRoot {
                 source: io::Error::from(ErrorKind::Unsupported),
             });
         }
-        Ok(Self { dir })
+        Ok(Self::at(dir))
+    }
+
+    fn at(dir: PathBuf) -> Self {
+        Self {
+            spares: Arc::new(Spares {
+                dir: dir.clone(),
+                free: Mutex::default(),
+                named: AtomicU64::new(0),
+            }),
+            dir,
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
-    /// Make the cgroup of one command, named by its process ID.
-    pub fn create(&self, id: &str) -> io::Result<ProcessCgroup> {
-        let path = self.dir.join(id);
-        fs::create_dir(&path)?;
+    /// The cgroup of one command: a spare, or a new one.
+    pub fn create(&self) -> io::Result<ProcessCgroup> {
+        let path = match self.spares.take() {
+            Some(spare) => spare,
+            None => self.make_new()?,
+        };
         match open_dir(&path) {
             Ok(dir) => Ok(ProcessCgroup {
                 path,
                 dir: Some(dir),
+                spares: Arc::downgrade(&self.spares),
             }),
             Err(err) => {
                 let _ = fs::remove_dir(&path);
                 Err(err)
+            }
+        }
+    }
+
+    /// A new cgroup, under a name not in use (one left by an earlier agent of this instance
+    /// that could not be removed keeps its name).
+    fn make_new(&self) -> io::Result<PathBuf> {
+        loop {
+            let path = self.spares.new_path();
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -112,8 +197,9 @@ impl CgroupRoot {
         populated
     }
 
-    /// Remove the agent's directory if no command cgroup is left in it.
+    /// Remove the spares, then the agent's directory if no command cgroup is left in it.
     pub fn remove(&self) {
+        self.spares.remove_all();
         let _ = fs::remove_dir(&self.dir);
     }
 }
@@ -125,12 +211,14 @@ impl Drop for CgroupRoot {
     }
 }
 
-/// The cgroup of one command. Removed when dropped, if empty (the kernel refuses otherwise).
+/// The cgroup of one command. When dropped, kept as a spare or removed, if empty (the kernel
+/// refuses to remove it otherwise).
 #[derive(Debug)]
 pub struct ProcessCgroup {
     path: PathBuf,
     /// Open only until the command is started in it: a retained record holds no extra fd.
     dir: Option<OwnedFd>,
+    spares: Weak<Spares>,
 }
 
 impl ProcessCgroup {
@@ -204,6 +292,13 @@ impl ProcessCgroup {
 
 impl Drop for ProcessCgroup {
     fn drop(&mut self) {
+        if self
+            .spares
+            .upgrade()
+            .is_some_and(|spares| spares.keep(&self.path))
+        {
+            return;
+        }
         if let Err(err) = fs::remove_dir(&self.path)
             && err.kind() != ErrorKind::NotFound
         {
@@ -233,7 +328,7 @@ fn sweep_dead_agents(own_dir: &Path) {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let root = CgroupRoot { dir: entry.path() };
+        let root = CgroupRoot::at(entry.path());
         let left = root.kill_leftovers();
         if left > 0 {
             tracing::warn!(cgroups = left, path = %root.dir.display(), "killed the commands a dead agent left running");

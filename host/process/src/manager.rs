@@ -395,7 +395,7 @@ impl ProcessManager {
         check_lengths(&command, &env)?;
         let id = uuid::Uuid::new_v4().to_string();
         let tracking = match &self.cgroups {
-            Some(root) => Tracking::Cgroup(root.create(&id).map_err(|source| {
+            Some(root) => Tracking::Cgroup(root.create().map_err(|source| {
                 ProcessError::Spawn(SpawnError::Setup {
                     stage: "make the command's cgroup",
                     source,

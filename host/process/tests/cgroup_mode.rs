@@ -47,8 +47,12 @@ async fn the_shell_starts_in_its_own_cgroup_and_escapes_are_counted_and_killed()
     let process = manager.start(background(ESCAPES), None).unwrap();
     let pid = process.identity.pgid;
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(own.contains(process.id()), "placed at spawn: {own}");
     let cgroup = process.cgroup().unwrap().path().to_owned();
+    let name = cgroup.file_name().unwrap().to_str().unwrap();
+    assert!(
+        own.contains(&format!("/{name}\n")),
+        "placed at spawn: {own}"
+    );
     process.wait_for(Phase::Exited).await;
     assert!(
         eventually(Duration::from_secs(5), || process.members_alive() == 4),
@@ -151,4 +155,68 @@ async fn forced_group_mode_uses_no_cgroup() {
     let process = manager.start(background("exit 0"), None).unwrap();
     assert!(process.cgroup().is_none());
     process.wait_for(Phase::Finished).await;
+}
+
+/// Directories under the root other than the kernel's own files.
+fn cgroups_in(root: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_empty_cgroup_is_kept_as_a_spare_and_renamed_for_the_next_command() {
+    let root = match procwarden_process::cgroup::CgroupRoot::open(&format!(
+        "test-spares-{}",
+        std::process::id()
+    )) {
+        Ok(root) => root,
+        Err(why) => {
+            eprintln!("SKIP: no writable cgroup v2 here ({why})");
+            return;
+        }
+    };
+    let first = root.create().unwrap();
+    let name = cgroups_in(root.path());
+    assert_eq!(name.len(), 1);
+    drop(first);
+    assert_eq!(cgroups_in(root.path()), name, "kept as a spare");
+    let second = root.create().unwrap();
+    assert_eq!(cgroups_in(root.path()), name, "the spare was reused");
+
+    // One with a process in it is not kept: a new command gets a new cgroup.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    std::fs::write(second.path().join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let busy = second.path().to_owned();
+    drop(second);
+    let fresh = root.create().unwrap();
+    assert_ne!(
+        fresh.path(),
+        busy,
+        "a populated cgroup was handed out again"
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::remove_dir(&busy)
+            .is_ok()),
+        "the emptied cgroup could not be removed"
+    );
+    drop(fresh);
+
+    let dir = root.path().to_owned();
+    root.remove();
+    assert!(
+        !dir.exists(),
+        "spares are removed with the root: {:?}",
+        cgroups_in(&dir)
+    );
 }
