@@ -36,6 +36,17 @@
 //! path = "ampersand.wasm"
 //! ```
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+// On wasm32 the component is `no_std`: it imports no WASI, so the host creates one core
+// instance per call instead of eighteen. Native builds (the unit tests) keep `std`.
+extern crate alloc;
+#[cfg(target_arch = "wasm32")]
+use procwarden_plugin_bare as _;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+
 use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, log};
 
 /// If `command` ends in a background `&` (unquoted, unescaped, not part of `&&`, `|&`, `>&`

@@ -40,6 +40,18 @@
 //! that are empty or contain `=` or a NUL byte, values with a NUL byte, and unknown settings
 //! are skipped with a warning in the agent's log.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+// On wasm32 the component is `no_std`: it imports no WASI, so the host creates one core
+// instance per call instead of eighteen. Native builds (the unit tests) keep `std`.
+extern crate alloc;
+#[cfg(target_arch = "wasm32")]
+use procwarden_plugin_bare as _;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, Settings, StartRequest, log};
 
 /// The variables added when `defaults` is not `false`.
@@ -147,7 +159,7 @@ impl Guest for Env {
         for warning in warnings {
             log(LogLevel::Warn, &warning);
         }
-        req.env = apply(std::mem::take(&mut req.env), &config);
+        req.env = apply(core::mem::take(&mut req.env), &config);
         Decision::Allow(req)
     }
 }

@@ -17,6 +17,18 @@
 //! path = "npm_ci.wasm"
 //! ```
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+// On wasm32 the component is `no_std`: it imports no WASI, so the host creates one core
+// instance per call instead of eighteen. Native builds (the unit tests) keep `std`.
+extern crate alloc;
+#[cfg(target_arch = "wasm32")]
+use procwarden_plugin_bare as _;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use procwarden_plugin_sdk_v0_2::{Context, Decision, Guest, LogLevel, StartRequest, host, log};
 
 /// Lockfiles `npm ci` installs from.

@@ -24,6 +24,11 @@
 //! procwarden_plugin_sdk_v0_2::export!(Example);
 //! ```
 
+// `no_std` on wasm32, so a plugin built on this SDK can be a component that imports no WASI
+// (see `procwarden-plugin-bare`); plugins that use `std` link it as usual.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
 wit_bindgen::generate!({
     world: "policy-plugin",
     path: "../../wit/policy/v0.2.0",

@@ -82,6 +82,11 @@
 //! The host's imports exist only inside a component. Calling them from a native test
 //! panics; that is why the decision logic should take plain values.
 
+// `no_std` on wasm32, so a plugin built on this SDK can be a component that imports no WASI
+// (see `procwarden-plugin-bare`); plugins that use `std` link it as usual.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
 wit_bindgen::generate!({
     world: "policy-plugin",
     path: "../../wit/policy/v0.1.0",

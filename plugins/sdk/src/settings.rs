@@ -2,7 +2,10 @@
 //! `host` bindings of the crate that includes it (every version has `config` and
 //! `config-keys`).
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// A plugin's settings: the `[plugin.settings]` table of its `[[plugin]]` entry, flattened
 /// by the host into string keys and values.

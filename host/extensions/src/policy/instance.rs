@@ -99,17 +99,12 @@ impl ReadyInstance {
             HostState {
                 plugin: spec.plugin.clone(),
                 settings: spec.settings.clone(),
-                wasi: WasiCtxBuilder::new()
-                    .stdout(stdout.clone())
-                    .stderr(stderr.clone())
-                    .allow_tcp(false)
-                    .allow_udp(false)
-                    .allow_ip_name_lookup(false)
-                    .wall_clock(WatchedWallClock::new(nondeterminism.clone()))
-                    .secure_random(WatchedRng::new(nondeterminism.clone()))
-                    .insecure_random(WatchedRng::new(nondeterminism.clone()))
-                    .insecure_random_seed(INSECURE_SEED)
-                    .build(),
+                wasi: None,
+                wasi_seed: WasiSeed {
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                    nondeterminism: nondeterminism.clone(),
+                },
                 clock,
                 read_paths: spec.read_paths.clone(),
                 call: CallFacts::default(),
@@ -244,7 +239,10 @@ pub(crate) struct HostState {
     pub(crate) call: CallFacts,
     /// Where the current call's `read-file` may read, once it has asked.
     pub(crate) read_scope: Option<Arc<ReadScope>>,
-    wasi: WasiCtx,
+    /// Built on the first WASI call: a component that imports no WASI (the `no_std`
+    /// samples) never pays for one.
+    wasi: Option<WasiCtx>,
+    wasi_seed: WasiSeed,
     clock: CallClock,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -264,10 +262,34 @@ pub(crate) struct CallFacts {
     pub agent_workdir: Option<String>,
 }
 
+/// What an instance's WASI context is built from, when it needs one.
+struct WasiSeed {
+    stdout: Capture,
+    stderr: Capture,
+    nondeterminism: Nondeterminism,
+}
+
+impl WasiSeed {
+    fn build(&self) -> WasiCtx {
+        WasiCtxBuilder::new()
+            .stdout(self.stdout.clone())
+            .stderr(self.stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(WatchedWallClock::new(self.nondeterminism.clone()))
+            .secure_random(WatchedRng::new(self.nondeterminism.clone()))
+            .insecure_random(WatchedRng::new(self.nondeterminism.clone()))
+            .insecure_random_seed(INSECURE_SEED)
+            .build()
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let seed = &self.wasi_seed;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| seed.build()),
             table: &mut self.table,
         }
     }
@@ -431,6 +453,85 @@ fn thread_cpu_time() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::builtin;
+    use crate::policy::engine::EngineOptions;
+    use wasmtime::component::Component;
+
+    /// The built-in samples that are `no_std` components (all but `deny`, whose regular
+    /// expressions need `std`).
+    const NO_STD_SAMPLES: &[&str] = &["ampersand", "env", "workdir", "npm-ci"];
+
+    fn engine() -> PolicyEngine {
+        PolicyEngine::new(EngineOptions {
+            max_instances: 4,
+            max_memory_bytes: 16 << 20,
+        })
+        .unwrap()
+    }
+
+    fn sample(name: &str) -> &'static [u8] {
+        builtin::all()
+            .find(|(n, _)| *n == name)
+            .map(|(_, bytes)| *bytes)
+            .unwrap()
+    }
+
+    #[test]
+    fn no_std_samples_import_no_wasi() {
+        let e = engine();
+        for &name in NO_STD_SAMPLES {
+            let component = Component::new(e.engine(), sample(name)).unwrap();
+            let imports: Vec<String> = component
+                .component_type()
+                .imports(e.engine())
+                .map(|(import, _)| import.to_owned())
+                .collect();
+            assert!(
+                imports.iter().all(|i| !i.starts_with("wasi:")),
+                "{name} imports {imports:?}"
+            );
+            assert!(!imports.is_empty(), "{name} imports nothing at all");
+        }
+    }
+
+    #[test]
+    fn an_instance_that_imports_no_wasi_gets_no_wasi_context() {
+        let e = engine();
+        let linker = super::super::plugin::new_linker(&e).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let component = Component::new(e.engine(), sample("ampersand")).unwrap();
+        let pre = PolicyPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        let spec = InstanceSpec {
+            pre: &pre,
+            plugin: &Arc::from("ampersand"),
+            settings: &Arc::new(BTreeMap::new()),
+            read_paths: &Arc::from(Vec::new()),
+            budget: Duration::from_secs(5),
+            max_memory_bytes: 16 << 20,
+        };
+        let req = WitRequest::from(procwarden_process::StartRequest {
+            command: "sleep 1 &".to_owned(),
+            ..Default::default()
+        });
+        let handle = rt.handle().clone();
+        let (outcome, spent) = rt.block_on(async {
+            let ready = ReadyInstance::create(&spec, &e, &handle)
+                .await
+                .map_err(|f| f.error)
+                .unwrap();
+            ready
+                .call(&e, &handle, spec.budget, &req, &PolicyContext::default())
+                .await
+        });
+        match outcome.map_err(|f| f.error).unwrap().0 {
+            Verdict::Allow(r) => assert_eq!(r.command, "sleep 1"),
+            Verdict::Deny(reason) => panic!("denied: {reason}"),
+        }
+        assert!(spent._store.data().wasi.is_none());
+    }
 
     #[test]
     fn thread_cpu_time_advances_with_work_not_sleep() {
