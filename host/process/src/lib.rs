@@ -39,7 +39,7 @@ pub mod sync;
 pub mod waits;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
-pub use input::{InputError, InputMode, InputWritten, TerminalSize};
+pub use input::{INPUT_LOCK_WAIT, InputError, InputMode, InputWritten, TerminalSize};
 pub use manager::{
     Census, Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError,
     ProcessManager, Scope,
