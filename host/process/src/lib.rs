@@ -28,6 +28,7 @@ pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod os_spawn;
 pub mod output_read;
+mod patterns;
 pub mod record;
 pub mod request;
 pub mod spawn;
