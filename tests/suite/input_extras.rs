@@ -77,10 +77,7 @@ where
         panic!("no write was refused while another held the input");
     };
     // The holder is polled first, but nothing orders the requests at the agent: hence the loop.
-    let (held, refusal) = tokio::join!(holder, async {
-        let refusal = prober.await;
-        refusal
-    });
+    let (held, refusal) = tokio::join!(holder, prober);
     (refusal, held)
 }
 
