@@ -43,6 +43,8 @@ mod signal_names;
 mod list_total;
 // Stdin pipes, terminals, input and waiting_for_input; MCP reads over the spool.
 mod stdin;
+// Input beyond text: concurrent writes (409), binary data_base64, terminal resize.
+mod input_extras;
 // /metrics (Prometheus) and the OpenAPI description.
 mod metrics;
 // Policy plugins written in Python and JavaScript (plugins/examples/).

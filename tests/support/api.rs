@@ -92,6 +92,14 @@ pub struct InputReply {
     pub eof: bool,
 }
 
+/// `POST /api/v0/processes/{id}/resize`: `{rows, cols}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeReply {
+    pub rows: u16,
+    pub cols: u16,
+}
+
 /// `{start, end, total_bytes, missing_bytes}`: offsets in the whole output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -899,7 +899,7 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         for _ in 0..waiters {
             let (local, id) = (local.clone(), id.clone());
             blocked.push(tokio::spawn(async move {
-                let reply: anyhow::Result<Value> = async {
+                let reply: anyhow::Result<Vec<u8>> = async {
                     Ok(local
                         .http
                         .get(format!(
@@ -908,17 +908,33 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
                         ))
                         .send()
                         .await?
-                        .json()
-                        .await?)
+                        .bytes()
+                        .await?
+                        .to_vec())
                 }
                 .await;
-                (Instant::now(), reply)
+                // The reply has arrived: parsing it is this client's own work, on the same
+                // two cores as the agent, and no part of the agent's latency.
+                let at = Instant::now();
+                let reply = reply
+                    .and_then(|body| serde_json::from_slice::<Value>(&body).map_err(Into::into));
+                (at, reply)
             }));
         }
         let ready_by = Instant::now() + Duration::from_secs(30);
         while local.agent.waiters() < waiters {
             anyhow::ensure!(Instant::now() < ready_by, "waiters did not block");
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // `perf record -D -1 --control fifo:CTL` with PROCWARDEN_BENCH_PERF_CTL=CTL samples only
+        // from the line written to the last reply.
+        let perf_ctl = std::env::var_os("PROCWARDEN_BENCH_PERF_CTL");
+        if let Some(ctl) = &perf_ctl {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(ctl)?
+                .write_all(b"enable\n")?;
         }
         let writer_fifo = fifo.clone();
         let written_at = tokio::task::spawn_blocking(move || -> anyhow::Result<Instant> {
@@ -936,6 +952,13 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
                 "waiter ended otherwise"
             );
             latencies.push(at.saturating_duration_since(written_at));
+        }
+        if let Some(ctl) = &perf_ctl {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(ctl)?
+                .write_all(b"disable\n")?;
         }
         let _ = std::fs::remove_file(&fifo);
     }

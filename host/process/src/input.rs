@@ -3,7 +3,7 @@
 //! that reads stdin without being asked to gets end-of-file at once instead of hanging.
 
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -74,9 +74,21 @@ pub enum InputError {
     Exited,
     #[error("it closed its input")]
     Closed,
+    #[error(
+        "another write to its input is in progress (it waits for the process to read); retry \
+         when that one has ended"
+    )]
+    Busy,
+    #[error("it has no terminal (start it with tty true to resize it)")]
+    NoTerminal,
     #[error("{0}")]
     Write(io::Error),
 }
+
+/// Longest a write waits for another write to the same input to end. Shorter than a write's
+/// own limit: writes queue fairly, so without it a third concurrent write could only time
+/// out by a race of timers; with it, a client whose write cannot start soon hears why.
+pub const INPUT_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The agent's end of a command's stdin, kept in its record until the shell exits.
 #[derive(Debug)]
@@ -86,6 +98,9 @@ pub struct Input {
     target: StdinTarget,
     /// One write at a time, so two clients' writes never interleave.
     writer: tokio::sync::Mutex<Writer>,
+    /// A terminal's master for window-size changes, apart from the writer so a resize never
+    /// waits for a write; `None` for a pipe, and once the shell exited.
+    control: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 #[derive(Debug)]
@@ -122,9 +137,9 @@ impl Input {
         limit: Duration,
     ) -> Result<InputWritten, InputError> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut writer = tokio::time::timeout_at(deadline, self.writer.lock())
+        let mut writer = tokio::time::timeout(limit.min(INPUT_LOCK_WAIT), self.writer.lock())
             .await
-            .map_err(|_| InputError::Write(io::ErrorKind::TimedOut.into()))?;
+            .map_err(|_| InputError::Busy)?;
         if writer.eof {
             return Err(InputError::AfterEof);
         }
@@ -165,10 +180,54 @@ impl Input {
         })
     }
 
+    /// Set a terminal's window size. The kernel sends SIGWINCH to the terminal's foreground
+    /// process group when the size changes, as a terminal emulator's resize does.
+    pub fn resize(&self, size: TerminalSize) -> Result<(), InputError> {
+        if !self.terminal {
+            return Err(InputError::NoTerminal);
+        }
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(master) = control.as_ref() else {
+            return Err(InputError::Exited);
+        };
+        set_window_size(master, size).map_err(|err| match err.raw_os_error() {
+            Some(libc::EIO) => InputError::Closed,
+            _ => InputError::Write(err),
+        })
+    }
+
     /// Close the agent's end: the shell has exited.
     pub async fn close(&self) {
+        self.control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         self.writer.lock().await.sender = None;
     }
+}
+
+fn window(size: TerminalSize) -> libc::winsize {
+    libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// `TIOCSWINSZ` on a terminal's master.
+fn set_window_size(master: &OwnedFd, size: TerminalSize) -> io::Result<()> {
+    let window = window(size);
+    // SAFETY: `master` is an open fd for the call; TIOCSWINSZ only reads the `winsize` that
+    // `window` holds for the call.
+    let done = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &window) };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Write as much of `data` as the reader takes before `deadline`. `Closed` when nobody
@@ -229,6 +288,7 @@ pub fn open_pipe() -> io::Result<StdinEnds> {
                 eof: false,
                 mid_line: false,
             }),
+            control: std::sync::Mutex::new(None),
         },
     })
 }
@@ -246,6 +306,9 @@ pub fn open_terminal(size: TerminalSize) -> io::Result<StdinEnds> {
     let writer = fcntl(&master, FcntlArg::F_DUPFD_CLOEXEC(3))?;
     // SAFETY: F_DUPFD_CLOEXEC just returned this new fd; nobody else owns it.
     let writer = unsafe { OwnedFd::from_raw_fd(writer) };
+    let control = fcntl(&master, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC just returned this new fd; nobody else owns it.
+    let control = unsafe { OwnedFd::from_raw_fd(control) };
     let target = StdinTarget::of_terminal(slave.as_fd())?;
     Ok(StdinEnds {
         child: slave,
@@ -258,18 +321,14 @@ pub fn open_terminal(size: TerminalSize) -> io::Result<StdinEnds> {
                 eof: false,
                 mid_line: false,
             }),
+            control: std::sync::Mutex::new(Some(control)),
         },
     })
 }
 
 /// `openpty(3)`: a master and slave pair, the slave's window set to `size`.
 fn openpty(size: TerminalSize) -> io::Result<(OwnedFd, OwnedFd)> {
-    let window = libc::winsize {
-        ws_row: size.rows,
-        ws_col: size.cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let window = window(size);
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: the out-pointers are valid for the call; a NULL name and termios are allowed
     // (default settings); `window` lives for the call.

@@ -29,6 +29,7 @@ pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod os_spawn;
 pub mod output_read;
+mod patterns;
 pub mod record;
 pub mod request;
 pub mod spawn;
@@ -40,7 +41,7 @@ pub mod sync;
 pub mod waits;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
-pub use input::{InputError, InputMode, InputWritten, TerminalSize};
+pub use input::{INPUT_LOCK_WAIT, InputError, InputMode, InputWritten, TerminalSize};
 pub use manager::{
     Census, Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError,
     ProcessManager, Scope,

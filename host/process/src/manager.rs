@@ -214,6 +214,12 @@ pub enum ProcessError {
         id: String,
         error: crate::input::InputError,
     },
+    /// A terminal's window size could not be set.
+    #[error("Cannot resize the terminal of process \"{id}\": {error}.")]
+    Resize {
+        id: String,
+        error: crate::input::InputError,
+    },
 }
 
 /// Which processes a caller may see: a chat sees only its own, no chat sees all.

@@ -104,12 +104,14 @@ pub fn compile_pattern(pattern: &str) -> Result<Regex, String> {
     if pattern.len() > MAX_PATTERN_BYTES {
         return Err(format!("the pattern is over {MAX_PATTERN_BYTES} bytes"));
     }
-    RegexBuilder::new(pattern)
-        .multi_line(true)
-        .size_limit(1 << 20)
-        .dfa_size_limit(4 << 20)
-        .build()
-        .map_err(|e| e.to_string())
+    crate::patterns::shared(pattern, || {
+        RegexBuilder::new(pattern)
+            .multi_line(true)
+            .size_limit(1 << 20)
+            .dfa_size_limit(4 << 20)
+            .build()
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Parse `A:B` (either side may be empty; negative from the end).

@@ -277,6 +277,22 @@ impl Process {
         input.write(data, eof, limit).await.map_err(refuse)
     }
 
+    /// Set the window size of its terminal; the foreground process group gets SIGWINCH.
+    /// Refused without a terminal, and once the shell has exited.
+    pub fn resize_terminal(&self, size: crate::TerminalSize) -> Result<(), crate::ProcessError> {
+        let refuse = |error| crate::ProcessError::Resize {
+            id: self.identity.id.clone(),
+            error,
+        };
+        let Some(input) = self.input.as_ref().filter(|input| input.is_terminal()) else {
+            return Err(refuse(InputError::NoTerminal));
+        };
+        if self.phase() != Phase::Running {
+            return Err(refuse(InputError::Exited));
+        }
+        input.resize(size).map_err(refuse)
+    }
+
     /// Close the agent's end of its stdin (the shell has exited), so an exited record holds
     /// no fd for it.
     pub async fn close_input(&self) {

@@ -237,3 +237,111 @@ async fn a_read_on_a_terminal_is_seen_answered_and_ended_by_eof() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_write_while_another_holds_the_input_is_refused_as_busy() {
+    for manager in managers("busy") {
+        let mode = manager.containment().name();
+        let process = manager
+            .start_with_input(request("exec sleep 1000"), None, InputMode::Pipe)
+            .unwrap();
+        // More than a pipe holds, to a command that never reads: the write holds the input
+        // until its limit.
+        let big = vec![b'x'; 512 * 1024];
+        let holder = process.write_input(&big, false, Duration::from_secs(30));
+        let refused = async {
+            // The holder is polled first (join! polls in order), so it has the input now.
+            let started = Instant::now();
+            let err = process
+                .write_input(b"y", false, WRITE_LIMIT)
+                .await
+                .unwrap_err();
+            let waited = started.elapsed();
+            let _ = process.signal_group(nix::sys::signal::Signal::SIGKILL);
+            (err, waited)
+        };
+        let (held, (err, waited)) = tokio::join!(holder, refused);
+        assert!(
+            matches!(refusal(err), InputError::Busy),
+            "{mode}: refused as busy"
+        );
+        assert!(
+            waited >= procwarden_process::INPUT_LOCK_WAIT && waited < WRITE_LIMIT,
+            "{mode}: waited {waited:?} for the input"
+        );
+        // The reader is gone: the held write ends as closed, not as an internal failure.
+        assert!(
+            !matches!(held.map_err(refusal), Err(InputError::Write(_))),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_is_resized_and_its_foreground_group_gets_sigwinch() {
+    for manager in managers("resize") {
+        let mode = manager.containment().name();
+        let process = manager
+            .start_with_input(
+                request(
+                    "bash -c 'trap \"stty size\" WINCH; sleep 1000 & echo ready; \
+                     while :; do wait; done'",
+                ),
+                None,
+                InputMode::Terminal(TerminalSize::default()),
+            )
+            .unwrap();
+        let ready = Until::Regex {
+            regex: regex_of("ready"),
+            from: 0,
+        };
+        assert_eq!(
+            process.wait_until(&ready, Duration::from_secs(10)).await,
+            EndedBy::Regex,
+            "{mode}"
+        );
+        process
+            .resize_terminal(TerminalSize { rows: 33, cols: 77 })
+            .unwrap();
+        let resized = Until::Regex {
+            regex: regex_of("33 77"),
+            from: 0,
+        };
+        assert_eq!(
+            process.wait_until(&resized, Duration::from_secs(10)).await,
+            EndedBy::Regex,
+            "{mode}: {:?}",
+            process.snapshot().output
+        );
+        let _ = process.signal_group(nix::sys::signal::Signal::SIGKILL);
+        finished_output(&process).await;
+        let after = process
+            .resize_terminal(TerminalSize::default())
+            .unwrap_err();
+        assert!(
+            matches!(resize_refusal(after), InputError::Exited),
+            "{mode}"
+        );
+
+        let pipe = manager
+            .start_with_input(request("exec sleep 1000"), None, InputMode::Pipe)
+            .unwrap();
+        let err = pipe.resize_terminal(TerminalSize::default()).unwrap_err();
+        assert!(
+            matches!(resize_refusal(err), InputError::NoTerminal),
+            "{mode}"
+        );
+        let _ = pipe.signal_group(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn regex_of(pattern: &str) -> regex::bytes::Regex {
+    regex::bytes::Regex::new(pattern).unwrap()
+}
+
+fn resize_refusal(err: ProcessError) -> InputError {
+    match err {
+        ProcessError::Resize { error, .. } => error,
+        other => panic!("not a resize refusal: {other:?}"),
+    }
+}

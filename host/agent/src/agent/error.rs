@@ -80,13 +80,19 @@ impl AgentError {
                 ProcessError::TooLong { .. } => ErrorKind::TooLarge,
                 ProcessError::ShuttingDown => ErrorKind::Unavailable,
                 ProcessError::Spawn(_) | ProcessError::Signal(_) => ErrorKind::Internal,
-                ProcessError::Input { error, .. } => match error {
-                    InputError::Write(_) => ErrorKind::Internal,
-                    InputError::NoStdin
-                    | InputError::AfterEof
-                    | InputError::Exited
-                    | InputError::Closed => ErrorKind::Conflict,
-                },
+                ProcessError::Input { error, .. } | ProcessError::Resize { error, .. } => {
+                    match error {
+                        InputError::Write(_) => ErrorKind::Internal,
+                        // Another client's write holds the input: a conflict, never the
+                        // agent's fault.
+                        InputError::NoStdin
+                        | InputError::AfterEof
+                        | InputError::Exited
+                        | InputError::Closed
+                        | InputError::Busy
+                        | InputError::NoTerminal => ErrorKind::Conflict,
+                    }
+                }
             },
         }
     }

@@ -33,17 +33,7 @@ pub fn input_mode(
             );
         }
         let default = TerminalSize::default();
-        let size = TerminalSize {
-            rows: rows.unwrap_or(default.rows),
-            cols: cols.unwrap_or(default.cols),
-        };
-        for (name, side) in [("rows", size.rows), ("cols", size.cols)] {
-            if side == 0 || side > MAX_TERMINAL_SIDE {
-                return Err(format!(
-                    "{name} must be between 1 and {MAX_TERMINAL_SIDE}; got {side}."
-                ));
-            }
-        }
+        let size = terminal_size(rows.unwrap_or(default.rows), cols.unwrap_or(default.cols))?;
         return Ok(InputMode::Terminal(size));
     }
     if rows.is_some() || cols.is_some() {
@@ -54,6 +44,36 @@ pub fn input_mode(
     } else {
         InputMode::Null
     })
+}
+
+/// A terminal size as given at start or to a resize, each side checked.
+pub fn terminal_size(rows: u16, cols: u16) -> Result<TerminalSize, String> {
+    for (name, side) in [("rows", rows), ("cols", cols)] {
+        if side == 0 || side > MAX_TERMINAL_SIDE {
+            return Err(format!(
+                "{name} must be between 1 and {MAX_TERMINAL_SIDE}; got {side}."
+            ));
+        }
+    }
+    Ok(TerminalSize { rows, cols })
+}
+
+/// The bytes of an input write, given as text (`data`) or base64 (`data_base64`, for bytes
+/// that are not UTF-8 or include NUL); at most one of the two.
+pub fn input_bytes(data: Option<String>, data_base64: Option<String>) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    match (data, data_base64) {
+        (Some(_), Some(_)) => {
+            Err("Pass data (text) or data_base64 (bytes, base64-encoded), not both.".to_owned())
+        }
+        (Some(text), None) => Ok(text.into_bytes()),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|err| {
+                format!("data_base64 is not valid base64 (standard alphabet, padded): {err}.")
+            }),
+        (None, None) => Ok(Vec::new()),
+    }
 }
 
 #[cfg(test)]
@@ -94,5 +114,34 @@ mod tests {
         assert!(err.contains("need tty true"), "{err}");
         let err = input_mode(None, Some(true), Some(0), None).unwrap_err();
         assert!(err.contains("rows must be"), "{err}");
+    }
+
+    #[test]
+    fn input_is_text_or_base64_never_both() {
+        assert_eq!(input_bytes(Some("a\n".into()), None), Ok(b"a\n".to_vec()));
+        assert_eq!(
+            input_bytes(None, Some("AP/+Cg==".into())),
+            Ok(vec![0, 0xff, 0xfe, b'\n'])
+        );
+        assert_eq!(input_bytes(None, None), Ok(Vec::new()));
+        let err = input_bytes(Some("a".into()), Some("YQ==".into())).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        let err = input_bytes(None, Some("not base64!".into())).unwrap_err();
+        assert!(err.starts_with("data_base64 "), "{err}");
+    }
+
+    #[test]
+    fn resize_sizes_are_checked() {
+        assert_eq!(
+            terminal_size(50, 132),
+            Ok(TerminalSize {
+                rows: 50,
+                cols: 132
+            })
+        );
+        let err = terminal_size(0, 80).unwrap_err();
+        assert!(err.contains("rows must be"), "{err}");
+        let err = terminal_size(24, 5000).unwrap_err();
+        assert!(err.contains("cols must be"), "{err}");
     }
 }

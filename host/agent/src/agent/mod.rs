@@ -13,7 +13,7 @@ use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
     GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
-    ProcessManager, Scope, StartRequest,
+    ProcessManager, Scope, StartRequest, TerminalSize,
 };
 
 mod error;
@@ -25,7 +25,7 @@ mod tools;
 
 pub use error::{AgentError, ErrorKind};
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
-pub use input_mode::input_mode;
+pub use input_mode::{input_bytes, input_mode, terminal_size};
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use reload::{ReloadError, Reloaded, load_policy};
 pub use tools::BUILT_IN_TOOLS;
@@ -472,6 +472,18 @@ impl Agent {
     ) -> Result<InputWritten, AgentError> {
         let process = self.manager.get(id, Scope::from_chat(chat))?;
         Ok(process.write_input(data, eof, INPUT_WRITE_LIMIT).await?)
+    }
+
+    /// Set the window size of a process's terminal (started with `tty`); its foreground
+    /// process group gets SIGWINCH.
+    pub fn resize(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        size: TerminalSize,
+    ) -> Result<(), AgentError> {
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
+        Ok(process.resize_terminal(size)?)
     }
 
     /// Requests blocked in `wait_output` right now.

@@ -53,7 +53,8 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         .route("/list", get(routes::list))
         .route("/{id}/output", get(routes::output))
         .route("/{id}/signal", post(routes::signal))
-        .route("/{id}/input", post(input::write));
+        .route("/{id}/input", post(input::write))
+        .route("/{id}/resize", post(input::resize));
     Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))

@@ -25,6 +25,7 @@ use super::{admin, input, metrics, routes, tools};
         routes::output,
         routes::signal,
         input::write,
+        input::resize,
         routes::health,
         admin::reload,
         tools::list,

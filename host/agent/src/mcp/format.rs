@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::agent::AgentError;
 use procwarden_process::{
     Covers, GrepCount, InputWritten, LineSpan, OutputSnapshot, ProcessError, ProcessInfo,
-    Truncation,
+    TerminalSize, Truncation,
 };
 
 /// One result of `execute`, `process_output` or `process_signal`. Fields that do not apply,
@@ -249,6 +249,17 @@ impl InputReport {
             since,
             note,
         }
+    }
+
+    /// Say that the terminal took a new size first.
+    pub fn resized(mut self, size: Option<TerminalSize>) -> Self {
+        if let Some(size) = size {
+            self.note = format!(
+                "The terminal is now {} rows by {} columns (the process got SIGWINCH). {}",
+                size.rows, size.cols, self.note
+            );
+        }
+        self
     }
 
     pub fn into_result(self) -> CallToolResult {

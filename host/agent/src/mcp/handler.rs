@@ -24,7 +24,7 @@ use super::tools::{
 use crate::agent::{Agent, AgentError, OutputOptions};
 use crate::chat::chat_from_headers;
 use procwarden_extensions::policy::FrontEnd;
-use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
+use procwarden_process::{GroupSignal, InputWritten, OutputSnapshot, StartRequest};
 
 /// How often a long wait tells a client that asked for progress that the call is alive, so
 /// clients that time out idle calls keep waiting.
@@ -386,24 +386,52 @@ impl ProcwardenMcp {
             Ok(found) => found,
             Err(error) => return error,
         };
-        let data = args.data.unwrap_or_default();
+        let data = match crate::agent::input_bytes(args.data, args.data_base64) {
+            Ok(data) => data,
+            Err(message) => return format::tool_error(message),
+        };
         let eof = args.eof.unwrap_or(false);
-        if data.is_empty() && !eof {
+        let resize = match (args.rows, args.cols) {
+            (None, None) => None,
+            (Some(rows), Some(cols)) => match crate::agent::terminal_size(rows, cols) {
+                Ok(size) => Some(size),
+                Err(message) => return format::tool_error(message),
+            },
+            _ => {
+                return format::tool_error(
+                    "rows and cols resize the terminal together: pass both.",
+                );
+            }
+        };
+        if data.is_empty() && !eof && resize.is_none() {
             return format::tool_error(
                 "Nothing to write: pass data (e.g. \"yes\\n\"), eof=true, or both.",
             );
+        }
+        if let Some(size) = resize {
+            // First, so what data makes the program draw fits the new size.
+            if let Err(err) = self.agent.resize(id, chat.as_deref(), size) {
+                return format::agent_error(&err);
+            }
         }
         // Where the reply to this input starts: what the process writes from here on.
         let cursor = match self.agent.output(id, chat.as_deref()) {
             Ok(snapshot) => snapshot.covers.total_bytes,
             Err(err) => return format::agent_error(&err),
         };
-        match self
-            .agent
-            .input(id, chat.as_deref(), data.as_bytes(), eof)
-            .await
-        {
-            Ok(written) => InputReport::new(id, written, data.len(), cursor).into_result(),
+        let written = if data.is_empty() && !eof {
+            // A resize alone writes nothing.
+            Ok(InputWritten {
+                written: 0,
+                eof: false,
+            })
+        } else {
+            self.agent.input(id, chat.as_deref(), &data, eof).await
+        };
+        match written {
+            Ok(written) => InputReport::new(id, written, data.len(), cursor)
+                .resized(resize)
+                .into_result(),
             Err(err) => format::agent_error(&err),
         }
     }

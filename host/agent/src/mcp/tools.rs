@@ -53,7 +53,9 @@ Write to the stdin of a process started with stdin=\"pipe\" or tty=true, e.g. to
 Send the answer with its newline (\"yes\\n\"). eof=true ends the input after data (on a terminal: \
 Ctrl-D). On a terminal, \"\\u0003\" is Ctrl-C. A result or process_list showing \
 waiting_for_input: true means the process is blocked reading and needs this (or process_signal). \
-Read the reply with process_output, passing since = the cursor this result gives.";
+Read the reply with process_output, passing since = the cursor this result gives. Bytes that are \
+not text (NUL, binary data) go in data_base64 instead of data. rows and cols (both) resize the \
+terminal of a tty=true process; it gets SIGWINCH and redraws.";
 
 pub const PROCESS_LIST_DESCRIPTION: &str = "\
 List the tracked processes of this session: running ones first, then the most recent.
@@ -187,11 +189,28 @@ pub struct ProcessInputArgs {
     pub data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
+        with = "String",
+        description = "Bytes to write, base64-encoded (standard, padded), instead of data: \
+                       for input that is not text or holds NUL bytes."
+    )]
+    pub data_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
         with = "bool",
         description = "End the input after data (default false): the process reads \
                        end-of-file. Nothing more can be written afterwards."
     )]
     pub eof: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "u16",
+        description = "With cols, resize the terminal (tty=true only) to this many rows, \
+                       before writing data."
+    )]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16", description = "With rows: the terminal's new columns.")]
+    pub cols: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
