@@ -2,4 +2,5 @@
 //! versioned WIT bindings. Knows nothing of HTTP or MCP; the agent calls it.
 
 pub mod policy;
+pub mod filter;
 pub mod tool;
