@@ -80,6 +80,9 @@ pub struct OutputSnapshot {
     /// A wait: `exit`, `regex`, `quiet`, `port`, `output` or `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
+    /// Changes the output filters made to `output`; absent when no filter runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }
 
 /// `{start, end, total_bytes, missing_bytes}`: offsets in the whole output.
@@ -161,7 +164,7 @@ pub struct ProcessInfo {
     pub exited_at_unix: Option<i64>,
 }
 
-/// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins}`.
+/// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins, filters}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -176,6 +179,25 @@ pub struct Health {
     pub reloads: u64,
     /// The policy chain in force, in order.
     pub plugins: Vec<PluginState>,
+    /// The output filters in force, in order.
+    pub filters: Vec<FilterState>,
+}
+
+/// One output filter in `Health::filters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterState {
+    pub name: String,
+    /// Where its code comes from (`<built-in filter redact>` or a path).
+    pub origin: String,
+    /// `deny` or `allow`.
+    pub on_error: String,
+    pub calls: u64,
+    pub redactions: u64,
+    pub failures: u64,
+    pub consecutive_failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 /// One policy plugin in `Health::plugins`.

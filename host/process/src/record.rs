@@ -76,6 +76,10 @@ pub struct OutputSnapshot {
     /// `timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<&'static str>,
+    /// How many changes the agent's output filters made to `output` (absent when no filter
+    /// ran). Byte counts and `covers` still describe the process's real output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }
 
 /// Fixed facts about a process, known at spawn.
@@ -508,6 +512,7 @@ impl Process {
             lines: None,
             grep: None,
             ended_by: None,
+            redactions: None,
             output: rendered.text,
             truncated: rendered.truncated,
             running: info.running,

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
+use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
@@ -15,12 +16,14 @@ use procwarden_process::{
 };
 
 mod error;
+mod filters;
 mod idempotency;
 mod output_options;
 mod reload;
 mod tools;
 
 pub use error::{AgentError, ErrorKind};
+pub use filters::load_filters;
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use reload::{ReloadError, Reloaded, load_policy};
@@ -55,6 +58,8 @@ pub struct Health {
 #[derive(Clone)]
 struct Settings {
     policy: PolicyChain,
+    /// Output filters every text sent to a client passes through.
+    filters: FilterChain,
     agent_workdir: Option<PathBuf>,
     list_cap: usize,
     wait_cap: Duration,
@@ -62,9 +67,10 @@ struct Settings {
 }
 
 impl Settings {
-    fn new(config: &Config, policy: PolicyChain) -> Self {
+    fn new(config: &Config, policy: PolicyChain, filters: FilterChain) -> Self {
         Self {
             policy,
+            filters,
             agent_workdir: config.workdir.clone(),
             list_cap: config.list_cap,
             wait_cap: config.wait_cap(),
@@ -117,7 +123,11 @@ impl Agent {
     ) -> Arc<Self> {
         Arc::new(Self {
             manager,
-            settings: RwLock::new(Arc::new(Settings::new(config, policy))),
+            settings: RwLock::new(Arc::new(Settings::new(
+                config,
+                policy,
+                FilterChain::default(),
+            ))),
             home: std::env::var_os("HOME").map(PathBuf::from),
             waiters: AtomicUsize::new(0),
             idempotency: IdempotencyKeys::default(),

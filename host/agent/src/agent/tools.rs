@@ -131,7 +131,8 @@ impl Agent {
         &self.tools
     }
 
-    /// Runs tool plugin `name` for `chat`; its processes belong to that chat.
+    /// Runs tool plugin `name` for `chat`; its processes belong to that chat. The result
+    /// passes through the output filters (front end `tool:NAME`) before any client sees it.
     pub async fn call_tool(
         self: &Arc<Self>,
         name: &str,
@@ -144,8 +145,38 @@ impl Agent {
             .agent_workdir
             .as_deref()
             .map(super::path_string);
-        self.tools
+        let output = self
+            .tools
             .invoke(host, name, args, chat, workdir.as_deref())
-            .await
+            .await?;
+        let front_end = format!("tool:{name}");
+        let withheld = |err: super::AgentError| ToolCallError::Fault {
+            tool: name.to_owned(),
+            reason: format!("returned a result that was withheld: {err}"),
+        };
+        match output {
+            ToolOutput::Text(text) => {
+                let (text, _) = self
+                    .filter_text(text, chat, &front_end)
+                    .await
+                    .map_err(withheld)?;
+                Ok(ToolOutput::Text(text))
+            }
+            ToolOutput::Json(json) => {
+                if self.filters().is_empty() {
+                    return Ok(ToolOutput::Json(json));
+                }
+                let (text, redactions) = self
+                    .filter_text(json.to_string(), chat, &front_end)
+                    .await
+                    .map_err(withheld)?;
+                if redactions == Some(0) {
+                    return Ok(ToolOutput::Json(json));
+                }
+                // A mask inside a string keeps the JSON valid; one that took an escape with
+                // it does not, and the masked text is then sent as text.
+                Ok(serde_json::from_str(&text).map_or(ToolOutput::Text(text), ToolOutput::Json))
+            }
+        }
     }
 }

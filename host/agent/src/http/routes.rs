@@ -14,6 +14,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::extract::{Chat, json_body, wants_wait};
 use crate::agent::OutputOptions;
+use procwarden_extensions::filter::FilterHealth;
 use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
@@ -120,6 +121,15 @@ pub async fn start(
                 .await?,
         ),
     };
+    let result = match result {
+        Some(snapshot) => Some(
+            state
+                .agent
+                .filter_snapshot(snapshot, chat.as_deref(), "http")
+                .await?,
+        ),
+        None => None,
+    };
     Ok(Json(StartReply {
         id: started.id,
         started: true,
@@ -166,6 +176,10 @@ pub async fn output(
     let snapshot = state
         .agent
         .read_output(&id, chat.as_deref(), &options, wait)
+        .await?;
+    let snapshot = state
+        .agent
+        .filter_snapshot(snapshot, chat.as_deref(), "http")
         .await?;
     Ok(Json(snapshot))
 }
@@ -234,7 +248,8 @@ pub async fn signal(
 #[derive(Debug, Serialize)]
 pub struct HealthReply {
     /// `ok`; `degraded` when a policy plugin could not be loaded (its `on_error = "allow"`
-    /// let the agent start without it) or its last call failed; `shutting_down`.
+    /// let the agent start without it) or its last call failed, or an output filter's last
+    /// call failed; `shutting_down`.
     pub status: &'static str,
     pub processes: usize,
     pub waiters: usize,
@@ -243,6 +258,8 @@ pub struct HealthReply {
     pub reloads: u64,
     /// The policy chain in force, in order, with each plugin's state.
     pub plugins: Vec<PluginState>,
+    /// The output filters in force, in order, with their counters.
+    pub filters: Vec<FilterHealth>,
 }
 
 #[derive(Debug, Serialize)]
@@ -279,9 +296,11 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
             }
         })
         .collect();
+    let filters = state.agent.filters().health();
     let degraded = plugins
         .iter()
-        .any(|p| !p.loaded || p.consecutive_failures > 0);
+        .any(|p| !p.loaded || p.consecutive_failures > 0)
+        || filters.iter().any(|f| f.consecutive_failures > 0);
     Json(HealthReply {
         status: if health.shutting_down {
             "shutting_down"
@@ -295,6 +314,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
         containment: health.containment,
         reloads: health.reloads,
         plugins,
+        filters,
     })
 }
 

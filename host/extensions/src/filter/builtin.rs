@@ -2,7 +2,8 @@
 //! default).
 
 /// (name, component bytes).
-pub const SAMPLES: &[(&str, &[u8])] = &[("redact", include_bytes!(env!("PROCWARDEN_FILTER_REDACT")))];
+pub const SAMPLES: &[(&str, &[u8])] =
+    &[("redact", include_bytes!(env!("PROCWARDEN_FILTER_REDACT")))];
 
 /// The component of built-in filter `name`.
 pub fn find(name: &str) -> Option<&'static [u8]> {

@@ -174,15 +174,13 @@ impl FilterChain {
                     .build()
                     .context("cannot start a runtime to load output filters")?;
                 for (index, f) in inner.filters.iter().enumerate() {
-                    runtime
-                        .block_on(inner.refill(index))
-                        .map_err(|reason| {
-                            anyhow::anyhow!(
-                                "output filter \"{}\" ({}) cannot be instantiated: it {reason}",
-                                f.name,
-                                f.origin
-                            )
-                        })?;
+                    runtime.block_on(inner.refill(index)).map_err(|reason| {
+                        anyhow::anyhow!(
+                            "output filter \"{}\" ({}) cannot be instantiated: it {reason}",
+                            f.name,
+                            f.origin
+                        )
+                    })?;
                 }
                 anyhow::Ok(())
             })
@@ -365,10 +363,11 @@ impl Inner {
         let timers = tokio::runtime::Handle::current();
         let result = {
             let _running = self.engine.begin_call();
-            let call = instance
-                .bindings
-                .procwarden_filter_filter()
-                .call_on_output(&mut instance.store, text, ctx);
+            let call = instance.bindings.procwarden_filter_filter().call_on_output(
+                &mut instance.store,
+                text,
+                ctx,
+            );
             tokio::time::timeout(wall, meter.run(&timers, call)).await
         };
         match result {
@@ -398,10 +397,13 @@ fn load_one(
     let (component, _status) = cache
         .load(engine.engine(), &bytes, &src.name)
         .context("not a valid WebAssembly component")?;
-    let pre = linker.instantiate_pre(&component).map_err(wasm_err).context(
-        "it imports something output filters are not granted (they may import the `host` \
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(wasm_err)
+        .context(
+            "it imports something output filters are not granted (they may import the `host` \
          interface of procwarden:filter and WASI's cli, clocks, io and random interfaces)",
-    )?;
+        )?;
     let pre = FilterPluginPre::new(pre).map_err(wasm_err).context(
         "it does not implement the output filter world procwarden:filter/filter-plugin@0.1.0 \
          (it must export the `filter` interface)",

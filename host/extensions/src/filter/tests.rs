@@ -65,7 +65,10 @@ async fn settings_replace_the_name_list() {
 async fn filters_run_in_order_and_their_counts_add_up() {
     let chain = load(&[fixture("upper"), FilterSource::samples().remove(0)]);
     let out = chain
-        .apply("token: ghp_0123456789abcdefghijabcdefghij012345".into(), &ctx("a"))
+        .apply(
+            "token: ghp_0123456789abcdefghijabcdefghij012345".into(),
+            &ctx("a"),
+        )
         .await
         .unwrap();
     // Upper-cased first (GHP_ is no GitHub prefix), so redact finds nothing.
