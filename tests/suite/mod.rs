@@ -41,3 +41,5 @@ mod logging;
 mod signal_names;
 // The list's total past its cap.
 mod list_total;
+// Output filters: secrets masked for every client, faulty filters contained, filters off.
+mod filters;
