@@ -4,6 +4,9 @@
 #   scripts/build-plugins.sh          build; components land in target/plugins/wasm32-wasip2/release/
 #   scripts/build-plugins.sh --test   also run the plugins' unit tests (natively)
 #
+# It also builds the Python and JavaScript policy examples (scripts/build-lang-plugins.sh),
+# into target/plugins/examples/.
+#
 # host/build.rs runs the same build (same target dir and flags), so after this script the
 # host build finds everything up to date. RUSTFLAGS are not passed to the plugin build:
 # flags meant for the host (say -C target-cpu=native) do not belong in a wasm component.
@@ -16,7 +19,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) run_tests=true ;;
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -54,6 +57,9 @@ for name in ampersand env workdir deny npm_ci faulty_trap faulty_spin faulty_hog
     fi
     printf '%-22s %8d bytes  %s\n' "$name.wasm" "$(wc -c <"$file")" "$file"
 done
+
+# The Python and JavaScript examples (plugins/examples/), with toolchains cached under target/.
+scripts/build-lang-plugins.sh
 
 if $run_tests; then
     # Native target: the decision logic is plain Rust; the wasm glue compiles to nothing.

@@ -5,7 +5,7 @@
 //!   plugins, for `include_bytes!(env!("PROCWARDEN_PLUGIN_AMPERSAND"))` (see
 //!   `src/policy/builtin.rs`);
 //! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`, `_FILESYSTEM`,
-//!   `_QUESTIONS`, `_TOOL`: test fixtures (mostly deliberately faulty components) for the
+//!   `_QUESTIONS`, `_COUNTER`, `_TOOL`: test fixtures (mostly deliberately faulty components) for the
 //!   host's tests;
 //! * `PROCWARDEN_TOOL_SERVE`, `_TEST_SUMMARY`: the sample tool plugins (`src/tool/builtin.rs`);
 //! * `PROCWARDEN_FILTER_REDACT`: the sample output filter (`src/filter/builtin.rs`), and
@@ -43,6 +43,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("PROCWARDEN_FIXTURE_SLEEP", "faulty_sleep"),
     ("PROCWARDEN_FIXTURE_FILESYSTEM", "faulty_filesystem"),
     ("PROCWARDEN_FIXTURE_QUESTIONS", "faulty_questions"),
+    ("PROCWARDEN_FIXTURE_COUNTER", "faulty_counter"),
     ("PROCWARDEN_TOOL_SERVE", "tool_serve"),
     ("PROCWARDEN_TOOL_TEST_SUMMARY", "tool_test_summary"),
     ("PROCWARDEN_FIXTURE_TOOL", "faulty_tool"),

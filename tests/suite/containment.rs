@@ -239,25 +239,30 @@ async fn health_names_the_containment_mode() {
     );
 }
 
+/// A free port for an agent that must keep its address across a restart.
+fn fixed_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    format!("127.0.0.1:{port}")
+}
+
 #[tokio::test]
 async fn after_a_sigkill_the_next_agent_on_the_address_kills_what_the_dead_one_left() {
     if baseline() {
         return;
     }
     // A fixed address: the agent names its cgroups after it, so the next one finds them.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let listen = format!("127.0.0.1:{port}");
+    let listen = fixed_address();
     let first = Server::builder()
         .config("containment = \"auto\"\n")
         .listen(&listen)
         .spawn();
     if first.api().health().await.containment != "cgroup" {
         eprintln!(
-            "SKIP: no writable cgroup v2 on this machine; crash recovery from a state file \
-             (subreaper mode) is not implemented"
+            "SKIP: no writable cgroup v2 on this machine; the subreaper-mode crash test below \
+             covers recovery from the state file"
         );
         return;
     }
@@ -282,5 +287,85 @@ async fn after_a_sigkill_the_next_agent_on_the_address_kills_what_the_dead_one_l
             .contains("killed the commands a previous agent left running"),
         "logged: {}",
         second.stderr_text()
+    );
+}
+
+#[tokio::test]
+async fn in_subreaper_mode_the_next_agent_kills_what_a_sigkilled_one_left_from_its_state_file() {
+    if baseline() {
+        return;
+    }
+    let state_dir = tempfile::tempdir().expect("a temporary directory");
+    let config = format!(
+        "containment = \"subreaper\"\nstate_dir = \"{}\"\n",
+        state_dir.path().display()
+    );
+    let listen = fixed_address();
+    let first = Server::builder().config(&config).listen(&listen).spawn();
+    assert_eq!(first.api().health().await.containment, "subreaper");
+    // Left the group, kept the marker: found by the marker.
+    let escaped = Marker::new();
+    first
+        .api()
+        .start(&format!("setsid {} & exit 0", escaped.sleep()))
+        .await;
+    // Cleared its environment but stayed in a group whose leader still runs: found through
+    // the state file's (group, leader start time).
+    let cleared = Marker::new();
+    let leader = Marker::new();
+    first
+        .api()
+        .start(&format!(
+            "env -i {} & exec {}",
+            cleared.sleep(),
+            leader.sleep()
+        ))
+        .await;
+    for (m, what) in [
+        (&escaped, "escape"),
+        (&cleared, "cleared"),
+        (&leader, "leader"),
+    ] {
+        assert!(m.wait_sleeps(1, DEADLINE).await, "the {what} never started");
+    }
+    let state_file = std::fs::read_dir(state_dir.path())
+        .expect("the state directory")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".groups"))
+        .expect("a state file while commands run");
+    first.send_signal(Signal::SIGKILL);
+    assert!(first.wait_exit(DEADLINE).is_some());
+    assert_eq!(
+        escaped.live_sleeps().len() + cleared.live_sleeps().len() + leader.live_sleeps().len(),
+        3,
+        "a SIGKILLed agent stops nothing"
+    );
+
+    let second = Server::builder().config(&config).listen(&listen).spawn();
+    second.api().health().await;
+    escaped
+        .assert_gone(DEADLINE, "escape left by the killed agent")
+        .await;
+    cleared
+        .assert_gone(
+            DEADLINE,
+            "environment-cleared member left by the killed agent",
+        )
+        .await;
+    leader
+        .assert_gone(DEADLINE, "leader left by the killed agent")
+        .await;
+    assert!(
+        second
+            .stderr_text()
+            .contains("killed the commands a previous agent left running"),
+        "logged: {}",
+        second.stderr_text()
+    );
+    second.send_signal(Signal::SIGTERM);
+    assert!(second.wait_exit(DEADLINE).is_some());
+    assert!(
+        !state_file.path().exists(),
+        "a clean shutdown deletes the state file"
     );
 }

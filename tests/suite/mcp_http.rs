@@ -22,6 +22,7 @@ async fn http_endpoint_serves_the_same_tools() {
         names,
         [
             "execute",
+            "process_input",
             "process_list",
             "process_output",
             "process_signal"
@@ -43,7 +44,7 @@ async fn execute_over_http_foreground_background_and_timeout() {
     let reply = call(
         &client,
         "execute",
-        json!({"command": "sleep 2; echo done", "timeout_seconds": 1}),
+        json!({"command": "sleep 2; echo done", "wait_seconds": 1}),
     )
     .await
     .ok();
@@ -199,7 +200,7 @@ async fn long_calls_are_not_cut_by_the_api_request_deadline() {
     let reply = call(
         &client,
         "execute",
-        json!({"command": "sleep 2; echo finished", "timeout_seconds": 10}),
+        json!({"command": "sleep 2; echo finished", "wait_seconds": 10}),
     )
     .await
     .ok();
@@ -221,7 +222,7 @@ async fn shutdown_with_open_sessions_is_prompt_and_stops_their_processes() {
             let _ = call(
                 &client,
                 "execute",
-                json!({"command": "sleep 600", "timeout_seconds": 600}),
+                json!({"command": "sleep 600", "wait_seconds": 600}),
             )
             .await;
         }

@@ -14,6 +14,7 @@ async fn lists_four_tools_described_for_a_model() {
         names,
         [
             "execute",
+            "process_input",
             "process_list",
             "process_output",
             "process_signal"
@@ -143,7 +144,8 @@ async fn background_execute_returns_at_once_and_process_list_shows_it() {
     )
     .await
     .ok();
-    assert_eq!(reply.success, Some(true));
+    // `success` means exited 0; a killed process did not succeed.
+    assert_eq!(reply.success, Some(false));
     assert_eq!(reply.running, Some(false));
     assert_eq!(reply.exit_code, Some(137));
     assert!(eventually(Duration::from_secs(5), || !marker.alive()).await);
@@ -155,7 +157,7 @@ async fn foreground_timeout_hands_over_a_running_process() {
     let reply = call(
         &session.client,
         "execute",
-        json!({"command": "echo started; sleep 2; echo done", "timeout_seconds": 1}),
+        json!({"command": "echo started; sleep 2; echo done", "wait_seconds": 1}),
     )
     .await;
     assert!(
@@ -272,7 +274,7 @@ async fn waits_continue_across_the_agent_wait_cap() {
     let reply = call(
         &session.client,
         "execute",
-        json!({"command": "sleep 2.5; echo late", "timeout_seconds": 20}),
+        json!({"command": "sleep 2.5; echo late", "wait_seconds": 20}),
     )
     .await
     .ok();
@@ -356,7 +358,7 @@ async fn invalid_calls_are_tool_errors_a_model_can_read() {
         (
             "execute",
             json!({"command": "true", "timeout": "10s"}),
-            vec!["unknown field `timeout`"],
+            vec!["Unknown argument `timeout`"],
         ),
         (
             "execute",

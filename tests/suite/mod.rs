@@ -41,5 +41,14 @@ mod logging;
 mod signal_names;
 // The list's total past its cap.
 mod list_total;
+// Stdin pipes, terminals, input and waiting_for_input; MCP reads over the spool.
+mod stdin;
+// /metrics (Prometheus) and the OpenAPI description.
+mod metrics;
+// Policy plugins written in Python and JavaScript (plugins/examples/).
+mod languages;
+// MCP and CLI answers that cannot be misread: waits apart from kill deadlines, success,
+// argument errors, the stdio working directory, plugin check's exit codes, front end `cli`.
+mod unambiguous;
 // Output filters: secrets masked for every client, faulty filters contained, filters off.
 mod filters;

@@ -73,6 +73,9 @@ async fn mcp_takes_signal_names() {
     )
     .await;
     assert!(reply.text.contains("SIGUSR2"), "{}", reply.text);
-    // The trap ran: the shell exited with its code.
-    assert_eq!(reply.json["exit_code"], 3, "{}", reply.text);
+    // SIGUSR2 and no other signal arrived: either the trap ran (exit 3), or, in the rare
+    // interleaving where the shell reaps its `sleep` killed by the same signal first, the
+    // shell ended with that child's 128 + 12. Any other signal gives a different code.
+    let code = reply.json["exit_code"].as_i64();
+    assert!(matches!(code, Some(3 | 140)), "{}", reply.text);
 }

@@ -34,6 +34,7 @@ async fn mcp_lists_the_tool_plugins_with_their_schemas_and_calls_serve() {
         names,
         [
             "execute",
+            "process_input",
             "process_list",
             "process_output",
             "process_signal",

@@ -77,12 +77,22 @@ pub struct OutputSnapshot {
     /// A `grep=` read: matching lines counted, shown and left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grep: Option<GrepCount>,
-    /// A wait: `exit`, `regex`, `quiet`, `port`, `output` or `timeout`.
+    /// A wait: `exit`, `regex`, `quiet`, `port`, `output`, `input` or `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
     /// Changes the output filters made to `output`; absent when no filter runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redactions: Option<u32>,
+    /// A member is blocked reading the stdin pipe or terminal.
+    pub waiting_for_input: bool,
+}
+
+/// `POST /api/v0/processes/{id}/input`: `{written, eof}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputReply {
+    pub written: u64,
+    pub eof: bool,
 }
 
 /// `{start, end, total_bytes, missing_bytes}`: offsets in the whole output.
@@ -144,7 +154,7 @@ pub struct ListReply {
 }
 
 /// `{id, command, workdir, background, running, group_alive, members_alive, exit_code?,
-/// timed_out, started_at_unix, exited_at_unix?}`.
+/// timed_out, started_at_unix, exited_at_unix?, stdin, waiting_for_input}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessInfo {
@@ -162,6 +172,10 @@ pub struct ProcessInfo {
     pub started_at_unix: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at_unix: Option<i64>,
+    /// `null`, `pipe` or `tty`.
+    pub stdin: String,
+    /// A member is blocked reading the stdin pipe or terminal.
+    pub waiting_for_input: bool,
 }
 
 /// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins, filters}`.
@@ -260,6 +274,7 @@ display_as_json!(
     ProcessInfo,
     Health,
     MessageReply,
+    InputReply,
     ErrorBody
 );
 
@@ -271,7 +286,8 @@ mod tests {
     fn snapshot_fields() -> Value {
         json!({"output": "hi\n", "running": false, "group_alive": false, "members_alive": 0,
                "exit_code": 0, "timed_out": false, "command": "echo hi",
-               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0}})
+               "covers": {"start": 0, "end": 3, "total_bytes": 3, "missing_bytes": 0},
+               "waiting_for_input": false})
     }
 
     #[test]
@@ -326,7 +342,7 @@ pub struct ToolsReply {
     pub tools: Vec<ToolSpec>,
 }
 
-/// `POST /api/v0/tools/{name}`: `{tool, text}` or `{tool, json}`.
+/// `POST /api/v0/tools/{name}`: `{tool, text}` or `{tool, json}`, with `redactions?`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCallReply {
@@ -335,4 +351,7 @@ pub struct ToolCallReply {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<serde_json::Value>,
+    /// Changes the output filters made to the result; absent when no filter runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }

@@ -88,8 +88,24 @@ pub async fn stdio_session(args: &[&str]) -> StdioSession {
 }
 
 pub async fn stdio_session_env(args: &[&str], env: &[(&str, &str)]) -> StdioSession {
+    stdio_session_with(None, args, env).await
+}
+
+/// `procwarden mcp ARGS...` started in the directory `cwd`, as a client in a project would.
+pub async fn stdio_session_in(cwd: &Path, args: &[&str]) -> StdioSession {
+    stdio_session_with(Some(cwd), args, &[]).await
+}
+
+async fn stdio_session_with(
+    cwd: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> StdioSession {
     let command = tokio::process::Command::new(binary()).configure(|cmd| {
         cmd.arg("mcp").args(args);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
@@ -267,6 +283,8 @@ impl Drop for HttpServer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolReport {
     pub success: Option<bool>,
+    /// A background start.
+    pub started: Option<bool>,
     pub process_id: Option<String>,
     pub command: Option<String>,
     pub running: Option<bool>,
@@ -293,6 +311,8 @@ pub struct ToolTruncation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolList {
     pub processes: Vec<ProcessInfo>,
+    /// Every process of the session, listed or not.
+    pub total: usize,
     pub note: Option<String>,
 }
 

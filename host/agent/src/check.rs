@@ -10,6 +10,7 @@ use crate::config::Config;
 use procwarden_extensions::policy::{
     Explanation, PluginSource, PolicyChain, PolicyConfig, PolicyContext, StartRequest, StepOutcome,
 };
+use procwarden_extensions::tool::ToolSet;
 
 /// Which chain to check.
 pub enum ChainChoice {
@@ -86,13 +87,38 @@ pub fn config_problems(path: &std::path::Path) -> Vec<String> {
         audit_file: None,
         ..config.policy.clone()
     };
-    match PolicyChain::load(&policy, &sources) {
+    let mut problems = match PolicyChain::load(&policy, &sources) {
         Ok(chain) => chain
             .plugins()
             .into_iter()
             .filter_map(|p| {
                 p.load_error
                     .map(|e| format!("plugin {} ({}) cannot be loaded: {e}", p.name, p.origin))
+            })
+            .collect(),
+        Err(err) => vec![format!("{err:#}")],
+    };
+    problems.extend(tool_problems(&config));
+    problems
+}
+
+/// The `[[tool]]` entries' problems: each tool component is loaded (and asked for its tools)
+/// as `serve` would, so a missing file, a component of the wrong world or a tool name that
+/// clashes with a built-in tool is reported here.
+fn tool_problems(config: &Config) -> Vec<String> {
+    let sources = match config.tool_sources() {
+        Ok(sources) => sources,
+        Err(err) => return vec![format!("{err:#}")],
+    };
+    match ToolSet::load(&sources, crate::agent::BUILT_IN_TOOLS) {
+        Ok(tools) => tools
+            .failures()
+            .iter()
+            .map(|f| {
+                format!(
+                    "tool plugin {} ({}) cannot be loaded: {}",
+                    f.component, f.origin, f.error
+                )
             })
             .collect(),
         Err(err) => vec![format!("{err:#}")],

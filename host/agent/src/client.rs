@@ -17,6 +17,7 @@ pub struct Refused {
     pub message: String,
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -44,7 +45,8 @@ impl Client {
         if let Some(chat) = &self.chat {
             req = req.header("Procwarden-Chat-Id", chat);
         }
-        req
+        // Policy plugins see the CLI's requests as front end `cli`, not `http`.
+        req.header(crate::front_end::CLIENT_HEADER, crate::front_end::CLI)
     }
 
     async fn send(&self, req: RequestBuilder) -> anyhow::Result<Value> {
@@ -75,6 +77,15 @@ impl Client {
     /// Start a process; returns its ID and whether it runs in the background (the agent's
     /// policy may have put it there).
     pub async fn start(&self, run: &StartRequest) -> anyhow::Result<(String, bool)> {
+        self.start_with_stdin(run, false).await
+    }
+
+    /// [`Self::start`], with a stdin pipe to write to with [`Self::input`] when `stdin_pipe`.
+    pub async fn start_with_stdin(
+        &self,
+        run: &StartRequest,
+        stdin_pipe: bool,
+    ) -> anyhow::Result<(String, bool)> {
         let env: serde_json::Map<String, Value> = run
             .env
             .iter()
@@ -86,6 +97,7 @@ impl Client {
             "env": env,
             "background": run.background,
             "timeout_seconds": run.timeout_seconds,
+            "stdin": if stdin_pipe { "pipe" } else { "null" },
         });
         let reply = self
             .send(self.request(Method::POST, "/start").json(&body))
@@ -95,6 +107,16 @@ impl Client {
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("the agent's start reply has no id"))?;
         Ok((id, reply["background"] == Value::Bool(true)))
+    }
+
+    /// Write `data` to the stdin of a process started with a stdin pipe; with `eof`, end it.
+    pub async fn input(&self, id: &str, data: &str, eof: bool) -> anyhow::Result<Value> {
+        let body = json!({ "data": data, "eof": eof });
+        self.send(
+            self.request(Method::POST, &format!("/{id}/input"))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn output(&self, id: &str, wait: bool) -> anyhow::Result<Value> {

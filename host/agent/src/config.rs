@@ -111,6 +111,10 @@ pub struct Config {
     /// the next agent on that address kills what a crashed one left.
     #[serde(skip)]
     pub instance: Option<String>,
+    /// Subreaper mode: directory of the file that lists running commands' groups, so the next
+    /// agent on the same address kills what a crashed one left (default: `$XDG_RUNTIME_DIR/procwarden`,
+    /// else `procwarden-state-<uid>` under the system's temporary directory).
+    pub state_dir: Option<PathBuf>,
     /// Directory of the output spool files (default: a directory of this agent under the
     /// system's temporary directory). Files are deleted when their process is forgotten and at
     /// shutdown.
@@ -144,6 +148,30 @@ pub struct Config {
     /// reload does not report the file's token as changed.
     #[serde(skip)]
     pub token_overridden: bool,
+    /// Working directories given outside the file (`procwarden mcp`); kept across reloads.
+    #[serde(skip)]
+    pub workdir_defaults: WorkdirDefaults,
+}
+
+/// The working directory from outside the file: `flag` (`mcp --workdir`) wins over the file's
+/// `workdir`, `fallback` (the directory `procwarden mcp` was started in) applies when neither
+/// names one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkdirDefaults {
+    pub flag: Option<PathBuf>,
+    pub fallback: Option<PathBuf>,
+}
+
+impl Config {
+    /// Put [`Config::workdir_defaults`] in force over the file's `workdir`.
+    pub fn apply_workdir_defaults(&mut self) {
+        let defaults = &self.workdir_defaults;
+        if let Some(flag) = &defaults.flag {
+            self.workdir = Some(flag.clone());
+        } else if self.workdir.is_none() {
+            self.workdir = defaults.fallback.clone();
+        }
+    }
 }
 
 impl Default for Config {
@@ -154,6 +182,7 @@ impl Default for Config {
             listen: None,
             token: None,
             workdir: None,
+            workdir_defaults: WorkdirDefaults::default(),
             head_bytes: buffer.head_bytes,
             tail_bytes: buffer.tail_bytes,
             max_line_bytes: buffer.max_line_bytes,
@@ -175,6 +204,7 @@ impl Default for Config {
             lenient_start_body: false,
             containment: Containment::Auto,
             instance: None,
+            state_dir: None,
             spool_dir: spool.dir,
             spool_max_bytes: spool.max_bytes,
             spool_total_bytes: spool.total_bytes,
@@ -324,6 +354,26 @@ impl Config {
                 total_bytes: self.spool_total_bytes,
                 ..SpoolSettings::default()
             },
+            // Only a stable instance (set by `serve`) has a next agent to read the file.
+            state_file: self
+                .instance
+                .as_ref()
+                .map(|instance| self.state_dir().join(format!("{instance}.groups"))),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("procwarden"),
+            _ => {
+                // /proc/self belongs to the agent's effective user.
+                use std::os::unix::fs::MetadataExt;
+                let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+                std::env::temp_dir().join(format!("procwarden-state-{uid}"))
+            }
         }
     }
 

@@ -95,8 +95,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             procwarden::serve::serve(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mcp { config, chat } => {
-            let config = load_config(config.as_deref())?;
+        Command::Mcp {
+            config,
+            chat,
+            workdir,
+        } => {
+            let mut config = load_config(config.as_deref())?;
+            config.workdir_defaults = procwarden::mcp::transport::stdio_workdir(workdir)?;
+            config.apply_workdir_defaults();
             procwarden::mcp::transport::serve_stdio(config, chat).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -106,6 +112,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             workdir,
             env,
             timeout,
+            interactive,
             shell,
             argv,
         } => {
@@ -120,6 +127,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 background,
                 timeout_seconds: timeout,
             };
+            if interactive {
+                return run_interactive(&client(&args), &run).await;
+            }
             run_command(&client(&args), &run).await
         }
         Command::Ps {
@@ -253,6 +263,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             use procwarden::check::{ChainChoice, load_chain, render};
+            use procwarden_extensions::policy::StepOutcome;
             let choice = match (plugin, config) {
                 (Some(path), _) => ChainChoice::Component { path, settings },
                 (None, Some(path)) => ChainChoice::ConfigFile(path),
@@ -283,7 +294,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render(&request, &explanation));
             }
-            Ok(if explanation.result.is_ok() {
+            let broken = explanation
+                .steps
+                .iter()
+                .any(|s| matches!(s.outcome, StepOutcome::Failed { .. }));
+            Ok(if broken {
+                ExitCode::from(exit::PLUGIN_BROKEN)
+            } else if explanation.result.is_ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(exit::CHECK_FAILED)
@@ -316,6 +333,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Openapi => {
+            print!("{}", procwarden::http::openapi::json());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -338,14 +359,69 @@ async fn run_command(client: &Client, run: &StartRequest) -> anyhow::Result<Exit
         }
     };
     print_output(&reply)?;
+    Ok(command_exit(&reply, run))
+}
+
+/// The CLI's exit code for a finished command: 124 when the agent killed it at its timeout,
+/// like `timeout(1)`, else the command's own code.
+fn command_exit(reply: &Value, run: &StartRequest) -> ExitCode {
     if reply["timed_out"] == Value::Bool(true) {
         eprintln!(
             "procwarden: the agent killed the command after its {} s timeout",
             run.timeout_seconds.unwrap_or_default()
         );
-        return Ok(ExitCode::from(exit::TIMED_OUT));
+        return ExitCode::from(exit::TIMED_OUT);
     }
-    Ok(exit::of_command(reply["exit_code"].as_i64()))
+    exit::of_command(reply["exit_code"].as_i64())
+}
+
+/// `run -i`: start with a stdin pipe, forward this process's stdin to it (end-of-file
+/// included), and show the output as it comes, so prompts are seen before they are answered.
+async fn run_interactive(client: &Client, run: &StartRequest) -> anyhow::Result<ExitCode> {
+    let (id, background) = client.start_with_stdin(run, true).await?;
+    if background {
+        eprintln!("procwarden: the agent's policy started this in the background");
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let forward = tokio::spawn(forward_stdin(client.clone(), id.clone()));
+    let reply = tokio::select! {
+        reply = async {
+            logs(client, &id, true).await?;
+            client.wait_for_exit(&id).await
+        } => reply,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = client.signal(&id, "terminate").await;
+            forward.abort();
+            return Ok(ExitCode::from(exit::INTERRUPTED));
+        }
+    };
+    forward.abort();
+    let reply = reply?;
+    Ok(command_exit(&reply, run))
+}
+
+/// Copy this process's stdin to the command's, chunk by chunk as it is read, then end it.
+/// Stops quietly once the command no longer takes input (it exited or closed it).
+async fn forward_stdin(client: Client, id: String) {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut text = cli::utf8::Utf8Chunks::default();
+    loop {
+        let n = match stdin.read(&mut buf).await {
+            Ok(n) => n,
+            Err(err) => {
+                eprintln!("procwarden: reading stdin failed: {err}");
+                0
+            }
+        };
+        let eof = n == 0;
+        let data = text.push(&buf[..n], eof);
+        if client.input(&id, &data, eof).await.is_err() || eof {
+            return;
+        }
+    }
 }
 
 /// TERM to the whole group; KILL if the shell still runs after `grace`, or if members of its
@@ -418,9 +494,9 @@ async fn logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
         {
             return Ok(());
         }
-        if reply["ended_by"] == "exit" && reply["output"] == "" {
-            // The shell has exited but a child still holds the pipe: an exit wait returns at
-            // once, so pace the reads instead of spinning.
+        if (reply["ended_by"] == "exit" || reply["ended_by"] == "input") && reply["output"] == "" {
+            // The shell has exited but a child still holds the pipe, or the command waits for
+            // input: such a wait returns at once, so pace the reads instead of spinning.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -43,6 +43,8 @@ pub async fn serve(mut config: Config, listen: SocketAddr) -> anyhow::Result<()>
     // MCP over streamable HTTP shares the listener, the token and the agent with the API.
     let mcp_shutdown = CancellationToken::new();
     let mcp = mcp::transport::http_service(agent.clone(), &config, mcp_shutdown.clone());
+    let sessions = mcp.sessions.clone();
+    agent.metrics().count_mcp_sessions(move || sessions.len());
     let app = http::router(
         agent.clone(),
         &config,

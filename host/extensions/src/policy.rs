@@ -30,6 +30,7 @@ pub mod config;
 pub(crate) mod engine;
 pub(crate) mod instance;
 pub(crate) mod memo;
+mod observer;
 mod plugin;
 mod probe;
 pub(crate) mod stdio;
@@ -44,6 +45,7 @@ mod tests;
 pub use cache::CacheStatus;
 pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
 pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};
+pub use observer::{CallObserver, CallOutcome, PluginCall};
 pub use plugin::{LoadReport, PluginFailure, PluginHealth};
 
 /// The request the chain decides on: the process layer's one start request. The chain

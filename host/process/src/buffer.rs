@@ -30,6 +30,7 @@ impl Default for BufferLimits {
 
 /// How rendered output differs from what the process wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Truncation {
     /// Bytes the process wrote in total.
     pub original_bytes: u64,

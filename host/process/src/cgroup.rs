@@ -295,7 +295,7 @@ fn own_directory(mount_root: &str, mount_point: &str, own: &str) -> PathBuf {
     Path::new(mount_point).join(relative)
 }
 
-fn read_members(path: &Path) -> Vec<i32> {
+pub(crate) fn read_members(path: &Path) -> Vec<i32> {
     fs::read_to_string(path.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()

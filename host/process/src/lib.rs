@@ -16,6 +16,7 @@ pub mod cgroup;
 mod child_stack;
 pub mod environment;
 pub mod group;
+pub mod input;
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -31,13 +32,17 @@ pub mod record;
 pub mod request;
 pub mod spawn;
 pub mod spool;
+pub mod state_file;
+pub mod stdin_wait;
 pub mod subreaper;
 pub mod sync;
 pub mod waits;
 
 pub use buffer::{BufferLimits, RenderedOutput, Truncation};
+pub use input::{InputError, InputMode, InputWritten, TerminalSize};
 pub use manager::{
-    Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError, ProcessManager, Scope,
+    Census, Containment, ContainmentMode, GroupSignal, ManagerSettings, ProcessError,
+    ProcessManager, Scope,
 };
 pub use output_read::{Covers, GrepCount, LineSpan, OutputRead, ReadMode};
 pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};

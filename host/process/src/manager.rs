@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::buffer::BufferLimits;
 use super::cgroup::{CgroupRoot, Unavailable};
+use super::input::InputMode;
 use super::limits::{check_lengths, too_long_together};
 use super::log_text::loggable_command;
 use super::os_spawn::SpawnError;
@@ -18,7 +20,8 @@ use super::record::{Identity, Phase, Process, ProcessInfo, Tracking, unix_now};
 use super::request::StartRequest;
 use super::spawn::{SpawnSpec, Spawned, kill_after, spawn, supervise, terminate_then_kill};
 use super::spool::{SpoolSettings, SpoolStore};
-use super::subreaper::{MARKER_VARIABLE, become_subreaper, reap_orphans};
+use super::state_file::{self, StateFile};
+use super::subreaper::{self, MARKER_VARIABLE, become_subreaper, reap_orphans};
 use crate::sync::lock;
 
 /// Tunables of the process table.
@@ -40,6 +43,9 @@ pub struct ManagerSettings {
     pub instance: String,
     /// The on-disk copy of every process's whole output.
     pub spool: SpoolSettings,
+    /// Subreaper mode: the file of running commands' groups, read by the next agent of this
+    /// instance to kill what a crashed one left. `None`: not kept (the instance is not stable).
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for ManagerSettings {
@@ -52,6 +58,7 @@ impl Default for ManagerSettings {
             spool: SpoolSettings::default(),
             containment: Containment::Auto,
             instance: default_instance(),
+            state_file: None,
         }
     }
 }
@@ -200,6 +207,12 @@ pub enum ProcessError {
     Spawn(SpawnError),
     #[error("Failed to signal the process: {0}.")]
     Signal(std::io::Error),
+    /// A write to the process's stdin was refused or failed.
+    #[error("Cannot write to the input of process \"{id}\": {error}.")]
+    Input {
+        id: String,
+        error: crate::input::InputError,
+    },
 }
 
 /// Which processes a caller may see: a chat sees only its own, no chat sees all.
@@ -222,6 +235,19 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// How many tracked processes are in each phase, and how many chats own them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// The shell runs.
+    pub running: usize,
+    /// The shell exited; output may still come from what it left.
+    pub exited: usize,
+    /// Exited and its output complete.
+    pub finished: usize,
+    /// Distinct chats among the tracked processes.
+    pub chats: usize,
+}
+
 pub struct ProcessManager {
     settings: ManagerSettings,
     /// Subreaper mode: whether the orphan reaper runs.
@@ -232,6 +258,8 @@ pub struct ProcessManager {
     sequence: AtomicU64,
     closed: AtomicBool,
     spools: Option<Arc<SpoolStore>>,
+    /// Subreaper mode with a stable instance: the groups the next agent would clean up.
+    state: Option<StateFile>,
 }
 
 impl ProcessManager {
@@ -280,6 +308,10 @@ impl ProcessManager {
             tracing::warn!(error = %err, "cannot become a child subreaper");
         }
         let spools = SpoolStore::new(settings.spool.clone()).map(Arc::new);
+        let state = match (&cgroups, &settings.state_file) {
+            (None, Some(path)) => open_state_file(path, &settings.instance),
+            _ => None,
+        };
         let manager = Arc::new(Self {
             settings,
             reaper_started: AtomicBool::new(false),
@@ -288,6 +320,7 @@ impl ProcessManager {
             sequence: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             spools,
+            state,
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
@@ -320,6 +353,16 @@ impl ProcessManager {
         self: &Arc<Self>,
         request: StartRequest,
         chat_id: Option<String>,
+    ) -> Result<Arc<Process>, ProcessError> {
+        self.start_with_input(request, chat_id, InputMode::Null)
+    }
+
+    /// [`Self::start`] with stdin as `input` says: /dev/null, a pipe, or a pseudo-terminal.
+    pub fn start_with_input(
+        self: &Arc<Self>,
+        request: StartRequest,
+        chat_id: Option<String>,
+        input: InputMode,
     ) -> Result<Arc<Process>, ProcessError> {
         if self.is_closed() {
             return Err(ProcessError::ShuttingDown);
@@ -369,6 +412,7 @@ impl ProcessManager {
             workdir: &workdir,
             env: &env,
             cgroup: tracking_fd(&tracking),
+            input,
         })
         .map_err(|err| match err {
             SpawnError::Workdir(source) => ProcessError::Workdir {
@@ -384,6 +428,7 @@ impl ProcessManager {
             child,
             output,
             pgid,
+            input,
         } = spawned;
         if let Tracking::Cgroup(cgroup) = &mut tracking {
             cgroup.close_fd();
@@ -406,14 +451,29 @@ impl ProcessManager {
             self.settings.buffer,
             child,
             tracking,
-        );
+        )
+        .with_input(input);
         let process = Arc::new(match spool {
             Some((store, spool)) => process.with_spool(store, spool),
             None => process,
         });
         lock(&self.table).insert(process.id().to_owned(), process.clone());
         drop(gate);
+        if let Some(state) = &self.state
+            && let Some(start) = subreaper::start_time(pgid)
+        {
+            state.record(process.id(), state_file::Entry { pgid, start });
+        }
         tokio::spawn(supervise(process.clone(), output));
+        if process.has_input() {
+            // Once the shell exits its stdin is closed: an exited record holds no fd for it,
+            // and whatever the shell left running reads end-of-file rather than hanging.
+            let process = process.clone();
+            tokio::spawn(async move {
+                process.wait_for(Phase::Exited).await;
+                process.close_input().await;
+            });
+        }
         if let Some(seconds) = timeout_seconds {
             tokio::spawn(enforce_timeout(
                 process.clone(),
@@ -527,7 +587,14 @@ impl ProcessManager {
                 std::cmp::Reverse(p.identity.sequence),
             )
         });
-        visible.iter().take(cap).map(|p| p.info()).collect()
+        visible
+            .iter()
+            .take(cap)
+            .map(|p| ProcessInfo {
+                waiting_for_input: p.waiting_for_input(),
+                ..p.info()
+            })
+            .collect()
     }
 
     /// Processes in `scope` whose shell still runs, or whose group was last seen alive.
@@ -545,6 +612,26 @@ impl ProcessManager {
             .values()
             .filter(|p| scope.admits(p))
             .count()
+    }
+
+    /// Tracked processes by phase, and the chats they belong to, in one pass over the table
+    /// (for metrics). Reads no /proc.
+    pub fn census(&self) -> Census {
+        let table = lock(&self.table);
+        let mut census = Census::default();
+        let mut chats = std::collections::HashSet::new();
+        for p in table.values() {
+            match p.phase() {
+                Phase::Running => census.running += 1,
+                Phase::Exited => census.exited += 1,
+                Phase::Finished => census.finished += 1,
+            }
+            if let Some(chat) = p.identity.chat_id.as_deref() {
+                chats.insert(chat);
+            }
+        }
+        census.chats = chats.len();
+        census
     }
 
     /// Number of tracked processes.
@@ -588,7 +675,12 @@ impl ProcessManager {
         expired
             .iter()
             .filter(|p| table.remove(p.id()).is_some())
-            .inspect(|p| p.discard_spool())
+            .inspect(|p| {
+                p.discard_spool();
+                if let Some(state) = &self.state {
+                    state.forget(p.id());
+                }
+            })
             .count()
     }
 
@@ -634,6 +726,30 @@ impl ProcessManager {
         }
         if let Some(store) = &self.spools {
             store.remove_all();
+        }
+        if let Some(state) = &self.state {
+            state.remove();
+        }
+    }
+}
+
+/// Kill what a crashed agent of `instance` left (from its state file and the marker), then
+/// start a fresh file. Without one (logged) crash recovery is off; the agent runs either way.
+fn open_state_file(path: &Path, instance: &str) -> Option<StateFile> {
+    let left = state_file::kill_leftovers(path, instance);
+    if left.killed > 0 || left.unproven_groups > 0 {
+        tracing::warn!(
+            processes = left.killed,
+            unproven_groups_left_alone = left.unproven_groups,
+            path = %path.display(),
+            "killed the commands a previous agent left running"
+        );
+    }
+    match StateFile::create(path) {
+        Ok(state) => Some(state),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "no state file: commands left by a crash will not be found by the next agent");
+            None
         }
     }
 }

@@ -149,6 +149,35 @@ pub fn spawn_in_new_session_in(
     output: &OwnedFd,
     cgroup: Option<BorrowedFd<'_>>,
 ) -> Result<SessionChild, SpawnError> {
+    spawn_with_stdin(command, workdir, env, output, ChildStdin::Null, cgroup)
+}
+
+/// What the child's fd 0 is.
+#[derive(Debug, Clone, Copy)]
+pub enum ChildStdin<'a> {
+    /// /dev/null: a command that reads stdin gets end-of-file at once.
+    Null,
+    /// The read end of a pipe the agent writes to.
+    Pipe(BorrowedFd<'a>),
+    /// The slave of a pseudo-terminal, which also becomes the session's controlling
+    /// terminal (the output is then the same slave).
+    Terminal(BorrowedFd<'a>),
+}
+
+/// [`spawn_in_new_session_in`] with `stdin` as the child's fd 0.
+pub fn spawn_with_stdin(
+    command: &str,
+    workdir: &str,
+    env: &[(String, String)],
+    output: &OwnedFd,
+    stdin: ChildStdin<'_>,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<SessionChild, SpawnError> {
+    let (stdin_fd, terminal) = match stdin {
+        ChildStdin::Null => (-1, false),
+        ChildStdin::Pipe(fd) => (fd.as_raw_fd(), false),
+        ChildStdin::Terminal(fd) => (fd.as_raw_fd(), true),
+    };
     let nul = SpawnError::setup("prepare the arguments");
     let argv_owned = [
         c"sh".to_owned(),
@@ -178,6 +207,8 @@ pub fn spawn_in_new_session_in(
             envp: envp.as_ptr(),
             workdir: workdir_ptr,
             output: output.as_raw_fd(),
+            stdin: stdin_fd,
+            terminal,
             cgroup: cgroup.map_or(-1, |fd| fd.as_raw_fd()),
             failure: ChildFailure::default(),
             status_probe: ptr::null_mut(),
@@ -215,6 +246,7 @@ enum Stage {
     Session,
     Output,
     Stdin,
+    Terminal,
     Workdir,
     CloseFds,
     Mask,
@@ -222,11 +254,12 @@ enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 8] = [
+    const ALL: [Stage; 9] = [
         Stage::Signals,
         Stage::Session,
         Stage::Output,
         Stage::Stdin,
+        Stage::Terminal,
         Stage::Workdir,
         Stage::CloseFds,
         Stage::Mask,
@@ -238,7 +271,8 @@ impl Stage {
             Stage::Signals => "reset signal dispositions in the child",
             Stage::Session => "start a new session",
             Stage::Output => "connect stdout and stderr",
-            Stage::Stdin => "connect stdin to /dev/null",
+            Stage::Stdin => "connect stdin",
+            Stage::Terminal => "make the pseudo-terminal the controlling terminal",
             Stage::Workdir => "enter the working directory",
             Stage::CloseFds => "close inherited fds",
             Stage::Mask => "unblock signals in the child",
@@ -289,6 +323,10 @@ struct ChildPlan {
     envp: *const *mut libc::c_char,
     workdir: *const libc::c_char,
     output: RawFd,
+    /// What becomes fd 0, or -1 for /dev/null.
+    stdin: RawFd,
+    /// `stdin` is a pseudo-terminal's slave, to become the controlling terminal.
+    terminal: bool,
     /// A cgroup v2 directory to start the child in, or -1 for the agent's own cgroup.
     cgroup: RawFd,
     failure: ChildFailure,
@@ -425,7 +463,7 @@ fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
 /// only system calls. Every signal is blocked on entry. Resets every disposition to default
 /// (ignored ones would survive exec: the agent ignores SIGPIPE, and `yes | head` would never
 /// end; glibc's handlers for its own signals would run agent code here), starts a new session,
-/// sets up stdin from /dev/null and stdout and stderr to the output pipe, changes directory,
+/// sets up stdin (/dev/null, a pipe or a terminal that becomes the controlling one) and stdout and stderr to the output pipe, changes directory,
 /// closes every other fd, unblocks every signal and execs. On failure it records the step and errno in the plan and
 /// exits 127.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -451,6 +489,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             fail(Stage::Session, errno());
         }
+        // A stdin fd that is 1 or 2 (an agent started with those closed) would be replaced by
+        // the output below: move it out of the way first.
+        let mut stdin = plan.stdin;
+        if (stdin == 1 || stdin == 2) && stdin != plan.output {
+            stdin = libc::fcntl(stdin, libc::F_DUPFD_CLOEXEC, 3);
+            if stdin < 0 {
+                fail(Stage::Stdin, errno());
+            }
+        }
         // Output first, in case the pipe is fd 0, 1 or 2 (an agent started with those closed).
         for target in [1, 2] {
             let copied = if plan.output == target {
@@ -463,12 +510,29 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Output, errno());
             }
         }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if null < 0 || libc::dup2(null, 0) < 0 {
-            fail(Stage::Stdin, errno());
+        if stdin < 0 {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if null < 0 || libc::dup2(null, 0) < 0 {
+                fail(Stage::Stdin, errno());
+            }
+            if null != 0 {
+                libc::close(null);
+            }
+        } else {
+            let copied = if stdin == 0 {
+                // dup2 onto itself would keep close-on-exec.
+                libc::fcntl(0, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(stdin, 0)
+            };
+            if copied < 0 {
+                fail(Stage::Stdin, errno());
+            }
         }
-        if null != 0 {
-            libc::close(null);
+        // The new session has no controlling terminal yet: the slave becomes it, so the
+        // command's job control, ^C and window size work as in a terminal.
+        if plan.terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(Stage::Terminal, errno());
         }
         if libc::chdir(plan.workdir) < 0 {
             fail(Stage::Workdir, errno());
@@ -737,6 +801,8 @@ mod tests {
             envp: envp.as_ptr(),
             workdir: workdir.as_ptr(),
             output: write.as_raw_fd(),
+            stdin: -1,
+            terminal: false,
             cgroup: -1,
             failure: ChildFailure::default(),
             status_probe,

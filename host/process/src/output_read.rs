@@ -27,6 +27,7 @@ const ERROR_PATTERN: &str = r"(?i)\b(error|errors|failed|failure|fatal|panicked|
 
 /// Which bytes of the whole output a reply is drawn from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Covers {
     /// First byte (an offset in the whole output).
     pub start: u64,
@@ -64,6 +65,7 @@ pub enum ReadMode {
 
 /// Line-oriented facts of a line read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LineSpan {
     /// First and last line returned (0 when none).
     pub first: u64,
@@ -74,6 +76,7 @@ pub struct LineSpan {
 
 /// Counts of a grep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GrepCount {
     /// Matching lines in the output held.
     pub matches: u64,

@@ -14,7 +14,9 @@ use super::cgroup::ProcessCgroup;
 use super::group;
 use super::os_spawn::SessionChild;
 use super::subreaper;
+use crate::input::{Input, InputError, InputWritten};
 use crate::spool::{Piece, Spool, SpoolInfo, SpoolStore, count_newlines};
+use crate::stdin_wait;
 use crate::sync::lock;
 
 /// Where a process is in its life. Ordered: each phase follows the previous one.
@@ -30,6 +32,7 @@ pub enum Phase {
 
 /// What a client sees of a process in a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessInfo {
     pub id: String,
     pub command: String,
@@ -46,10 +49,15 @@ pub struct ProcessInfo {
     pub started_at_unix: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_at_unix: Option<i64>,
+    /// What its stdin is: `null`, `pipe` or `tty`.
+    pub stdin: &'static str,
+    /// A member is blocked reading the stdin pipe or terminal (see [`Process::waiting_for_input`]).
+    pub waiting_for_input: bool,
 }
 
 /// Output and state of one process at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputSnapshot {
     pub output: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +88,8 @@ pub struct OutputSnapshot {
     /// ran). Byte counts and `covers` still describe the process's real output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redactions: Option<u32>,
+    /// A member is blocked reading the stdin pipe or terminal.
+    pub waiting_for_input: bool,
 }
 
 /// Fixed facts about a process, known at spawn.
@@ -126,6 +136,37 @@ pub struct Process {
     /// Bytes of output so far; changes wake waiters for output.
     progress: watch::Sender<u64>,
     spool: Option<(Arc<SpoolStore>, Arc<Spool>)>,
+    /// The agent's end of its stdin, with stdin `pipe` or `tty`.
+    input: Option<Input>,
+}
+
+/// A look at /proc for a member blocked reading the stdin pipe or terminal.
+#[derive(Debug)]
+pub(crate) struct InputProbe {
+    target: stdin_wait::StdinTarget,
+    members: Members,
+}
+
+/// Where the members of a running command are listed.
+#[derive(Debug)]
+enum Members {
+    Cgroup(std::path::PathBuf),
+    Marker { pgid: i32, marker: String },
+}
+
+impl InputProbe {
+    /// Reads /proc: not for async workers.
+    pub(crate) fn waiting(&self) -> bool {
+        let pids = match &self.members {
+            Members::Cgroup(path) => crate::cgroup::read_members(path),
+            Members::Marker { pgid, marker } => subreaper::members(*pgid, None, marker, usize::MAX)
+                .into_iter()
+                .map(|found| found.pid)
+                .collect(),
+        };
+        pids.into_iter()
+            .any(|pid| stdin_wait::blocked_reading(pid, &self.target))
+    }
 }
 
 /// How a command's descendants are found, wherever they went.
@@ -180,7 +221,85 @@ impl Process {
             newlines: AtomicU64::new(0),
             progress: watch::Sender::new(0),
             spool: None,
+            input: None,
         }
+    }
+
+    /// Its stdin is `input`, which the client writes to.
+    pub fn with_input(mut self, input: Option<Input>) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// `null`, `pipe` or `tty`.
+    pub fn stdin_name(&self) -> &'static str {
+        match &self.input {
+            None => "null",
+            Some(input) if input.is_terminal() => "tty",
+            Some(_) => "pipe",
+        }
+    }
+
+    /// Whether the client can write to its stdin (a pipe or a terminal).
+    pub fn has_input(&self) -> bool {
+        self.input.is_some()
+    }
+
+    /// Write `data` to its stdin (waiting at most `limit` for the command to read), then
+    /// with `eof` end it. Refused without a stdin pipe, after end-of-file, and once the shell
+    /// has exited.
+    pub async fn write_input(
+        &self,
+        data: &[u8],
+        eof: bool,
+        limit: std::time::Duration,
+    ) -> Result<InputWritten, crate::ProcessError> {
+        let refuse = |error| crate::ProcessError::Input {
+            id: self.identity.id.clone(),
+            error,
+        };
+        let Some(input) = &self.input else {
+            return Err(refuse(InputError::NoStdin));
+        };
+        if self.phase() != Phase::Running {
+            return Err(refuse(InputError::Exited));
+        }
+        input.write(data, eof, limit).await.map_err(refuse)
+    }
+
+    /// Close the agent's end of its stdin (the shell has exited), so an exited record holds
+    /// no fd for it.
+    pub async fn close_input(&self) {
+        if let Some(input) = &self.input {
+            input.close().await;
+        }
+    }
+
+    /// Whether a member is asleep reading the stdin the agent feeds it (see
+    /// [`crate::stdin_wait`]). Always false without a stdin pipe, and once the shell has
+    /// exited (its stdin is closed then). Reads /proc: not for async workers.
+    pub fn waiting_for_input(&self) -> bool {
+        self.input_probe().is_some_and(|probe| probe.waiting())
+    }
+
+    /// What a look for a blocked read needs, detached from the record so it can move to a
+    /// blocking thread; `None` when there is nothing to look for.
+    pub(crate) fn input_probe(&self) -> Option<InputProbe> {
+        let input = self.input.as_ref()?;
+        if self.phase() != Phase::Running {
+            return None;
+        }
+        let members = match &self.tracking {
+            Tracking::Cgroup(cgroup) => Members::Cgroup(cgroup.path().to_path_buf()),
+            Tracking::Marker(marker) => Members::Marker {
+                pgid: self.identity.pgid,
+                marker: marker.clone(),
+            },
+        };
+        Some(InputProbe {
+            target: *input.target(),
+            members,
+        })
     }
 
     /// Also write the whole output to `spool`.
@@ -493,6 +612,9 @@ impl Process {
             timed_out: state.timed_out,
             started_at_unix: self.identity.started_at_unix,
             exited_at_unix: state.exited_at_unix,
+            stdin: self.stdin_name(),
+            // Costs /proc reads per member: the callers that may block ask for it.
+            waiting_for_input: false,
         }
     }
 
@@ -513,6 +635,7 @@ impl Process {
             grep: None,
             ended_by: None,
             redactions: None,
+            waiting_for_input: false,
             output: rendered.text,
             truncated: rendered.truncated,
             running: info.running,

@@ -8,11 +8,17 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 
-use super::os_spawn::{SessionChild, SpawnError, spawn_in_new_session_in};
+use super::input::{Input, InputMode, open_pipe, open_terminal};
+use super::os_spawn::{ChildStdin, SessionChild, SpawnError, spawn_with_stdin};
 use super::record::{Phase, Process};
 
-/// Read size for the output pipe: a full default pipe buffer per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Capacity asked for the output pipe. The default 64 KiB makes a fast writer stop and wait for
+/// the agent every 64 KiB; a larger pipe lets it run on while the agent copies into the buffer
+/// and the spool. The kernel fills pipe pages lazily, so a quiet command costs no more.
+const OUTPUT_PIPE_BYTES: i32 = 1024 * 1024;
+
+/// Read size for the output pipe: up to a quarter of its capacity per read.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Most bytes read from one pipe before yielding to other tasks.
 const READ_FAIRNESS_LIMIT: usize = 1024 * 1024;
@@ -29,46 +35,79 @@ pub struct SpawnSpec<'a> {
     pub env: &'a [(String, String)],
     /// The command's own cgroup v2 directory, in cgroup mode.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// What its stdin is.
+    pub input: InputMode,
 }
 
-/// A started shell and the read end of its combined stdout/stderr pipe.
+/// A started shell, the read end of its combined stdout/stderr (a pipe, or a terminal's
+/// master) and, when asked for, the agent's end of its stdin.
 pub struct Spawned {
     pub child: SessionChild,
     pub output: pipe::Receiver,
     pub pgid: i32,
+    pub input: Option<Input>,
 }
 
+/// Must be called inside a tokio runtime.
 pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
-    // One pipe for both streams keeps stdout and stderr interleaved in write order.
-    let (read_end, write_end) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup {
-            stage: "make the output pipe",
-            source: e.into(),
-        })?;
-    let child = spawn_in_new_session_in(
+    let (output_read, output_write, stdin_read, input) = match spec.input {
+        InputMode::Terminal(size) => {
+            let ends = open_terminal(size).map_err(setup("open a pseudo-terminal"))?;
+            let master = ends.master.ok_or_else(|| {
+                setup("open a pseudo-terminal")(std::io::ErrorKind::NotFound.into())
+            })?;
+            // The slave is stdin, stdout and stderr at once: output comes from the master.
+            (master, ends.child, None, Some(ends.input))
+        }
+        mode => {
+            // One pipe for both streams keeps stdout and stderr interleaved in write order.
+            let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| setup("make the output pipe")(e.into()))?;
+            // Best effort: past the user's pipe-page limit (non-root) the kernel refuses, and
+            // the default capacity only costs speed.
+            let _ = fcntl(&read_end, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES));
+            if mode == InputMode::Pipe {
+                let ends = open_pipe().map_err(setup("make the input pipe"))?;
+                (read_end, write_end, Some(ends.child), Some(ends.input))
+            } else {
+                (read_end, write_end, None, None)
+            }
+        }
+    };
+    let child_stdin = match (spec.input, &stdin_read) {
+        (InputMode::Terminal(_), _) => ChildStdin::Terminal(output_write.as_fd()),
+        (_, Some(read_end)) => ChildStdin::Pipe(read_end.as_fd()),
+        (_, None) => ChildStdin::Null,
+    };
+    let child = spawn_with_stdin(
         spec.command,
         spec.workdir,
         spec.env,
-        &write_end,
+        &output_write,
+        child_stdin,
         spec.cgroup,
     )?;
-    // Our copy of the write end must go, or the pipe would never report end-of-file.
-    drop(write_end);
+    // Our copies of the command's ends must go, or the pipe (or the terminal) would never
+    // report end-of-file.
+    drop(output_write);
+    drop(stdin_read);
     Ok(Spawned {
         // The shell leads a new session, so its PID is also its process group ID.
         pgid: child.pid(),
         child,
-        output: receiver(read_end).map_err(|source| SpawnError::Setup {
-            stage: "watch the output pipe",
-            source,
-        })?,
+        output: receiver(output_read).map_err(setup("watch the output pipe"))?,
+        input,
     })
+}
+
+fn setup(stage: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {
+    move |source| SpawnError::Setup { stage, source }
 }
 
 fn receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
     // Only the read end: the write end is the child's stdout, which must stay blocking (the
     // flag belongs to the open pipe end, which dup2 shares). A fresh pipe end has no other
-    // status flags to preserve.
+    // status flags to preserve; a terminal's master is already non-blocking.
     fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     pipe::Receiver::from_owned_fd_unchecked(fd)
 }
@@ -134,6 +173,8 @@ fn read_available(process: &Process, pipe: &pipe::Receiver) -> std::io::Result<b
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // A terminal's master reads EIO once every slave fd is closed: its end-of-file.
+                Err(err) if err.raw_os_error() == Some(libc::EIO) => return Ok(false),
                 Err(err) => return Err(err),
             }
         }
@@ -156,6 +197,8 @@ fn drain_ready_output(process: &Process, pipe: &pipe::Receiver) -> bool {
                     drained += n;
                 }
                 Err(nix::errno::Errno::EINTR) => {}
+                // A terminal's master once every slave fd is closed: end-of-file.
+                Err(nix::errno::Errno::EIO) => return false,
                 Err(_) => return true, // EAGAIN: empty for now, a child may still write
             }
         }

@@ -48,6 +48,7 @@ impl Default for SpoolSettings {
 
 /// What a reply says about a process's spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpoolInfo {
     /// Every byte of the output reached the spool (cut middles aside).
     pub complete: bool,
@@ -230,7 +231,7 @@ impl SpoolStore {
 /// Newlines in `bytes`; a plain loop the compiler vectorises (dense newlines, as `yes`
 /// prints, would make a search per newline slow).
 pub fn count_newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|b| **b == b'\n').count() as u64
+    bytecount::count(bytes, b'\n') as u64
 }
 
 fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {

@@ -102,6 +102,45 @@ pub fn members(pgid: i32, skip: Option<i32>, marker: &str, enough: usize) -> Vec
     found
 }
 
+/// A process's start time (clock ticks since boot), while it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|stat| stat.start)
+}
+
+/// A pidfd for `pid` if it is still the process that started at `start`: held, the PID cannot
+/// be reused.
+pub fn pin(pid: i32, start: u64) -> Option<std::os::fd::OwnedFd> {
+    let pidfd = pidfd_open(pid).ok()?;
+    (start_time(pid) == Some(start)).then_some(pidfd)
+}
+
+/// Live (not zombie) members of process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<Found> {
+    live_where(|_, stat| stat.pgrp == pgid)
+}
+
+/// Live processes whose environment holds an entry starting with `prefix` (`KEY=value…`).
+pub fn carrying_prefix(prefix: &[u8]) -> Vec<Found> {
+    live_where(|pid, _| {
+        fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|environ| environ.split(|&b| b == 0).any(|e| e.starts_with(prefix)))
+    })
+}
+
+fn live_where(wanted: impl Fn(i32, &Stat) -> bool) -> Vec<Found> {
+    pids()
+        .filter_map(|pid| {
+            let stat = read_stat(pid)?;
+            let live = stat.state != 'Z' && stat.state != 'X';
+            (live && wanted(pid, &stat)).then_some(Found {
+                pid,
+                start: stat.start,
+                pgrp: stat.pgrp,
+            })
+        })
+        .collect()
+}
+
 /// Send `signal` to each of `found` that is still the process it was: pinned with a pidfd,
 /// then its start time read again. Returns how many were signalled.
 pub fn signal_found(found: &[Found], signal: libc::c_int) -> usize {

@@ -12,6 +12,9 @@ use crate::record::{Phase, Process};
 /// How often a port wait looks at /proc: listening sockets raise no event we could wait on.
 const PORT_POLL: Duration = Duration::from_millis(50);
 
+/// How often a wait on a process with a stdin pipe looks whether it blocks reading it.
+const INPUT_POLL: Duration = Duration::from_millis(50);
+
 /// What ends a wait (besides exit and the time limit).
 #[derive(Debug, Clone)]
 pub enum Until {
@@ -35,6 +38,9 @@ pub enum EndedBy {
     Quiet,
     Port,
     Output,
+    /// A member blocks reading the stdin pipe or terminal: nothing more happens until the
+    /// client writes to it.
+    Input,
     Timeout,
 }
 
@@ -46,6 +52,7 @@ impl EndedBy {
             EndedBy::Quiet => "quiet",
             EndedBy::Port => "port",
             EndedBy::Output => "output",
+            EndedBy::Input => "input",
             EndedBy::Timeout => "timeout",
         }
     }
@@ -67,6 +74,7 @@ impl Process {
         tokio::select! {
             biased;
             ended = condition => ended,
+            ended = self.wait_for_input_read(), if self.has_input() => ended,
             () = self.wait_for(Phase::Exited) => {
                 // Output written just before the exit may still satisfy the condition.
                 match until {
@@ -76,6 +84,27 @@ impl Process {
                 }
             }
             () = tokio::time::sleep_until(deadline) => EndedBy::Timeout,
+        }
+    }
+
+    /// Until a member blocks reading its stdin, seen on two looks in a row: a reader that was
+    /// just written to may still show as asleep in its read for a moment.
+    async fn wait_for_input_read(&self) -> EndedBy {
+        let Some(probe) = self.input_probe() else {
+            return std::future::pending().await;
+        };
+        let probe = std::sync::Arc::new(probe);
+        let mut seen = false;
+        loop {
+            tokio::time::sleep(INPUT_POLL).await;
+            let look = probe.clone();
+            let waiting = tokio::task::spawn_blocking(move || look.waiting())
+                .await
+                .unwrap_or(false);
+            if waiting && seen {
+                return EndedBy::Input;
+            }
+            seen = waiting;
         }
     }
 

@@ -5,12 +5,15 @@
 // A test file: a failed set-up step should stop it loudly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{background, eventually};
 use procwarden_process::{
     Containment, ContainmentMode, GroupSignal, ManagerSettings, Phase, ProcessError,
-    ProcessManager, Scope, StartRequest,
+    ProcessManager, Scope,
 };
 
 fn cgroup_manager(test: &str) -> Option<Arc<ProcessManager>> {
@@ -29,26 +32,6 @@ fn cgroup_manager(test: &str) -> Option<Arc<ProcessManager>> {
             None
         }
     }
-}
-
-fn background(command: &str) -> StartRequest {
-    StartRequest {
-        command: command.into(),
-        background: true,
-        ..StartRequest::default()
-    }
-}
-
-/// Poll `check` until it holds or `limit` passes; returns whether it held.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    check()
 }
 
 /// Escapes of every kind: a new session, a double fork, a job-control group, and one that

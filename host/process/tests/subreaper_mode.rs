@@ -5,12 +5,15 @@
 // A test file: a failed set-up step should stop it loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{background, eventually};
 use procwarden_process::{
     Containment, ContainmentMode, GroupSignal, ManagerSettings, Phase, ProcessError,
-    ProcessManager, Scope, StartRequest,
+    ProcessManager, Scope,
 };
 
 fn subreaper_manager() -> Arc<ProcessManager> {
@@ -22,25 +25,6 @@ fn subreaper_manager() -> Arc<ProcessManager> {
     .unwrap();
     assert_eq!(manager.containment(), ContainmentMode::Subreaper);
     manager
-}
-
-fn background(command: &str) -> StartRequest {
-    StartRequest {
-        command: command.into(),
-        background: true,
-        ..StartRequest::default()
-    }
-}
-
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    check()
 }
 
 /// Zombie children of this process (the test is the subreaper).

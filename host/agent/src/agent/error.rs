@@ -4,7 +4,7 @@
 
 use procwarden_extensions::filter::FilterError;
 use procwarden_extensions::policy::{Denial, DenialCause};
-use procwarden_process::ProcessError;
+use procwarden_process::{InputError, ProcessError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -85,6 +85,13 @@ impl AgentError {
                 ProcessError::TooLong { .. } => ErrorKind::TooLarge,
                 ProcessError::ShuttingDown => ErrorKind::Unavailable,
                 ProcessError::Spawn(_) | ProcessError::Signal(_) => ErrorKind::Internal,
+                ProcessError::Input { error, .. } => match error {
+                    InputError::Write(_) => ErrorKind::Internal,
+                    InputError::NoStdin
+                    | InputError::AfterEof
+                    | InputError::Exited
+                    | InputError::Closed => ErrorKind::Conflict,
+                },
             },
         }
     }

@@ -8,16 +8,19 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
+use crate::metrics::{Gauges, Metrics};
 use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    GroupSignal, OutputSnapshot, Phase, Process, ProcessInfo, ProcessManager, Scope, StartRequest,
+    GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
+    ProcessManager, Scope, StartRequest,
 };
 
 mod error;
 mod filters;
 mod idempotency;
+mod input_mode;
 mod output_options;
 mod reload;
 mod tools;
@@ -25,9 +28,10 @@ mod tools;
 pub use error::{AgentError, ErrorKind};
 pub use filters::load_filters;
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
+pub use input_mode::input_mode;
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use reload::{ReloadError, Reloaded, load_policy};
-pub use tools::BUILT_IN_TOOLS;
+pub use tools::{BUILT_IN_TOOLS, ToolReply};
 
 /// What became of a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +94,7 @@ pub struct Agent {
     tools: ToolSet,
     reloader: reload::Reloader,
     reloads: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -121,6 +126,8 @@ impl Agent {
         tools: ToolSet,
         manager: Arc<ProcessManager>,
     ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        policy.observe(metrics.plugin_observer());
         Arc::new(Self {
             manager,
             settings: RwLock::new(Arc::new(Settings::new(
@@ -134,6 +141,20 @@ impl Agent {
             tools,
             reloader: reload::Reloader::new(config),
             reloads: AtomicU64::new(0),
+            metrics,
+        })
+    }
+
+    /// The agent's metrics, for `/metrics` and the front ends that count their own events.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, states read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&Gauges {
+            census: self.manager.census(),
+            waiters: self.waiters(),
         })
     }
 
@@ -186,11 +207,30 @@ impl Agent {
         request: StartRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Started, AgentError> {
+        self.start_with_input(chat, front_end, request, idempotency_key, InputMode::Null)
+            .await
+    }
+
+    /// [`Self::start`] with stdin as `input` says: /dev/null (the default), a pipe the
+    /// client writes to with [`Self::input`], or a pseudo-terminal.
+    pub async fn start_with_input(
+        &self,
+        chat: Option<&str>,
+        front_end: FrontEnd,
+        request: StartRequest,
+        idempotency_key: Option<&str>,
+        input: InputMode,
+    ) -> Result<Started, AgentError> {
         validate(&request)?;
         let Some(key) = idempotency_key else {
-            return self.start_new(chat, front_end, request).await;
+            return self.start_new(chat, front_end, request, input).await;
         };
-        let fingerprint = fingerprint(&request);
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (fingerprint(&request), input).hash(&mut hasher);
+            hasher.finish()
+        };
         let entry = self.idempotency.entry(chat, key, |id| self.is_tracked(id));
         let mut known = entry.lock().await;
         if let Some(k) = known.as_ref()
@@ -206,7 +246,7 @@ impl Agent {
                 ..k.started.clone()
             });
         }
-        let started = self.start_new(chat, front_end, request).await?;
+        let started = self.start_new(chat, front_end, request, input).await?;
         *known = Some(KeyedStart {
             fingerprint,
             started: started.clone(),
@@ -223,6 +263,7 @@ impl Agent {
         chat: Option<&str>,
         front_end: FrontEnd,
         request: StartRequest,
+        input: InputMode,
     ) -> Result<Started, AgentError> {
         let settings = self.settings();
         self.check_limits(&settings.limits, chat)?;
@@ -236,19 +277,23 @@ impl Agent {
             .policy
             .evaluate_async(request, &context)
             .await
+            .inspect_err(|denial| self.metrics.denied(denial))
             .map_err(AgentError::Denied)?;
         validate(&request)?;
         request.workdir = Some(self.resolve_workdir(
             settings.agent_workdir.as_deref(),
             request.workdir.as_deref(),
         )?);
-        let process = self
-            .manager
-            .start(request.clone(), chat.map(str::to_owned))?;
+        let process =
+            self.manager
+                .start_with_input(request.clone(), chat.map(str::to_owned), input)?;
         settings
             .policy
             .audit_started(chat, process.id(), &request.command);
-        log_exit(process.clone());
+        if let Some(front_end) = &context.front_end {
+            self.metrics.started(front_end);
+        }
+        log_exit(process.clone(), self.metrics.clone());
         Ok(Started {
             id: process.id().to_owned(),
             request,
@@ -364,7 +409,12 @@ impl Agent {
         let limit = limit.map_or(wait_cap, |l| l.min(wait_cap));
         {
             let _waiting = WaiterGuard::enter(&self.waiters);
-            let _ = tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await;
+            let ended_by = match tokio::time::timeout(limit, process.wait_for(Phase::Exited)).await
+            {
+                Ok(_) => "exit",
+                Err(_) => "timeout",
+            };
+            self.metrics.waited(ended_by);
         }
         Ok(process.snapshot())
     }
@@ -385,10 +435,20 @@ impl Agent {
         if let Some(limit) = wait {
             let limit = limit.min(self.wait_cap());
             let _waiting = WaiterGuard::enter(&self.waiters);
-            ended_by = Some(process.wait_until(&options.until(), limit).await.name());
+            let ended = process.wait_until(&options.until(), limit).await.name();
+            self.metrics.waited(ended);
+            ended_by = Some(ended);
         }
         let mut snapshot = process.snapshot();
         snapshot.ended_by = ended_by;
+        if process.has_input() {
+            // Looks at every member in /proc: off the async workers.
+            let look = process.clone();
+            snapshot.waiting_for_input =
+                tokio::task::spawn_blocking(move || look.waiting_for_input())
+                    .await
+                    .unwrap_or(false);
+        }
         if let Some(mode) = options.read.clone() {
             let limits = self.manager.settings().buffer;
             // Reads go through the spool file, off the async workers.
@@ -410,6 +470,20 @@ impl Agent {
         Ok(self.manager.signal(id, Scope::from_chat(chat), signal)?)
     }
 
+    /// Write `data` to the stdin of a process started with a stdin pipe or terminal, then
+    /// with `eof` end it. A command that does not read is waited for up to
+    /// [`INPUT_WRITE_LIMIT`]; the reply says how much was written by then.
+    pub async fn input(
+        &self,
+        id: &str,
+        chat: Option<&str>,
+        data: &[u8],
+        eof: bool,
+    ) -> Result<InputWritten, AgentError> {
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
+        Ok(process.write_input(data, eof, INPUT_WRITE_LIMIT).await?)
+    }
+
     /// Requests blocked in `wait_output` right now.
     pub fn waiters(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)
@@ -420,8 +494,11 @@ impl Agent {
     }
 }
 
+/// Longest an input write waits for a command that does not read its stdin.
+pub const INPUT_WRITE_LIMIT: Duration = Duration::from_secs(10);
+
 /// One log line when a process's shell exits: its ID, exit code, run time and output size.
-fn log_exit(process: Arc<Process>) {
+fn log_exit(process: Arc<Process>, metrics: Arc<Metrics>) {
     let started = Instant::now();
     tokio::spawn(async move {
         process.wait_for(Phase::Exited).await;
@@ -430,6 +507,7 @@ fn log_exit(process: Arc<Process>) {
             .truncated
             .as_ref()
             .map_or(snapshot.output.len() as u64, |t| t.original_bytes);
+        metrics.output_produced(output_bytes);
         tracing::info!(
             id = process.id(),
             exit_code = snapshot.exit_code,

@@ -43,6 +43,8 @@ pub(super) struct Reloader {
     path: Option<PathBuf>,
     /// `token` came from `--token` / `PROCWARDEN_TOKEN`, not from the file.
     token_overridden: bool,
+    /// Working directories from the command line, put over each reloaded file.
+    workdir_defaults: crate::config::WorkdirDefaults,
     /// The restart-only keys as the agent runs with them (updated by each reload, so a
     /// change is reported once per reload that sees it differ from the start).
     running: Vec<(&'static str, String)>,
@@ -55,6 +57,7 @@ impl Reloader {
         Self {
             path: config.source.clone(),
             token_overridden: config.token_overridden,
+            workdir_defaults: config.workdir_defaults.clone(),
             running: restart_only(config, config.token_overridden),
             lock: tokio::sync::Mutex::new(()),
         }
@@ -166,6 +169,7 @@ impl Agent {
         let _one_at_a_time = self.reloader.lock.lock().await;
         let path = self.reloader.path.clone().ok_or(ReloadError::NoFile)?;
         let token_overridden = self.reloader.token_overridden;
+        let workdir_defaults = self.reloader.workdir_defaults.clone();
         let invalid = |reason: String| ReloadError::Invalid {
             path: path.display().to_string(),
             reason,
@@ -177,6 +181,8 @@ impl Agent {
                 move || -> anyhow::Result<(Config, PolicyChain, FilterChain)> {
                     let mut config = Config::load(&path)?;
                     config.token_overridden = token_overridden;
+                    config.workdir_defaults = workdir_defaults;
+                    config.apply_workdir_defaults();
                     let policy = load_policy(&config)?;
                     let filters = super::load_filters(&config)?;
                     Ok((config, policy, filters))
@@ -200,6 +206,7 @@ impl Agent {
         let restart_needed = self.reloader.restart_needed(&config);
         let plugins = chain_names(&policy);
         let filter_names = filters.names();
+        policy.observe(self.metrics.plugin_observer());
         let settings = Arc::new(Settings::new(&config, policy, filters));
         match self.settings.write() {
             Ok(mut current) => *current = settings,

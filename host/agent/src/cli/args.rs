@@ -60,6 +60,10 @@ pub enum Command {
         /// The chat of every call (default: a fresh one per server process).
         #[arg(long, env = "PROCWARDEN_CHAT_ID")]
         chat: Option<String>,
+        /// The default working directory of commands (default: the config file's `workdir`,
+        /// else the directory the client started this server in).
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
     },
     /// Run a command through the agent, print its output and exit with its exit code.
     ///
@@ -80,6 +84,10 @@ pub enum Command {
         /// Have the agent kill the command after this many seconds (then exit 124).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
+        /// Attach this terminal's stdin: the command reads what is typed (or piped in) here,
+        /// and end-of-file here ends its input. Output is shown as it comes.
+        #[arg(short = 'i', long, conflicts_with = "background")]
+        interactive: bool,
         /// A raw shell line, run with `sh -c` as written.
         #[arg(short = 'c', value_name = "SHELL_LINE", conflicts_with = "argv")]
         shell: Option<String>,
@@ -200,6 +208,9 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Print the OpenAPI 3.1 description of the HTTP API (as served at
+    /// `/api/v0/openapi.json`; `procwarden openapi > docs/openapi.json` regenerates the copy).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -216,7 +227,8 @@ pub enum ConfigAction {
 #[derive(Subcommand)]
 pub enum PluginAction {
     /// Dry-run the policy chain on one request and print each plugin's decision.
-    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when denied.
+    /// Nothing is spawned. Exits 0 when the request would be allowed, 1 when a plugin denies
+    /// it, 4 when a plugin is broken (cannot be loaded, traps, runs out of its budget).
     Check {
         /// A single component to check (default: the built-in sample chain).
         #[arg(conflicts_with = "config")]

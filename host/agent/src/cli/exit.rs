@@ -13,6 +13,10 @@ pub const CLIENT_ERROR: u8 = 2;
 pub const DENIED: u8 = 3;
 /// `run --timeout`: the agent killed the command at its deadline, as `timeout(1)` exits.
 pub const TIMED_OUT: u8 = 124;
+/// `plugin check`: a plugin is broken (it could not be loaded, trapped, ran out of its
+/// budget or answered wrongly), whatever its `on_error` made of the request. Told apart from
+/// a denial so a script can say "fix the plugin" rather than "the rule works".
+pub const PLUGIN_BROKEN: u8 = 4;
 /// Interrupted with Ctrl-C (128 + SIGINT), as shells report it.
 pub const INTERRUPTED: u8 = 130;
 

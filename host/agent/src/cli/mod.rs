@@ -6,4 +6,5 @@ pub mod exit;
 pub mod ids;
 pub mod logging;
 pub mod table;
+pub mod utf8;
 pub mod words;

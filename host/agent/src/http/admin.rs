@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::agent::ReloadError;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReloadReply {
     pub message: String,
     /// The policy chain now in force, in order.
@@ -22,6 +22,16 @@ pub struct ReloadReply {
 
 /// Re-read the configuration file, as SIGHUP does. Behind the token like every route. A
 /// file that does not load answers 422 with the reason; without a file, 409.
+#[utoipa::path(
+    post,
+    path = "/api/v0/reload",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Reloaded", body = ReloadReply),
+        (status = 409, description = "The agent was started without a configuration file", body = ErrorBody),
+        (status = 422, description = "The file does not load; the configuration in force is kept", body = ErrorBody),
+    ),
+)]
 pub async fn reload(State(state): State<Arc<ApiState>>) -> Result<Json<ReloadReply>, ApiError> {
     match state.agent.reload().await {
         Ok(reloaded) => Ok(Json(ReloadReply {

@@ -16,11 +16,14 @@ pub struct ApiError {
     pub close_connection: bool,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, as a sentence.
+    pub message: String,
+    /// More about it: the field or parameter at fault, the underlying error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -57,8 +60,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            message: &self.message,
-            detail: self.detail.as_deref(),
+            message: self.message,
+            detail: self.detail,
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.close_connection {

@@ -5,9 +5,12 @@ pub mod body_timeout;
 pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod input;
 pub mod json_errors;
 pub mod listener;
+pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod raw_errors;
 pub mod routes;
 pub mod tools;
@@ -49,11 +52,14 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         .route("/start", post(routes::start))
         .route("/list", get(routes::list))
         .route("/{id}/output", get(routes::output))
-        .route("/{id}/signal", post(routes::signal));
+        .route("/{id}/signal", post(routes::signal))
+        .route("/{id}/input", post(input::write));
     Router::new()
         .nest("/api/v0/processes", processes)
         .route("/api/v0/health", get(routes::health))
         .route("/api/v0/reload", post(admin::reload))
+        .route("/metrics", get(metrics::scrape))
+        .route("/api/v0/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -80,9 +86,14 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
             middleware::require_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state,
+            state.clone(),
             middleware::reject_browsers,
         ))
         .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn(middleware::access_log))
+        // Outermost: counts the status the client finally got.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            metrics::count_requests,
+        ))
 }

@@ -11,53 +11,125 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Chat, json_body, wants_wait};
 use crate::agent::OutputOptions;
 use procwarden_extensions::filter::FilterHealth;
-use procwarden_extensions::policy::FrontEnd;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-#[derive(Debug, Deserialize)]
-struct StartBody {
+/// A command to start. Fields not listed here are refused (400 naming the field) unless the
+/// agent's config sets `lenient_start_body = true`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct StartBody {
+    /// The shell line, run as `sh -c COMMAND` in its own process group.
     #[serde(default)]
+    #[schema(example = "cargo test")]
     command: String,
+    /// The directory to run in: relative to the agent's workdir; it must exist.
     #[serde(default)]
     workdir: Option<String>,
+    /// Variables added to (or replacing) the inherited environment.
     #[serde(default)]
     env: Option<BTreeMap<String, String>>,
+    /// A server or watcher: it is not waited for, and the reply says so.
     #[serde(default)]
     background: bool,
-    /// Seconds; fractions are rounded up to whole seconds.
+    /// Kill the command's whole tree after this many seconds (fractions are rounded up).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     timeout_seconds: Option<f64>,
+    /// A retry with the same key (in the same chat) returns the process the first started;
+    /// the `Idempotency-Key` header takes precedence.
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// `null` (the default) or `pipe`: written with `POST /{id}/input`.
+    #[serde(default)]
+    stdin: Option<String>,
+    /// Run on a pseudo-terminal (implies a stdin), `rows` × `cols` (default 24 × 80).
+    #[serde(default)]
+    tty: Option<bool>,
+    #[serde(default)]
+    rows: Option<u16>,
+    #[serde(default)]
+    cols: Option<u16>,
     /// Fields this agent does not know: a typo (`backgroud`) must not pass silently.
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
-const START_FIELDS: &str = "command, workdir, env, background, timeout_seconds, idempotency_key";
+const START_FIELDS: &str =
+    "command, workdir, env, background, timeout_seconds, idempotency_key, stdin, tty, rows, cols";
 
-#[derive(Debug, Serialize)]
+/// With `?wait=true`, the reply also carries the output snapshot's fields.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StartReply {
     pub id: String,
     pub started: bool,
     /// After policy: a plugin may have moved the command to the background.
     pub background: bool,
+    /// Present (true) when an idempotency key named a process already started.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     pub reused: bool,
     /// With `?wait=true`: the output as `GET output?wait=true` would return it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub result: Option<OutputSnapshot>,
 }
 
-/// `?wait=true` runs a foreground command to completion in this one request (up to the wait
+/// The read and wait parameters of an output request, for the API description (the handlers
+/// parse the raw query themselves, to name the parameter at fault).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: it only describes the query.
+pub struct OutputQuery {
+    /// `true` blocks until the process exits (or `until` holds), at most the wait cap.
+    wait: Option<bool>,
+    /// Read bytes from this offset in the whole output.
+    offset: Option<u64>,
+    /// Bytes to read (with `offset` or `since`).
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// A cursor (a previous reply's `covers.end`): read what came after it; with `wait`,
+    /// wait for new output.
+    since: Option<u64>,
+    /// Lines to read: `N`, `N:M`, `-N` (the last N).
+    lines: Option<String>,
+    /// Lines matching this regular expression.
+    grep: Option<String>,
+    /// Lines of context around each `grep` match.
+    context: Option<u32>,
+    /// `errors` (error lines first) or `head_tail` (the default).
+    view: Option<String>,
+    /// With `wait=true`: what ends the wait: `exit`, `regex:PATTERN`, `quiet:SECONDS`, `port:N`.
+    until: Option<String>,
+}
+
+/// Start a command. `?wait=true` runs a foreground command to completion in this one request (up to the wait
 /// cap), saving the client a second round trip. A background command, asked for or moved
 /// there by a plugin, is not waited for: its reply carries a snapshot with `running: true`.
+#[utoipa::path(
+    post,
+    path = "/api/v0/processes/start",
+    tag = "processes",
+    request_body = StartBody,
+    params(
+        OutputQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the process the first request started"),
+        ("procwarden-chat-id" = Option<String>, Header, description = "The caller's chat: it sees only its own processes (also `coder-chat-id`)"),
+    ),
+    responses(
+        (status = 200, description = "Started (or reused, with an idempotency key)", body = StartReply),
+        (status = 400, description = "Invalid request: unknown field, empty command, bad parameter", body = ErrorBody),
+        (status = 403, description = "A policy plugin denied the command", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used for a different request", body = ErrorBody),
+        (status = 429, description = "Too many live processes (agent or chat)", body = ErrorBody),
+        (status = 503, description = "A policy plugin failed; or, with `wait=true`, an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
+    ),
+)]
 pub async fn start(
     State(state): State<Arc<ApiState>>,
     chat: Chat,
@@ -89,6 +161,8 @@ pub async fn start(
     let idempotency_key = header_key
         .or(body.idempotency_key)
         .filter(|k| !k.is_empty());
+    let input = crate::agent::input_mode(body.stdin.as_deref(), body.tty, body.rows, body.cols)
+        .map_err(ApiError::bad_request)?;
     let request = StartRequest {
         command: body.command,
         workdir: body.workdir.filter(|w| !w.is_empty()),
@@ -98,11 +172,12 @@ pub async fn start(
     };
     let started = state
         .agent
-        .start(
+        .start_with_input(
             chat.as_deref(),
-            FrontEnd::Http,
+            crate::front_end::from_headers(&headers),
             request,
             idempotency_key.as_deref(),
+            input,
         )
         .await?;
     let background = started.request.background;
@@ -125,7 +200,7 @@ pub async fn start(
         Some(snapshot) => Some(
             state
                 .agent
-                .filter_snapshot(snapshot, chat.as_deref(), "http")
+                .filter_snapshot(snapshot, chat.as_deref(), crate::front_end::name(&headers))
                 .await?,
         ),
         None => None,
@@ -150,13 +225,21 @@ fn whole_seconds(seconds: f64) -> Result<u32, ApiError> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListReply {
     pub processes: Vec<ProcessInfo>,
     /// Processes the caller may see; more than listed when the list cap (`list_cap`) cut it.
     pub total: usize,
 }
 
+/// The caller's processes, running first, then newest first, up to the list cap.
+#[utoipa::path(
+    get,
+    path = "/api/v0/processes/list",
+    tag = "processes",
+    params(("procwarden-chat-id" = Option<String>, Header, description = "The caller's chat (also `coder-chat-id`)")),
+    responses((status = 200, description = "The processes the caller may see", body = ListReply)),
+)]
 pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListReply> {
     let processes = state.agent.list(chat.as_deref()).await;
     // Counted after listing: listing reaps, and a process started in between only makes the
@@ -165,9 +248,27 @@ pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListRe
     Json(ListReply { processes, total })
 }
 
+/// A process's output and state; with `wait=true`, after waiting for its exit (or `until`).
+#[utoipa::path(
+    get,
+    path = "/api/v0/processes/{id}/output",
+    tag = "processes",
+    params(
+        ("id" = String, Path, description = "The process ID"),
+        OutputQuery,
+        ("procwarden-chat-id" = Option<String>, Header, description = "The caller's chat (also `coder-chat-id`)"),
+    ),
+    responses(
+        (status = 200, description = "The output and state", body = OutputSnapshot),
+        (status = 400, description = "A bad read or wait parameter (named in `detail`)", body = ErrorBody),
+        (status = 404, description = "No such process (in this chat)", body = ErrorBody),
+        (status = 503, description = "An output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
+    ),
+)]
 pub async fn output(
     State(state): State<Arc<ApiState>>,
     chat: Chat,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<OutputSnapshot>, ApiError> {
@@ -179,7 +280,7 @@ pub async fn output(
         .await?;
     let snapshot = state
         .agent
-        .filter_snapshot(snapshot, chat.as_deref(), "http")
+        .filter_snapshot(snapshot, chat.as_deref(), crate::front_end::name(&headers))
         .await?;
     Ok(Json(snapshot))
 }
@@ -212,17 +313,37 @@ fn output_options(query: Option<&str>) -> Result<OutputOptions, ApiError> {
 /// The signal names the API takes, as a sentence for errors.
 const SIGNAL_CHOICES: &str = "Use \"terminate\" (TERM), \"kill\" (KILL), \"INT\", \"HUP\", \"QUIT\", \"USR1\" or \"USR2\" (any case, SIG prefix optional).";
 
-#[derive(Debug, Deserialize)]
-struct SignalBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SignalBody {
+    /// `terminate` (TERM), `kill` (KILL), `INT`, `HUP`, `QUIT`, `USR1` or `USR2` (any case,
+    /// `SIG` prefix optional).
     #[serde(default)]
+    #[schema(example = "terminate")]
     signal: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageReply {
     pub message: String,
 }
 
+/// Send a signal to the process's whole tree.
+#[utoipa::path(
+    post,
+    path = "/api/v0/processes/{id}/signal",
+    tag = "processes",
+    request_body = SignalBody,
+    params(
+        ("id" = String, Path, description = "The process ID"),
+        ("procwarden-chat-id" = Option<String>, Header, description = "The caller's chat (also `coder-chat-id`)"),
+    ),
+    responses(
+        (status = 200, description = "Sent", body = MessageReply),
+        (status = 400, description = "Missing or unknown signal", body = ErrorBody),
+        (status = 404, description = "No such process (in this chat)", body = ErrorBody),
+        (status = 409, description = "The process is no longer running", body = ErrorBody),
+    ),
+)]
 pub async fn signal(
     State(state): State<Arc<ApiState>>,
     chat: Chat,
@@ -245,7 +366,7 @@ pub async fn signal(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReply {
     /// `ok`; `degraded` when a policy plugin could not be loaded (its `on_error = "allow"`
     /// let the agent start without it) or its last call failed, or an output filter's last
@@ -262,7 +383,7 @@ pub struct HealthReply {
     pub filters: Vec<FilterHealth>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginState {
     pub name: String,
     /// Whether its component loaded. One that did not passes every request unchanged.
@@ -276,6 +397,13 @@ pub struct PluginState {
     pub consecutive_failures: u64,
 }
 
+/// The agent's state and its policy chain's health.
+#[utoipa::path(
+    get,
+    path = "/api/v0/health",
+    tag = "meta",
+    responses((status = 200, description = "The agent's state", body = HealthReply)),
+)]
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
     let health = state.agent.health();
     let policy = state.agent.policy();

@@ -15,30 +15,57 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Chat, json_body};
 use procwarden_extensions::tool::{ToolCallError, ToolOutput, ToolSpec};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolsReply {
     pub tools: Vec<ToolSpec>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolCallReply {
     pub tool: String,
+    /// A tool that answers text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// A tool that answers JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<serde_json::Value>,
 }
 
+/// The tools the tool plugins offer.
+#[utoipa::path(
+    get,
+    path = "/api/v0/tools",
+    tag = "tools",
+    responses((status = 200, description = "The tools", body = ToolsReply)),
+)]
 pub async fn list(State(state): State<Arc<ApiState>>) -> Json<ToolsReply> {
     Json(ToolsReply {
         tools: state.agent.tool_specs(),
     })
 }
 
+/// Call a tool; the body is its arguments, a JSON object (an empty body means `{}`).
+#[utoipa::path(
+    post,
+    path = "/api/v0/tools/{name}",
+    tag = "tools",
+    request_body(content = Object, description = "The tool's arguments, as its `input_schema` describes"),
+    params(
+        ("name" = String, Path, description = "The tool's name"),
+        ("procwarden-chat-id" = Option<String>, Header, description = "The caller's chat (also `coder-chat-id`)"),
+    ),
+    responses(
+        (status = 200, description = "The tool's result", body = ToolCallReply),
+        (status = 400, description = "Arguments refused", body = ErrorBody),
+        (status = 404, description = "No such tool", body = ErrorBody),
+        (status = 422, description = "The tool ran and failed", body = ErrorBody),
+        (status = 503, description = "The tool's component failed: trap, time or memory limit, not loaded", body = ErrorBody),
+    ),
+)]
 pub async fn call(
     State(state): State<Arc<ApiState>>,
     chat: Chat,

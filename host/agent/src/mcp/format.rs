@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::agent::AgentError;
 use procwarden_process::{
-    Covers, GrepCount, LineSpan, OutputSnapshot, ProcessError, ProcessInfo, Truncation,
+    Covers, GrepCount, InputWritten, LineSpan, OutputSnapshot, ProcessError, ProcessInfo,
+    Truncation,
 };
 
 /// One result of `execute`, `process_output` or `process_signal`. Fields that do not apply,
@@ -17,8 +18,12 @@ use procwarden_process::{
 /// (the reference reported `exit_code: 0` for running processes, which models misread).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Exited with code 0; only ever set for a process that has exited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success: Option<bool>,
+    /// A background start: the process was started (it says nothing of how it will end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,6 +37,9 @@ pub struct Report {
     pub members_alive: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
+    /// While it runs with a stdin pipe or terminal: whether a member is blocked reading it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_input: Option<bool>,
     /// The agent stopped the process at a time limit (set by policy); not the tool's wait.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
@@ -88,7 +96,13 @@ impl Report {
         let met = snapshot
             .ended_by
             .filter(|e| matches!(*e, "regex" | "quiet" | "port" | "output"));
-        if let Some(condition) = met.filter(|_| snapshot.running) {
+        if snapshot.running && snapshot.waiting_for_input {
+            notes.push(
+                "It is waiting for input (blocked reading its stdin): answer with process_input \
+                 (end a line answer with \"\\n\"), or stop it with process_signal."
+                    .to_owned(),
+            );
+        } else if let Some(condition) = met.filter(|_| snapshot.running) {
             notes.push(format!(
                 "The wait ended on its until condition ({condition}); the process keeps \
                  running. Use process_output with since = covers.end to read on, or \
@@ -158,6 +172,8 @@ impl Report {
             running: Some(snapshot.running),
             exit_code: snapshot.exit_code,
             members_alive: Some(snapshot.members_alive),
+            // Only said of a running process; an exited one reads nothing.
+            waiting_for_input: snapshot.running.then_some(snapshot.waiting_for_input),
             timed_out: snapshot.timed_out,
             truncated: snapshot.truncated.as_ref().map(|t| TruncationFacts {
                 original_bytes: t.original_bytes,
@@ -205,27 +221,74 @@ pub fn seconds(duration: Duration) -> String {
     }
 }
 
+/// The reply of `process_input`.
+#[derive(Debug, Serialize)]
+pub struct InputReport {
+    pub success: bool,
+    pub process_id: String,
+    /// Bytes of data written.
+    pub written: usize,
+    /// Whether its input is now at end-of-file.
+    pub eof: bool,
+    /// Output from here on is the process's reply: pass it as since to process_output.
+    pub since: u64,
+    pub note: String,
+}
+
+impl InputReport {
+    pub fn new(id: &str, written: InputWritten, asked: usize, since: u64) -> Self {
+        let mut note = format!(
+            "Read the reply with process_output (since={since}, with a wait_timeout_seconds)."
+        );
+        if written.written < asked {
+            note = format!(
+                "Only {} of {asked} bytes were written: the process stopped reading. {note}",
+                written.written
+            );
+        }
+        Self {
+            success: written.written == asked,
+            process_id: id.to_owned(),
+            written: written.written,
+            eof: written.eof,
+            since,
+            note,
+        }
+    }
+
+    pub fn into_result(self) -> CallToolResult {
+        json_result(&self)
+    }
+}
+
 /// The reply of `process_list`.
 #[derive(Debug, Serialize)]
 pub struct ListReport {
     pub processes: Vec<ProcessInfo>,
+    /// Every process of the session, listed or not (more than listed when the list is cut).
+    pub total: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 impl ListReport {
-    pub fn new(processes: Vec<ProcessInfo>, cap: usize) -> Self {
+    pub fn new(processes: Vec<ProcessInfo>, total: usize) -> Self {
         let note = if processes.is_empty() {
             Some("No processes in this session.".to_owned())
-        } else if processes.len() >= cap {
+        } else if total > processes.len() {
             Some(format!(
-                "Showing {cap}: running processes first, then the most recent; older ones \
-                 are not listed."
+                "Showing {} of {total}: running processes first, then the most recent; older \
+                 ones are not listed.",
+                processes.len()
             ))
         } else {
             None
         };
-        Self { processes, note }
+        Self {
+            processes,
+            total,
+            note,
+        }
     }
 
     pub fn into_result(self) -> CallToolResult {
@@ -286,6 +349,7 @@ mod tests {
             grep: None,
             ended_by: None,
             redactions: None,
+            waiting_for_input: false,
         }
     }
 

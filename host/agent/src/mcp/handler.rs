@@ -1,4 +1,4 @@
-//! The MCP server: four tools over the shared [`Agent`]. One handler value serves one MCP
+//! The MCP server: five tools over the shared [`Agent`]. One handler value serves one MCP
 //! session (stdio: the whole process; HTTP: one `Mcp-Session-Id`), and every call is scoped to
 //! that session's chat.
 
@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use super::format::{self, ListReport, Report, Situation};
+use super::args::Parameters;
+use super::format::{self, InputReport, ListReport, Report, Situation};
 use super::tools::{
     DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs,
-    PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION, PROCESS_SIGNAL_DESCRIPTION,
-    ProcessOutputArgs, ProcessSignalArgs, SERVER_INSTRUCTIONS, seconds_arg,
+    PROCESS_INPUT_DESCRIPTION, PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION,
+    PROCESS_SIGNAL_DESCRIPTION, ProcessInputArgs, ProcessOutputArgs, ProcessSignalArgs,
+    SERVER_INSTRUCTIONS, seconds_arg,
 };
 use crate::agent::{Agent, AgentError, OutputOptions};
 use crate::chat::chat_from_headers;
@@ -30,6 +31,9 @@ use procwarden_process::{GroupSignal, OutputSnapshot, StartRequest};
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
 /// How long `process_signal` waits to report whether the process has exited.
 const SIGNAL_SETTLE: Duration = Duration::from_secs(3);
+/// How much longer than its kill deadline `execute` waits by default, for the kill (TERM,
+/// then KILL after the grace period) to land and the exit to be reported.
+const KILL_SETTLE: Duration = Duration::from_secs(10);
 
 /// The refusal of an HTTP request that names neither a chat nor an MCP session.
 pub const NO_CHAT: &str = "This request names no chat: send a Procwarden-Chat-Id header \
@@ -184,6 +188,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ExecuteArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let chat = match self.chat_of(&ctx) {
             Ok(chat) => chat,
             Err(message) => return format::tool_error(message),
@@ -194,12 +202,18 @@ impl ProcwardenMcp {
             );
         }
         let background = args.run_in_background.unwrap_or(false);
-        let timeout = match seconds_arg(
-            "timeout_seconds",
-            args.timeout_seconds,
-            DEFAULT_EXECUTE_TIMEOUT,
-            false,
-        ) {
+        // timeout_seconds kills, as in the HTTP API and the CLI; wait_seconds only waits.
+        let kill_after = match args
+            .timeout_seconds
+            .map(|t| seconds_arg("timeout_seconds", Some(t), Duration::ZERO, false))
+            .transpose()
+        {
+            Ok(kill_after) => kill_after,
+            Err(message) => return format::tool_error(message),
+        };
+        // Without wait_seconds, a deadline is waited out: the model learns how it ended.
+        let default_wait = kill_after.map_or(DEFAULT_EXECUTE_TIMEOUT, |k| k + KILL_SETTLE);
+        let timeout = match seconds_arg("wait_seconds", args.wait_seconds, default_wait, false) {
             Ok(timeout) => timeout,
             Err(message) => return format::tool_error(message),
         };
@@ -207,6 +221,11 @@ impl ProcwardenMcp {
             Ok(options) => options,
             Err(bad) => return format::tool_error(bad.to_string()),
         };
+        let input =
+            match crate::agent::input_mode(args.stdin.as_deref(), args.tty, args.rows, args.cols) {
+                Ok(input) => input,
+                Err(message) => return format::tool_error(message),
+            };
         let requested_command = args.command.clone();
         let started_at = Instant::now();
         let request = StartRequest {
@@ -214,14 +233,13 @@ impl ProcwardenMcp {
             workdir: args.workdir.filter(|w| !w.is_empty()),
             env: args.env.unwrap_or_default().into_iter().collect(),
             background,
-            // The tool's timeout is how long to wait, never a kill switch.
-            timeout_seconds: None,
+            timeout_seconds: kill_after.map(|k| k.as_secs_f64().ceil() as u32),
         };
         // The policy chain may have rewritten the request (e.g. a trailing `&` becomes a
         // background start): answer for what actually runs, and say so.
         let (id, ran) = match self
             .agent
-            .start(chat.as_deref(), FrontEnd::Mcp, request, None)
+            .start_with_input(chat.as_deref(), FrontEnd::Mcp, request, None, input)
             .await
         {
             Ok(started) => (started.id, started.request),
@@ -236,7 +254,7 @@ impl ProcwardenMcp {
                 Err(err) => return format::agent_error(&err),
             };
             let mut report = Report {
-                success: Some(true),
+                started: Some(true),
                 process_id: Some(id),
                 running: Some(running),
                 background: Some(true),
@@ -301,16 +319,25 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessOutputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
             Ok(found) => found,
             Err(error) => return error,
         };
-        let wait = match seconds_arg(
-            "wait_timeout_seconds",
-            args.wait_timeout_seconds,
-            DEFAULT_OUTPUT_WAIT,
-            true,
-        ) {
+        let wait = match (args.wait, args.wait_timeout_seconds) {
+            (Some(false), Some(seconds)) if seconds != 0.0 => {
+                return format::tool_error(
+                    "wait=false reads at once, so wait_timeout_seconds does not apply: pass one \
+                     or the other.",
+                );
+            }
+            (Some(false), _) => Ok(Duration::ZERO),
+            (_, seconds) => seconds_arg("wait_timeout_seconds", seconds, DEFAULT_OUTPUT_WAIT, true),
+        };
+        let wait = match wait {
             Ok(wait) => wait,
             Err(message) => return format::tool_error(message),
         };
@@ -351,6 +378,45 @@ impl ProcwardenMcp {
     }
 
     #[tool(
+        description = PROCESS_INPUT_DESCRIPTION,
+        annotations(title = "Write to a process's input", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn process_input(
+        &self,
+        Parameters(args): Parameters<ProcessInputArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
+        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
+            Ok(found) => found,
+            Err(error) => return error,
+        };
+        let data = args.data.unwrap_or_default();
+        let eof = args.eof.unwrap_or(false);
+        if data.is_empty() && !eof {
+            return format::tool_error(
+                "Nothing to write: pass data (e.g. \"yes\\n\"), eof=true, or both.",
+            );
+        }
+        // Where the reply to this input starts: what the process writes from here on.
+        let cursor = match self.agent.output(id, chat.as_deref()) {
+            Ok(snapshot) => snapshot.covers.total_bytes,
+            Err(err) => return format::agent_error(&err),
+        };
+        match self
+            .agent
+            .input(id, chat.as_deref(), data.as_bytes(), eof)
+            .await
+        {
+            Ok(written) => InputReport::new(id, written, data.len(), cursor).into_result(),
+            Err(err) => format::agent_error(&err),
+        }
+    }
+
+    #[tool(
         description = PROCESS_LIST_DESCRIPTION,
         annotations(title = "List processes", read_only_hint = true, open_world_hint = false)
     )]
@@ -360,7 +426,9 @@ impl ProcwardenMcp {
             Err(message) => return format::tool_error(message),
         };
         let processes = self.agent.list(chat.as_deref()).await;
-        ListReport::new(processes, self.agent.list_cap()).into_result()
+        // Counted after listing (listing reaps); never fewer than listed.
+        let total = self.agent.count(chat.as_deref()).max(processes.len());
+        ListReport::new(processes, total).into_result()
     }
 
     #[tool(
@@ -372,6 +440,10 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessSignalArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let args = match args {
+            Ok(args) => args,
+            Err(message) => return format::tool_error(message),
+        };
         let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
             Ok(found) => found,
             Err(error) => return error,
@@ -394,7 +466,6 @@ impl ProcwardenMcp {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) | Err(_) => {
                 return Report {
-                    success: Some(true),
                     process_id: Some(id.to_owned()),
                     message: Some(message),
                     ..Report::default()
@@ -409,7 +480,7 @@ impl ProcwardenMcp {
                 waited: SIGNAL_SETTLE,
             },
         );
-        report.success = Some(true);
+        // `success` keeps its one meaning: exited with code 0 (a stopped process rarely has).
         report.message = Some(message);
         // The final output is one process_output away; a stop request need not repeat it.
         report.output = None;

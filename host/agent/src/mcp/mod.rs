@@ -4,6 +4,7 @@
 //! Like the HTTP API it only translates: every call goes to the shared [`crate::agent::Agent`],
 //! so MCP starts pass through the same policy chain and process manager.
 
+pub mod args;
 pub mod format;
 pub mod guard;
 pub mod handler;

@@ -21,33 +21,46 @@ pub const MAX_WAIT_SECONDS: f64 = 24.0 * 60.0 * 60.0;
 
 pub const EXECUTE_DESCRIPTION: &str = "\
 Run a shell command (`sh -c`) in the workspace and return its output and exit code.
-Foreground (the default) waits up to timeout_seconds (default 60) for the command to finish. \
-A command still running at the timeout is NOT killed: it keeps running, and the result gives \
-its process_id; follow it with process_output or stop it with process_signal. Give builds and \
-test suites a generous timeout_seconds rather than backgrounding them when you need their result.
-Background (run_in_background=true) returns a process_id at once. Use it for dev servers, file \
-watchers and other processes that keep running, or for long work you will check on later. \
-Never background with shell `&` (or nohup, setsid, disown): set run_in_background instead.
-stdout and stderr are merged. Long output keeps its beginning and end, and the result states how \
-many bytes were omitted from the middle. Commands run with stdin closed, so they cannot prompt: \
-pass non-interactive flags (e.g. `-y`, `--no-pager`).";
+Foreground (the default) waits up to wait_seconds (default 60) for the command to finish. \
+A command still running then is NOT killed: it keeps running, and the result gives its \
+process_id; follow it with process_output or stop it with process_signal. Give builds and test \
+suites a generous wait_seconds rather than backgrounding them when you need their result. \
+timeout_seconds is different: the agent kills the command after that many seconds.
+Background (run_in_background=true) returns a process_id at once (`started: true`). Use it for \
+dev servers, file watchers and other processes that keep running, or for long work you will \
+check on later. Never background with shell `&` (or nohup, setsid, disown): set \
+run_in_background instead.
+success is true only when the command exited with code 0. stdout and stderr are merged. Long \
+output keeps its beginning and end, and the result states how many bytes were omitted from the \
+middle. Commands run with stdin closed by default, so they cannot prompt: pass non-interactive \
+flags (e.g. `-y`, `--no-pager`). Only when a command must be answered, set stdin=\"pipe\" (or \
+tty=true for programs that need a terminal): the wait then also ends when it blocks reading \
+(waiting_for_input: true), and process_input answers it.";
 
 pub const PROCESS_OUTPUT_DESCRIPTION: &str = "\
 Read a tracked process's output by its process_id, waiting for it to exit first.
-Blocks until the process exits or wait_timeout_seconds pass (default 10; 0 returns a snapshot \
-at once), then returns the output so far, whether it is still running, and its exit code once \
-it has exited. Reading never stops the process. To wait for a long job, pass a wait that covers \
-the time it needs instead of calling again and again.
+Blocks until the process exits or wait_timeout_seconds pass (default 10), then returns the \
+output so far, whether it is still running, and its exit code once it has exited. To peek \
+without waiting, pass wait=false. Reading never stops the process. To wait for a long job, \
+pass a wait that covers the time it needs instead of calling again and again.
 The whole output is kept, not only its beginning and end: after a long log was cut, use grep \
 (with context) to find an error, lines to read a part (`-100:` for the last 100 lines), or \
 view=errors for error lines first. To follow a running process, pass since = covers.end of \
 the previous result. until ends a wait on a regex, a quiet spell or a listening port.";
 
+pub const PROCESS_INPUT_DESCRIPTION: &str = "\
+Write to the stdin of a process started with stdin=\"pipe\" or tty=true, e.g. to answer a prompt.
+Send the answer with its newline (\"yes\\n\"). eof=true ends the input after data (on a terminal: \
+Ctrl-D). On a terminal, \"\\u0003\" is Ctrl-C. A result or process_list showing \
+waiting_for_input: true means the process is blocked reading and needs this (or process_signal). \
+Read the reply with process_output, passing since = the cursor this result gives.";
+
 pub const PROCESS_LIST_DESCRIPTION: &str = "\
 List the tracked processes of this session: running ones first, then the most recent.
 Shows each process's id (the process_id the other tools take), command, whether it is running, \
-and its exit code once it has exited. Exited processes are forgotten a few minutes after they \
-exit.";
+its exit code once it has exited, and waiting_for_input: true when it is blocked reading its \
+stdin; total counts them all when the list is cut. Exited processes are forgotten a few minutes \
+after they exit.";
 
 pub const PROCESS_SIGNAL_DESCRIPTION: &str = "\
 Stop a tracked process together with everything it started (its whole process group).
@@ -59,7 +72,9 @@ pub const SERVER_INSTRUCTIONS: &str = "\
 procwarden runs shell commands in this workspace. Use `execute` for commands; set \
 run_in_background=true for servers and watchers (never shell `&`). Processes are tracked by \
 process_id: read them with process_output, list them with process_list, stop them with \
-process_signal. Each session sees only its own processes.";
+process_signal. A process started with stdin=\"pipe\" or tty=true that shows \
+waiting_for_input: true is blocked on a prompt: answer it with process_input. Each session sees \
+only its own processes.";
 
 // Descriptions are given as single-line strings rather than doc comments: doc comments keep
 // their line breaks, which only add noise to what the model reads. Optional arguments are
@@ -94,7 +109,7 @@ pub struct ExecuteArgs {
         description = "Return at once with a process_id instead of waiting (default false). Use \
                        for dev servers, file watchers and other long-lived processes, or to keep \
                        working while a long job runs. If you need the result before continuing, \
-                       prefer the foreground with a longer timeout_seconds. Never use shell `&`: \
+                       prefer the foreground with a longer wait_seconds. Never use shell `&`: \
                        set this instead."
     )]
     pub run_in_background: Option<bool>,
@@ -104,9 +119,21 @@ pub struct ExecuteArgs {
         range(max = 86400),
         extend("exclusiveMinimum" = 0),
         description = "Foreground only: seconds to wait for the command to finish (default 60, \
-                       up to 86400). If it is still running then it is not killed; the result \
-                       gives its process_id so you can keep waiting with process_output. Set it \
-                       generously for builds and test suites."
+                       or timeout_seconds when that is given; up to 86400). If it is still \
+                       running then it is not killed; the result gives its process_id so you can \
+                       keep waiting with process_output. Set it generously for builds and test \
+                       suites."
+    )]
+    pub wait_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "f64",
+        range(max = 86400),
+        extend("exclusiveMinimum" = 0),
+        description = "Kill the command (its whole process group) after this many seconds, \
+                       background or not (default: no limit). The result then says \
+                       timed_out. Without wait_seconds a foreground call waits this long. This \
+                       is not how long to wait: that is wait_seconds."
     )]
     pub timeout_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +147,51 @@ pub struct ExecuteArgs {
                        ended_by says which condition (or `timeout`, or `exit`) ended the wait."
     )]
     pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "`pipe` keeps stdin open to answer prompts with process_input. Only for \
+                       commands that must be answered: by default stdin is closed (reads get \
+                       end-of-file), so nothing can hang on a prompt."
+    )]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "Run on a pseudo-terminal (default false), for programs that behave \
+                       differently or refuse to run without one. Implies a stdin pipe. Output \
+                       then has terminal line endings (CR LF) and echoes what you write."
+    )]
+    pub tty: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16", description = "With tty: terminal rows (default 24).")]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16", description = "With tty: terminal columns (default 80).")]
+    pub cols: Option<u16>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInputArgs {
+    #[serde(alias = "process_id")]
+    #[schemars(
+        description = "The process_id of a process started with stdin=\"pipe\" or tty=true."
+    )]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "String",
+        description = "Text to write, exactly as given: end a line answer with \"\\n\"."
+    )]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "End the input after data (default false): the process reads \
+                       end-of-file. Nothing more can be written afterwards."
+    )]
+    pub eof: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -132,15 +204,26 @@ pub struct ProcessOutputArgs {
                        command still running at its timeout) or shown by process_list."
     )]
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "wait_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(
         with = "f64",
         range(min = 0, max = 86400),
         description = "Seconds to wait for the process to exit before answering (default 10, up \
-                       to 86400); 0 returns the current output at once. The call returns as soon \
-                       as the process exits."
+                       to 86400); 0 returns the current output at once (as wait=false does). The \
+                       call returns as soon as the process exits."
     )]
     pub wait_timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "bool",
+        description = "false: do not wait at all, return the output so far at once (a peek). \
+                       Default true: wait as wait_timeout_seconds says."
+    )]
+    pub wait: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         with = "String",

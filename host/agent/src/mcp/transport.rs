@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{ChatSource, ProcwardenMcp};
 use super::sessions::BoundedSessions;
 use crate::agent::Agent;
-use crate::config::Config;
+use crate::config::{Config, WorkdirDefaults};
 use crate::runtime::{ShutdownSignals, build_agent};
 
 /// The `/mcp` endpoint's service, and its sessions (for the HTTP layer's session cap check).
@@ -93,4 +93,22 @@ async fn run_stdio(handler: ProcwardenMcp) -> anyhow::Result<()> {
     let reason = service.waiting().await.context("MCP session failed")?;
     tracing::info!(?reason, "MCP client disconnected");
     Ok(())
+}
+
+/// `procwarden mcp`'s working directories: `--workdir` (made absolute) over the config file's
+/// `workdir`, and the directory the client started us in when neither names one. A client
+/// starts its stdio server in the project it works on, so that is where commands belong;
+/// `$HOME` (the agent's own default) would surprise it.
+pub fn stdio_workdir(flag: Option<std::path::PathBuf>) -> anyhow::Result<WorkdirDefaults> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let flag = flag.map(|dir| cwd.join(dir));
+    if let Some(dir) = &flag
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--workdir {} is not a directory", dir.display());
+    }
+    Ok(WorkdirDefaults {
+        flag,
+        fallback: Some(cwd),
+    })
 }

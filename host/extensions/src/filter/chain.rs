@@ -65,6 +65,7 @@ impl std::error::Error for FilterError {}
 
 /// One filter's counters, for `/api/v0/health`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FilterHealth {
     pub name: String,
     pub origin: String,

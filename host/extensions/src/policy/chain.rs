@@ -1,8 +1,8 @@
 //! The ordered chain of plugins every start request passes through.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use super::cache::ArtifactCache;
 use super::config::{self, OnError, PluginSource, PolicyConfig};
 use super::engine::{EngineOptions, PolicyEngine};
 use super::instance::SpentInstance;
+use super::observer::{CallObserver, CallOutcome, PluginCall};
 use super::plugin::{
     Answer, LoadReport, Plugin, PluginFailure, PluginHealth, Verdict, micros_since,
 };
@@ -35,6 +36,8 @@ struct ChainInner {
     /// Most spent instances left for later at once; beyond this they are dropped at once.
     max_spent_pending: usize,
     engine: PolicyEngine,
+    /// Sees every counted call (metrics); set once, after loading.
+    observer: OnceLock<CallObserver>,
 }
 
 /// What one plugin did in a dry run ([`PolicyChain::explain`]).
@@ -157,8 +160,17 @@ impl PolicyChain {
                 spent_pending: AtomicUsize::new(0),
                 max_spent_pending: config.max_instances as usize,
                 engine,
+                observer: OnceLock::new(),
             })),
         })
+    }
+
+    /// Have `observer` see every plugin call from now on (dry runs excepted). A chain takes
+    /// one observer; a second is ignored and `false` returned. An empty chain makes no calls.
+    pub fn observe(&self, observer: CallObserver) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|i| i.observer.set(observer).is_ok())
     }
 
     /// Whether the chain has no plugins.
@@ -382,6 +394,23 @@ impl ChainInner {
             let micros = micros_since(start);
             let plugin = &*p.name;
             if !dry_run {
+                if let Some(observer) = self.observer.get() {
+                    observer(&PluginCall {
+                        plugin: &p.name,
+                        outcome: match &outcome {
+                            Ok(Answer {
+                                verdict: Verdict::Allow(_),
+                                ..
+                            }) => CallOutcome::Allowed,
+                            Ok(Answer {
+                                verdict: Verdict::Deny(_),
+                                ..
+                            }) => CallOutcome::Denied,
+                            Err(_) => CallOutcome::Failed,
+                        },
+                        duration: start.elapsed(),
+                    });
+                }
                 let failing = p.health.record(&outcome, micros);
                 // A plugin that keeps failing is reported, at 10, 100, 1000, ... in a row.
                 if failing >= 10 && is_power_of_ten(failing) {

@@ -37,6 +37,7 @@ fn wasm(name: &str) -> PathBuf {
         "faulty-sleep" => env!("PROCWARDEN_FIXTURE_SLEEP"),
         "faulty-filesystem" => env!("PROCWARDEN_FIXTURE_FILESYSTEM"),
         "faulty-questions" => env!("PROCWARDEN_FIXTURE_QUESTIONS"),
+        "faulty-counter" => env!("PROCWARDEN_FIXTURE_COUNTER"),
         _ => panic!("unknown test component {name}"),
     })
 }
@@ -504,6 +505,39 @@ fn explain_reports_each_step() {
     assert!(c.health().iter().all(|h| h.calls == 0));
     let json = serde_json::to_value(&ex.steps[1]).unwrap();
     assert_eq!(json["outcome"]["decision"], "failed");
+}
+
+#[test]
+fn an_observer_sees_every_counted_call_and_no_dry_run() {
+    use std::sync::{Arc, Mutex};
+    let c = chain(&[
+        source("ampersand"),
+        source("faulty-trap").with_on_error(OnError::Allow),
+        source("deny").with_settings(settings("patterns = ['make']")),
+    ]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    assert!(c.observe(Arc::new(move |call: &PluginCall<'_>| {
+        sink.lock()
+            .unwrap()
+            .push((call.plugin.to_owned(), call.outcome));
+    })));
+    assert!(
+        !c.observe(Arc::new(|_: &PluginCall<'_>| {})),
+        "a chain takes one observer"
+    );
+    let _ = c.explain(req("make &"), &ctx());
+    assert!(seen.lock().unwrap().is_empty(), "dry runs are not observed");
+    assert!(c.evaluate(req("make &"), &ctx()).is_err());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("ampersand".to_owned(), CallOutcome::Allowed),
+            ("faulty-trap".to_owned(), CallOutcome::Failed),
+            ("deny".to_owned(), CallOutcome::Denied),
+        ]
+    );
 }
 
 #[test]
@@ -988,4 +1022,20 @@ fn a_remembered_answer_logs_what_the_plugin_logged() {
             "{logs}"
         );
     }
+}
+
+/// State a call writes into its instance (the fixture's static counter) is never seen by the
+/// next call: every call runs in an instance nobody has called before, whether it was made
+/// ready ahead of time or created in the call.
+#[test]
+fn every_call_sees_a_fresh_instance() {
+    let c = chain(&[source("faulty-counter")]);
+    for i in 0..20 {
+        // A different command each time, so no answer is remembered and the plugin runs.
+        let out = c.evaluate(req(&format!("true {i}")), &ctx()).unwrap();
+        assert_eq!(out.command, format!("true {i} # call 1"));
+    }
+    let health = c.health();
+    assert_eq!(health[0].calls, 20);
+    assert_eq!(health[0].remembered, 0, "{health:?}");
 }

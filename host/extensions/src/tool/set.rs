@@ -33,6 +33,7 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One tool, as front ends list it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolSpec {
     pub name: String,
     /// Written for a model.

@@ -1,0 +1,26 @@
+//! Set-up shared by the containment-mode tests.
+
+use std::time::{Duration, Instant};
+
+use procwarden_process::StartRequest;
+
+/// A background start of `command` with every other field at its default.
+pub fn background(command: &str) -> StartRequest {
+    StartRequest {
+        command: command.into(),
+        background: true,
+        ..StartRequest::default()
+    }
+}
+
+/// Poll `check` until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
