@@ -138,7 +138,7 @@ impl Agent {
         name: &str,
         args: serde_json::Value,
         chat: Option<&str>,
-    ) -> Result<ToolOutput, ToolCallError> {
+    ) -> Result<ToolReply, ToolCallError> {
         let host: Arc<dyn ProcessHost> = Arc::new(ToolProcesses(Arc::downgrade(self)));
         let workdir = self
             .settings()
@@ -154,29 +154,45 @@ impl Agent {
             tool: name.to_owned(),
             reason: format!("returned a result that was withheld: {err}"),
         };
-        match output {
+        if self.filters().is_empty() {
+            return Ok(ToolReply {
+                output,
+                redactions: None,
+            });
+        }
+        let (output, redactions) = match output {
             ToolOutput::Text(text) => {
-                let (text, _) = self
+                let (text, redactions) = self
                     .filter_text(text, chat, &front_end)
                     .await
                     .map_err(withheld)?;
-                Ok(ToolOutput::Text(text))
+                (ToolOutput::Text(text), redactions)
             }
             ToolOutput::Json(json) => {
-                if self.filters().is_empty() {
-                    return Ok(ToolOutput::Json(json));
-                }
                 let (text, redactions) = self
                     .filter_text(json.to_string(), chat, &front_end)
                     .await
                     .map_err(withheld)?;
                 if redactions == Some(0) {
-                    return Ok(ToolOutput::Json(json));
+                    (ToolOutput::Json(json), redactions)
+                } else {
+                    // A mask inside a string keeps the JSON valid; one that took an escape
+                    // with it does not, and the masked text is then sent as text.
+                    let output = serde_json::from_str(&text)
+                        .map_or(ToolOutput::Text(text), ToolOutput::Json);
+                    (output, redactions)
                 }
-                // A mask inside a string keeps the JSON valid; one that took an escape with
-                // it does not, and the masked text is then sent as text.
-                Ok(serde_json::from_str(&text).map_or(ToolOutput::Text(text), ToolOutput::Json))
             }
-        }
+        };
+        Ok(ToolReply { output, redactions })
     }
+}
+
+/// A tool's result as a client gets it: after the output filters.
+#[derive(Debug)]
+pub struct ToolReply {
+    pub output: ToolOutput,
+    /// How many changes the output filters made to the result (secrets masked); `None` when
+    /// no filter runs.
+    pub redactions: Option<u32>,
 }

@@ -1,7 +1,8 @@
 //! `GET /api/v0/tools` and `POST /api/v0/tools/{name}`: the tool plugins over HTTP.
 //!
 //! A call's body is the tool's arguments, a JSON object (an empty body means `{}`). The reply
-//! is `{tool, text}` or `{tool, json}`; errors are `{message}` with 404 (unknown tool), 400
+//! is `{tool, text}` or `{tool, json}`, with `redactions` (how many secrets the output filters
+//! masked in the result) when filters run; errors are `{message}` with 404 (unknown tool), 400
 //! (arguments refused), 422 (the tool ran and failed) or 503 (the tool's component failed:
 //! trap, time or memory limit, not loaded).
 
@@ -33,6 +34,10 @@ pub struct ToolCallReply {
     /// A tool that answers JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<serde_json::Value>,
+    /// How many changes the output filters made to the result (secrets masked); absent when
+    /// no filter runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }
 
 /// The tools the tool plugins offer.
@@ -76,12 +81,12 @@ pub async fn call(
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => serde_json::Value::Null,
         _ => json_body(body)?,
     };
-    let output = state
+    let reply = state
         .agent
         .call_tool(&name, args, chat.0.as_deref())
         .await
         .map_err(tool_error)?;
-    let (text, json) = match output {
+    let (text, json) = match reply.output {
         ToolOutput::Text(t) => (Some(t), None),
         ToolOutput::Json(j) => (None, Some(j)),
     };
@@ -89,6 +94,7 @@ pub async fn call(
         tool: name,
         text,
         json,
+        redactions: reply.redactions,
     }))
 }
 
