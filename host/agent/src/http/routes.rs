@@ -127,7 +127,7 @@ pub struct OutputQuery {
         (status = 403, description = "A policy plugin denied the command", body = ErrorBody),
         (status = 409, description = "The idempotency key was used for a different request", body = ErrorBody),
         (status = 429, description = "Too many live processes (agent or chat)", body = ErrorBody),
-        (status = 503, description = "A policy plugin failed; or, with `wait=true`, an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down or the request took too long; a policy plugin failed; or, with `wait=true`, an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
     ),
 )]
 pub async fn start(
@@ -262,7 +262,7 @@ pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListRe
         (status = 200, description = "The output and state", body = OutputSnapshot),
         (status = 400, description = "A bad read or wait parameter (named in `detail`)", body = ErrorBody),
         (status = 404, description = "No such process (in this chat)", body = ErrorBody),
-        (status = 503, description = "An output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down or the request took too long, or an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
     ),
 )]
 pub async fn output(

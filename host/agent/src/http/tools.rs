@@ -4,7 +4,7 @@
 //! is `{tool, text}` or `{tool, json}`, with `redactions` (how many secrets the output filters
 //! masked in the result) when filters run; errors are `{message}` with 404 (unknown tool), 400
 //! (arguments refused), 422 (the tool ran and failed) or 503 (the tool's component failed:
-//! trap, time or memory limit, not loaded).
+//! trap, time or memory limit, not loaded; or an output filter failed and withheld the result).
 
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Json<ToolsReply> {
         (status = 400, description = "Arguments refused", body = ErrorBody),
         (status = 404, description = "No such tool", body = ErrorBody),
         (status = 422, description = "The tool ran and failed", body = ErrorBody),
-        (status = 503, description = "The tool's component failed: trap, time or memory limit, not loaded", body = ErrorBody),
+        (status = 503, description = "The tool's component failed (trap, time or memory limit, not loaded), or an output filter failed and withheld its result", body = ErrorBody),
     ),
 )]
 pub async fn call(
