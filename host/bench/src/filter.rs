@@ -16,7 +16,7 @@ use procwarden_extensions::tool::ToolSet;
 const OUTPUT_BYTES: usize = 32 << 10;
 /// The gap between two pairs of reads, left untimed. A model reads seconds apart; the gap
 /// lets the filter create its next fresh instance off the read's path, as it does in use.
-const GAP: Duration = Duration::from_millis(2);
+const GAP: Duration = Duration::from_millis(20);
 
 /// 32 KiB that looks like a build and test log: paths, versions, git SHAs, UUIDs, base64,
 /// `NAME=value` lines that are not secrets, and one secret (a GitHub token) to mask.
