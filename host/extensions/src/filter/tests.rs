@@ -115,7 +115,7 @@ fn a_component_of_another_world_is_refused_naming_it() {
     let src = FilterSource::bytes("policy-plugin", WRONG_WORLD);
     let err = format!(
         "{:#}",
-        FilterChain::load(&[src.clone()], None, u64::MAX)
+        FilterChain::load(std::slice::from_ref(&src), None, u64::MAX)
             .err()
             .unwrap()
     );
