@@ -7,7 +7,9 @@
 //! * `PROCWARDEN_FIXTURE_TRAP`, `_SPIN`, `_HOG`, `_WRONG_WORLD`, `_SLEEP`, `_FILESYSTEM`,
 //!   `_QUESTIONS`, `_COUNTER`, `_TOOL`: test fixtures (mostly deliberately faulty components) for the
 //!   host's tests;
-//! * `PROCWARDEN_TOOL_SERVE`, `_TEST_SUMMARY`: the sample tool plugins (`src/tool/builtin.rs`).
+//! * `PROCWARDEN_TOOL_SERVE`, `_TEST_SUMMARY`: the sample tool plugins (`src/tool/builtin.rs`);
+//! * `PROCWARDEN_FILTER_REDACT`: the sample output filter (`src/filter/builtin.rs`), and
+//!   `PROCWARDEN_FIXTURE_FILTER`, a deliberately faulty one for tests.
 //!
 //! The build is the one `scripts/build-plugins.sh` runs: `cargo build --release --target
 //! wasm32-wasip2 --manifest-path plugins/Cargo.toml --workspace` with
@@ -45,6 +47,8 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("PROCWARDEN_TOOL_SERVE", "tool_serve"),
     ("PROCWARDEN_TOOL_TEST_SUMMARY", "tool_test_summary"),
     ("PROCWARDEN_FIXTURE_TOOL", "faulty_tool"),
+    ("PROCWARDEN_FILTER_REDACT", "filter_redact"),
+    ("PROCWARDEN_FIXTURE_FILTER", "faulty_filter"),
 ];
 
 /// Environment the outer cargo sets for this script (or the user sets for the host) that

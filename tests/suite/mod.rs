@@ -54,3 +54,5 @@ mod languages;
 mod unambiguous;
 // Live-process limits per agent and per chat (429).
 mod limits;
+// Output filters: secrets masked for every client, faulty filters contained, filters off.
+mod filters;

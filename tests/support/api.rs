@@ -80,6 +80,9 @@ pub struct OutputSnapshot {
     /// A wait: `exit`, `regex`, `quiet`, `port`, `output`, `input` or `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
+    /// Changes the output filters made to `output`; absent when no filter runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
     /// A member is blocked reading the stdin pipe or terminal.
     pub waiting_for_input: bool,
 }
@@ -183,7 +186,7 @@ pub struct ProcessInfo {
     pub waiting_for_input: bool,
 }
 
-/// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins}`.
+/// `GET /api/v0/health`: `{status, processes, waiters, containment, reloads, plugins, filters}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -198,6 +201,25 @@ pub struct Health {
     pub reloads: u64,
     /// The policy chain in force, in order.
     pub plugins: Vec<PluginState>,
+    /// The output filters in force, in order.
+    pub filters: Vec<FilterState>,
+}
+
+/// One output filter in `Health::filters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterState {
+    pub name: String,
+    /// Where its code comes from (`<built-in filter redact>` or a path).
+    pub origin: String,
+    /// `deny` or `allow`.
+    pub on_error: String,
+    pub calls: u64,
+    pub redactions: u64,
+    pub failures: u64,
+    pub consecutive_failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 /// One policy plugin in `Health::plugins`.
@@ -328,7 +350,7 @@ pub struct ToolsReply {
     pub tools: Vec<ToolSpec>,
 }
 
-/// `POST /api/v0/tools/{name}`: `{tool, text}` or `{tool, json}`.
+/// `POST /api/v0/tools/{name}`: `{tool, text}` or `{tool, json}`, with `redactions?`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCallReply {
@@ -337,4 +359,7 @@ pub struct ToolCallReply {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<serde_json::Value>,
+    /// Changes the output filters made to the result; absent when no filter runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }

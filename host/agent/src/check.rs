@@ -99,7 +99,18 @@ pub fn config_problems(path: &std::path::Path) -> Vec<String> {
         Err(err) => vec![format!("{err:#}")],
     };
     problems.extend(tool_problems(&config));
+    problems.extend(filter_problems(&config));
     problems
+}
+
+/// The output filters' problems: the `[[filter]]` components (and the built-in `redact`) are
+/// loaded and instantiated as `serve` would, so a missing file or a component of the wrong
+/// world is reported here.
+fn filter_problems(config: &Config) -> Vec<String> {
+    match crate::agent::load_filters(config) {
+        Ok(_) => Vec::new(),
+        Err(err) => vec![format!("{err:#}")],
+    }
 }
 
 /// The `[[tool]]` entries' problems: each tool component is loaded (and asked for its tools)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use procwarden_extensions::filter::{FilterConfig, FiltersConfig};
 use procwarden_extensions::policy::config::BUILTIN_PREFIX;
 use procwarden_extensions::policy::{PluginConfig, PluginSource, PolicyConfig};
 use procwarden_extensions::tool::{ToolConfig, ToolSource};
@@ -133,6 +134,10 @@ pub struct Config {
     /// Tool plugins (`[[tool]]`), offered to models next to the built-in tools.
     #[serde(rename = "tool")]
     pub tools: Vec<ToolConfig>,
+    /// The output filters as a whole (`[filters]`): whether the built-in `redact` runs.
+    pub filters: FiltersConfig,
+    /// Output filters (`[[filter]]`), in order, before the built-in ones.
+    pub filter: Vec<FilterConfig>,
     /// Directory of the file this came from; relative plugin paths are resolved against it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -207,6 +212,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             plugins: Vec::new(),
             tools: Vec::new(),
+            filters: FiltersConfig::default(),
+            filter: Vec::new(),
             base_dir: None,
             source: None,
             token_overridden: false,

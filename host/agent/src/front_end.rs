@@ -26,6 +26,14 @@ pub fn from_headers(headers: &HeaderMap) -> FrontEnd {
     }
 }
 
+/// The front end of an HTTP API request by name (`cli` or `http`), as output filters see it.
+pub fn name(headers: &HeaderMap) -> &'static str {
+    match from_headers(headers) {
+        FrontEnd::Cli => CLI,
+        _ => "http",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,7 +44,9 @@ mod tests {
         assert!(matches!(from_headers(&headers), FrontEnd::Http));
         headers.insert(CLIENT_HEADER, "CLI".parse().unwrap());
         assert!(matches!(from_headers(&headers), FrontEnd::Cli));
+        assert_eq!(name(&headers), "cli");
         headers.insert(CLIENT_HEADER, "mcp".parse().unwrap());
         assert!(matches!(from_headers(&headers), FrontEnd::Http));
+        assert_eq!(name(&headers), "http");
     }
 }

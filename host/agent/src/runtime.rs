@@ -28,6 +28,7 @@ pub fn build_agent(config: &Config) -> anyhow::Result<Arc<Agent>> {
     }
     let tools = ToolSet::load(&config.tool_sources()?, crate::agent::BUILT_IN_TOOLS)?;
     let agent = Agent::try_new(config, load_policy(config)?, tools)?;
+    agent.set_filters(crate::agent::load_filters(config)?);
     tracing::info!(
         containment = agent.manager().containment().name(),
         "containment of command descendants"

@@ -29,10 +29,11 @@ pub enum Figure {
     Tool,
     Containment,
     Spool,
+    Filter,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 9] = [
+    pub const ALL: [Figure; 10] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
@@ -42,6 +43,7 @@ impl Figure {
         Figure::Tool,
         Figure::Containment,
         Figure::Spool,
+        Figure::Filter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Figure {
             Figure::Tool => "tool",
             Figure::Containment => "containment",
             Figure::Spool => "spool",
+            Figure::Filter => "filter",
         }
     }
 
@@ -74,6 +77,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Tool => tool(plan).await,
         Figure::Containment => containment(plan).await,
         Figure::Spool => spool(plan).await,
+        Figure::Filter => crate::filter::filter(plan).await,
     }
 }
 

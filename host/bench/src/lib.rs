@@ -5,6 +5,7 @@
 
 mod client;
 mod figures;
+mod filter;
 mod stats;
 
 use std::fmt::Write as _;

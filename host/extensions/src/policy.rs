@@ -23,7 +23,7 @@
 
 mod audit;
 pub mod builtin;
-mod cache;
+pub(crate) mod cache;
 mod chain;
 pub(crate) mod clock;
 pub mod config;

@@ -85,6 +85,10 @@ pub struct OutputSnapshot {
     /// `timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<&'static str>,
+    /// How many changes the agent's output filters made to `output` (absent when no filter
+    /// ran). Byte counts and `covers` still describe the process's real output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
     /// A member is blocked reading the stdin pipe or terminal.
     pub waiting_for_input: bool,
 }
@@ -690,6 +694,7 @@ impl Process {
             lines: None,
             grep: None,
             ended_by: None,
+            redactions: None,
             waiting_for_input: false,
             output: rendered.text,
             truncated: rendered.truncated,

@@ -2,6 +2,7 @@
 //! shows (HTTP `message`, MCP tool error, CLI line); [`ErrorKind`] is what front ends map to
 //! their own codes (HTTP status, CLI exit code).
 
+use procwarden_extensions::filter::FilterError;
 use procwarden_extensions::policy::{Denial, DenialCause};
 use procwarden_process::{InputError, ProcessError};
 
@@ -34,6 +35,9 @@ pub enum AgentError {
     },
     #[error("{0}")]
     Denied(Denial),
+    /// An output filter failed and its `on_error` is `deny`: the output is not sent.
+    #[error("{0}")]
+    OutputWithheld(FilterError),
     #[error(transparent)]
     Process(#[from] ProcessError),
 }
@@ -69,6 +73,7 @@ impl AgentError {
             | Self::NotADirectory { .. } => ErrorKind::Invalid,
             Self::IdempotencyConflict { .. } => ErrorKind::Conflict,
             Self::TooManyProcesses { .. } => ErrorKind::TooMany,
+            Self::OutputWithheld(_) => ErrorKind::Unavailable,
             Self::Denied(denial) => match denial.cause {
                 DenialCause::Refused => ErrorKind::Denied,
                 DenialCause::PluginFailed | DenialCause::RuntimeFailed => ErrorKind::Unavailable,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProcessLimits};
 use crate::metrics::{Gauges, Metrics};
+use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
@@ -17,6 +18,7 @@ use procwarden_process::{
 };
 
 mod error;
+mod filters;
 mod idempotency;
 mod input_mode;
 mod output_options;
@@ -24,11 +26,12 @@ mod reload;
 mod tools;
 
 pub use error::{AgentError, ErrorKind};
+pub use filters::load_filters;
 use idempotency::{IdempotencyKeys, KeyedStart, fingerprint};
 pub use input_mode::{input_bytes, input_mode, terminal_size};
 pub use output_options::{BadParameter, OutputOptions, UntilSpec};
 pub use reload::{ReloadError, Reloaded, load_policy};
-pub use tools::BUILT_IN_TOOLS;
+pub use tools::{BUILT_IN_TOOLS, ToolReply};
 
 /// What became of a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct Health {
 #[derive(Clone)]
 struct Settings {
     policy: PolicyChain,
+    /// Output filters every text sent to a client passes through.
+    filters: FilterChain,
     agent_workdir: Option<PathBuf>,
     list_cap: usize,
     wait_cap: Duration,
@@ -66,9 +71,10 @@ struct Settings {
 }
 
 impl Settings {
-    fn new(config: &Config, policy: PolicyChain) -> Self {
+    fn new(config: &Config, policy: PolicyChain, filters: FilterChain) -> Self {
         Self {
             policy,
+            filters,
             agent_workdir: config.workdir.clone(),
             list_cap: config.list_cap,
             wait_cap: config.wait_cap(),
@@ -124,7 +130,11 @@ impl Agent {
         policy.observe(metrics.plugin_observer());
         Arc::new(Self {
             manager,
-            settings: RwLock::new(Arc::new(Settings::new(config, policy))),
+            settings: RwLock::new(Arc::new(Settings::new(
+                config,
+                policy,
+                FilterChain::default(),
+            ))),
             home: std::env::var_os("HOME").map(PathBuf::from),
             waiters: AtomicUsize::new(0),
             idempotency: IdempotencyKeys::default(),

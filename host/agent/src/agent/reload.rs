@@ -1,12 +1,14 @@
 //! Reloading the configuration file while processes run (SIGHUP, `POST /api/v0/reload`,
-//! `procwarden reload`): the policy chain and the per-request settings are replaced whole;
-//! processes, their output and their chats are untouched. A file that does not load (bad
-//! TOML, a bad value, a plugin that cannot load) is refused and the running configuration kept.
+//! `procwarden reload`): the policy chain, the output filters and the per-request settings
+//! are replaced whole; processes, their output and their chats are untouched. A file that does
+//! not load (bad TOML, a bad value, a plugin or filter that cannot load) is refused and the
+//! running configuration kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{OnError, PolicyChain};
 
 use super::{Agent, Settings};
@@ -175,17 +177,20 @@ impl Agent {
         // Compiling plugins takes a while; keep it off the async workers.
         let loaded = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<(Config, PolicyChain)> {
-                let mut config = Config::load(&path)?;
-                config.token_overridden = token_overridden;
-                config.workdir_defaults = workdir_defaults;
-                config.apply_workdir_defaults();
-                let policy = load_policy(&config)?;
-                Ok((config, policy))
-            })
+            tokio::task::spawn_blocking(
+                move || -> anyhow::Result<(Config, PolicyChain, FilterChain)> {
+                    let mut config = Config::load(&path)?;
+                    config.token_overridden = token_overridden;
+                    config.workdir_defaults = workdir_defaults;
+                    config.apply_workdir_defaults();
+                    let policy = load_policy(&config)?;
+                    let filters = super::load_filters(&config)?;
+                    Ok((config, policy, filters))
+                },
+            )
             .await
         };
-        let (config, policy) = match loaded {
+        let (config, policy, filters) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(err)) => {
                 let err = invalid(format!("{err:#}"));
@@ -200,14 +205,20 @@ impl Agent {
         };
         let restart_needed = self.reloader.restart_needed(&config);
         let plugins = chain_names(&policy);
+        let filter_names = filters.names();
         policy.observe(self.metrics.plugin_observer());
-        let settings = Arc::new(Settings::new(&config, policy));
+        let settings = Arc::new(Settings::new(&config, policy, filters));
         match self.settings.write() {
             Ok(mut current) => *current = settings,
             Err(poisoned) => *poisoned.into_inner() = settings,
         }
         self.reloads.fetch_add(1, Ordering::SeqCst);
-        tracing::info!(path = %path.display(), chain = %plugins.join(", "), "configuration reloaded");
+        tracing::info!(
+            path = %path.display(),
+            chain = %plugins.join(", "),
+            filters = %filter_names.join(", "),
+            "configuration reloaded"
+        );
         if !restart_needed.is_empty() {
             tracing::warn!(
                 keys = %restart_needed.join(", "),

@@ -131,21 +131,68 @@ impl Agent {
         &self.tools
     }
 
-    /// Runs tool plugin `name` for `chat`; its processes belong to that chat.
+    /// Runs tool plugin `name` for `chat`; its processes belong to that chat. The result
+    /// passes through the output filters (front end `tool:NAME`) before any client sees it.
     pub async fn call_tool(
         self: &Arc<Self>,
         name: &str,
         args: serde_json::Value,
         chat: Option<&str>,
-    ) -> Result<ToolOutput, ToolCallError> {
+    ) -> Result<ToolReply, ToolCallError> {
         let host: Arc<dyn ProcessHost> = Arc::new(ToolProcesses(Arc::downgrade(self)));
         let workdir = self
             .settings()
             .agent_workdir
             .as_deref()
             .map(super::path_string);
-        self.tools
+        let output = self
+            .tools
             .invoke(host, name, args, chat, workdir.as_deref())
-            .await
+            .await?;
+        let front_end = format!("tool:{name}");
+        let withheld = |err: super::AgentError| ToolCallError::Fault {
+            tool: name.to_owned(),
+            reason: format!("returned a result that was withheld: {err}"),
+        };
+        if self.filters().is_empty() {
+            return Ok(ToolReply {
+                output,
+                redactions: None,
+            });
+        }
+        let (output, redactions) = match output {
+            ToolOutput::Text(text) => {
+                let (text, redactions) = self
+                    .filter_text(text, chat, &front_end)
+                    .await
+                    .map_err(withheld)?;
+                (ToolOutput::Text(text), redactions)
+            }
+            ToolOutput::Json(json) => {
+                let (text, redactions) = self
+                    .filter_text(json.to_string(), chat, &front_end)
+                    .await
+                    .map_err(withheld)?;
+                if redactions == Some(0) {
+                    (ToolOutput::Json(json), redactions)
+                } else {
+                    // A mask inside a string keeps the JSON valid; one that took an escape
+                    // with it does not, and the masked text is then sent as text.
+                    let output = serde_json::from_str(&text)
+                        .map_or(ToolOutput::Text(text), ToolOutput::Json);
+                    (output, redactions)
+                }
+            }
+        };
+        Ok(ToolReply { output, redactions })
     }
+}
+
+/// A tool's result as a client gets it: after the output filters.
+#[derive(Debug)]
+pub struct ToolReply {
+    pub output: ToolOutput,
+    /// How many changes the output filters made to the result (secrets masked); `None` when
+    /// no filter runs.
+    pub redactions: Option<u32>,
 }

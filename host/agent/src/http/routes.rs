@@ -14,6 +14,7 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Chat, json_body, wants_wait};
 use crate::agent::OutputOptions;
+use procwarden_extensions::filter::FilterHealth;
 use procwarden_process::{GroupSignal, OutputSnapshot, ProcessInfo, StartRequest};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -126,6 +127,7 @@ pub struct OutputQuery {
         (status = 403, description = "A policy plugin denied the command", body = ErrorBody),
         (status = 409, description = "The idempotency key was used for a different request", body = ErrorBody),
         (status = 429, description = "Too many live processes (agent or chat)", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down or the request took too long; a policy plugin failed; or, with `wait=true`, an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
     ),
 )]
 pub async fn start(
@@ -194,6 +196,15 @@ pub async fn start(
                 .await?,
         ),
     };
+    let result = match result {
+        Some(snapshot) => Some(
+            state
+                .agent
+                .filter_snapshot(snapshot, chat.as_deref(), crate::front_end::name(&headers))
+                .await?,
+        ),
+        None => None,
+    };
     Ok(Json(StartReply {
         id: started.id,
         started: true,
@@ -251,11 +262,13 @@ pub async fn list(State(state): State<Arc<ApiState>>, chat: Chat) -> Json<ListRe
         (status = 200, description = "The output and state", body = OutputSnapshot),
         (status = 400, description = "A bad read or wait parameter (named in `detail`)", body = ErrorBody),
         (status = 404, description = "No such process (in this chat)", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down or the request took too long, or an output filter failed and the output is withheld (the filter is named in `message`)", body = ErrorBody),
     ),
 )]
 pub async fn output(
     State(state): State<Arc<ApiState>>,
     chat: Chat,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<OutputSnapshot>, ApiError> {
@@ -264,6 +277,10 @@ pub async fn output(
     let snapshot = state
         .agent
         .read_output(&id, chat.as_deref(), &options, wait)
+        .await?;
+    let snapshot = state
+        .agent
+        .filter_snapshot(snapshot, chat.as_deref(), crate::front_end::name(&headers))
         .await?;
     Ok(Json(snapshot))
 }
@@ -352,7 +369,8 @@ pub async fn signal(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReply {
     /// `ok`; `degraded` when a policy plugin could not be loaded (its `on_error = "allow"`
-    /// let the agent start without it) or its last call failed; `shutting_down`.
+    /// let the agent start without it) or its last call failed, or an output filter's last
+    /// call failed; `shutting_down`.
     pub status: &'static str,
     pub processes: usize,
     pub waiters: usize,
@@ -361,6 +379,8 @@ pub struct HealthReply {
     pub reloads: u64,
     /// The policy chain in force, in order, with each plugin's state.
     pub plugins: Vec<PluginState>,
+    /// The output filters in force, in order, with their counters.
+    pub filters: Vec<FilterHealth>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -404,9 +424,11 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
             }
         })
         .collect();
+    let filters = state.agent.filters().health();
     let degraded = plugins
         .iter()
-        .any(|p| !p.loaded || p.consecutive_failures > 0);
+        .any(|p| !p.loaded || p.consecutive_failures > 0)
+        || filters.iter().any(|f| f.consecutive_failures > 0);
     Json(HealthReply {
         status: if health.shutting_down {
             "shutting_down"
@@ -420,6 +442,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
         containment: health.containment,
         reloads: health.reloads,
         plugins,
+        filters,
     })
 }
 

@@ -1,9 +1,10 @@
 //! `GET /api/v0/tools` and `POST /api/v0/tools/{name}`: the tool plugins over HTTP.
 //!
 //! A call's body is the tool's arguments, a JSON object (an empty body means `{}`). The reply
-//! is `{tool, text}` or `{tool, json}`; errors are `{message}` with 404 (unknown tool), 400
+//! is `{tool, text}` or `{tool, json}`, with `redactions` (how many secrets the output filters
+//! masked in the result) when filters run; errors are `{message}` with 404 (unknown tool), 400
 //! (arguments refused), 422 (the tool ran and failed) or 503 (the tool's component failed:
-//! trap, time or memory limit, not loaded).
+//! trap, time or memory limit, not loaded; or an output filter failed and withheld the result).
 
 use std::sync::Arc;
 
@@ -33,6 +34,10 @@ pub struct ToolCallReply {
     /// A tool that answers JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<serde_json::Value>,
+    /// How many changes the output filters made to the result (secrets masked); absent when
+    /// no filter runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
 }
 
 /// The tools the tool plugins offer.
@@ -63,7 +68,7 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Json<ToolsReply> {
         (status = 400, description = "Arguments refused", body = ErrorBody),
         (status = 404, description = "No such tool", body = ErrorBody),
         (status = 422, description = "The tool ran and failed", body = ErrorBody),
-        (status = 503, description = "The tool's component failed: trap, time or memory limit, not loaded", body = ErrorBody),
+        (status = 503, description = "The tool's component failed (trap, time or memory limit, not loaded), or an output filter failed and withheld its result", body = ErrorBody),
     ),
 )]
 pub async fn call(
@@ -76,12 +81,12 @@ pub async fn call(
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => serde_json::Value::Null,
         _ => json_body(body)?,
     };
-    let output = state
+    let reply = state
         .agent
         .call_tool(&name, args, chat.0.as_deref())
         .await
         .map_err(tool_error)?;
-    let (text, json) = match output {
+    let (text, json) = match reply.output {
         ToolOutput::Text(t) => (Some(t), None),
         ToolOutput::Json(j) => (None, Some(j)),
     };
@@ -89,6 +94,7 @@ pub async fn call(
         tool: name,
         text,
         json,
+        redactions: reply.redactions,
     }))
 }
 

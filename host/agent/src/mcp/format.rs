@@ -58,6 +58,10 @@ pub struct Report {
     pub lines: Option<LineSpan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grep: Option<GrepCount>,
+    /// How many changes the agent's output filters made to `output` (secrets masked); byte
+    /// counts and `covers` describe the real output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +166,7 @@ impl Report {
             covers: Some(snapshot.covers),
             lines: snapshot.lines,
             grep: snapshot.grep,
+            redactions: snapshot.redactions,
             success: snapshot.exit_code.map(|code| code == 0),
             process_id: Some(id.to_owned()),
             running: Some(snapshot.running),
@@ -354,6 +359,7 @@ mod tests {
             lines: None,
             grep: None,
             ended_by: None,
+            redactions: None,
             waiting_for_input: false,
         }
     }

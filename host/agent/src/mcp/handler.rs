@@ -288,6 +288,14 @@ impl ProcwardenMcp {
             }
             Err(err) => return format::agent_error(&err),
         };
+        let snapshot = match self
+            .agent
+            .filter_snapshot(snapshot, chat.as_deref(), "mcp")
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(err) => return format::agent_error(&err),
+        };
         let mut report =
             Report::from_snapshot(&id, snapshot, Situation::Execute { waited: timeout });
         report.wall_duration_ms = Some(started_at.elapsed().as_millis() as u64);
@@ -348,23 +356,23 @@ impl ProcwardenMcp {
             self.wait_with(id, chat.as_deref(), wait, &options, &ctx)
                 .await
         };
-        match snapshot {
-            Ok(Some(snapshot)) => {
-                Report::from_snapshot(id, snapshot, Situation::Output { waited: wait })
-                    .into_result()
+        // Cancelled by the client: nobody reads this, but answer with what there is.
+        let snapshot = match snapshot {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => self.agent.output(id, chat.as_deref()),
+            Err(err) => Err(err),
+        };
+        let snapshot = match snapshot {
+            Ok(snapshot) => {
+                self.agent
+                    .filter_snapshot(snapshot, chat.as_deref(), "mcp")
+                    .await
             }
-            // Cancelled by the client: nobody reads this, but answer with what there is.
-            Ok(None) => match self.agent.output(id, chat.as_deref()) {
-                Ok(snapshot) => Report::from_snapshot(
-                    id,
-                    snapshot,
-                    Situation::Output {
-                        waited: Duration::ZERO,
-                    },
-                )
+            Err(err) => Err(err),
+        };
+        match snapshot {
+            Ok(snapshot) => Report::from_snapshot(id, snapshot, Situation::Output { waited: wait })
                 .into_result(),
-                Err(err) => format::agent_error(&err),
-            },
             Err(err) => format::agent_error(&err),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
-use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, JsonObject, Tool};
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, JsonObject, MetaObject, Tool};
 
 use super::format;
 use super::handler::ProcwardenMcp;
@@ -47,8 +47,22 @@ async fn call(ctx: ToolCallContext<'_, ProcwardenMcp>) -> CallToolResult {
         .call_tool(&ctx.name, args, chat.as_deref())
         .await
     {
-        Ok(ToolOutput::Text(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
-        Ok(ToolOutput::Json(json)) => CallToolResult::structured(json),
+        Ok(reply) => {
+            let mut result = match reply.output {
+                ToolOutput::Text(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+                ToolOutput::Json(json) => CallToolResult::structured(json),
+            };
+            // Beside the tool's own result, which stays as the tool shaped it.
+            if let Some(redactions) = reply.redactions {
+                let mut meta = JsonObject::new();
+                meta.insert(REDACTIONS_META.into(), redactions.into());
+                result.meta = Some(MetaObject(meta));
+            }
+            result
+        }
         Err(err) => format::tool_error(err.to_string()),
     }
 }
+
+/// The `_meta` key of a tool plugin's result that counts the output filters' changes.
+pub const REDACTIONS_META: &str = "redactions";
