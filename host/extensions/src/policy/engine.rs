@@ -79,6 +79,11 @@ impl PolicyEngine {
             // which costs them little: they are small and short-lived.
             .memory_reservation(opts.max_memory_bytes)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("PROCWARDEN_PERFMAP").is_some() {
+            // For profiling: `perf` then names the plugins' compiled functions
+            // (/tmp/perf-PID.map) instead of showing bare addresses.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(wasm_err)
             .context("cannot create the WebAssembly engine for policy plugins")?;
