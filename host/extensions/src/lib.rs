@@ -2,5 +2,6 @@
 //! versioned WIT bindings. Knows nothing of HTTP or MCP; the agent calls it.
 
 pub mod filter;
+mod guest_log;
 pub mod policy;
 pub mod tool;

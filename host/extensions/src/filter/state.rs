@@ -1,6 +1,7 @@
 //! Store data of one filter instance and the host side of its imports: the filter package's
 //! `host` (log, settings) and the WASI interfaces every plugin kind is granted.
 
+use crate::guest_log;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -57,21 +58,15 @@ impl host::Host for FilterState {
             return;
         }
         self.logs_left -= 1;
-        if message.len() > MAX_LOG_BYTES {
-            let mut end = MAX_LOG_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
-        let filter = &*self.name;
-        match level {
-            types::LogLevel::Trace => tracing::trace!(filter, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(filter, "{message}"),
-            types::LogLevel::Info => tracing::info!(filter, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(filter, "{message}"),
-            types::LogLevel::Error => tracing::error!(filter, "{message}"),
-        }
+        guest_log::cut(&mut message, MAX_LOG_BYTES);
+        let level = match level {
+            types::LogLevel::Trace => guest_log::Level::Trace,
+            types::LogLevel::Debug => guest_log::Level::Debug,
+            types::LogLevel::Info => guest_log::Level::Info,
+            types::LogLevel::Warn => guest_log::Level::Warn,
+            types::LogLevel::Error => guest_log::Level::Error,
+        };
+        guest_log::emit(guest_log::Kind::Filter, &self.name, level, &message);
     }
 
     async fn config(&mut self, key: String) -> Option<String> {

@@ -1,6 +1,7 @@
 //! Store data of one tool call and the host side of its imports: `procwarden:host/process`
 //! (forwarded to the agent's [`ProcessHost`]) and the tool package's `host` (log, settings).
 
+use crate::guest_log;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,21 +131,15 @@ impl host::Host for ToolState {
             return;
         }
         self.logs_left -= 1;
-        if message.len() > MAX_LOG_BYTES {
-            let mut end = MAX_LOG_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
-        let tool = &*self.scope.tool;
-        match level {
-            types::LogLevel::Trace => tracing::trace!(tool, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(tool, "{message}"),
-            types::LogLevel::Info => tracing::info!(tool, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(tool, "{message}"),
-            types::LogLevel::Error => tracing::error!(tool, "{message}"),
-        }
+        guest_log::cut(&mut message, MAX_LOG_BYTES);
+        let level = match level {
+            types::LogLevel::Trace => guest_log::Level::Trace,
+            types::LogLevel::Debug => guest_log::Level::Debug,
+            types::LogLevel::Info => guest_log::Level::Info,
+            types::LogLevel::Warn => guest_log::Level::Warn,
+            types::LogLevel::Error => guest_log::Level::Error,
+        };
+        guest_log::emit(guest_log::Kind::Tool, &self.scope.tool, level, &message);
     }
 
     async fn config(&mut self, key: String) -> Option<String> {
