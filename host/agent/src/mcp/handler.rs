@@ -16,7 +16,7 @@ use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use super::args::Parameters;
 use super::format::{self, InputReport, ListReport, Report, Situation};
 use super::tools::{
-    DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs,
+    DEFAULT_EXECUTE_TIMEOUT, DEFAULT_OUTPUT_WAIT, EXECUTE_DESCRIPTION, ExecuteArgs, OneProcess,
     PROCESS_INPUT_DESCRIPTION, PROCESS_LIST_DESCRIPTION, PROCESS_OUTPUT_DESCRIPTION,
     PROCESS_SIGNAL_DESCRIPTION, ProcessInputArgs, ProcessOutputArgs, ProcessSignalArgs,
     SERVER_INSTRUCTIONS, seconds_arg,
@@ -100,20 +100,22 @@ impl ProcwardenMcp {
         }
     }
 
-    /// The caller's chat and the trimmed process ID argument, or the tool error to return.
-    fn chat_and_id<'a>(
+    /// The arguments of a tool that acts on one process, the caller's chat and the trimmed
+    /// process ID, or the tool error to return.
+    fn process_call<A: OneProcess>(
         &self,
         ctx: &RequestContext<RoleServer>,
-        id: &'a str,
-    ) -> Result<(Option<String>, &'a str), CallToolResult> {
+        args: Result<A, String>,
+    ) -> Result<(A, Option<String>, String), CallToolResult> {
+        let args = args.map_err(format::tool_error)?;
         let chat = self.chat_of(ctx).map_err(format::tool_error)?;
-        let id = id.trim();
+        let id = args.process_id().trim().to_owned();
         if id.is_empty() {
             return Err(format::tool_error(
                 "id is required: pass the process_id from execute or process_list.",
             ));
         }
-        Ok((chat, id))
+        Ok((args, chat, id))
     }
 
     /// Wait for the process to exit, up to `limit`, across as many agent wait caps as that
@@ -319,14 +321,11 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessOutputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let args = match args {
-            Ok(args) => args,
-            Err(message) => return format::tool_error(message),
-        };
-        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
-            Ok(found) => found,
+        let (args, chat, id) = match self.process_call(&ctx, args) {
+            Ok(call) => call,
             Err(error) => return error,
         };
+        let id = id.as_str();
         let wait = match (args.wait, args.wait_timeout_seconds) {
             (Some(false), Some(seconds)) if seconds != 0.0 => {
                 return format::tool_error(
@@ -386,14 +385,11 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessInputArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let args = match args {
-            Ok(args) => args,
-            Err(message) => return format::tool_error(message),
-        };
-        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
-            Ok(found) => found,
+        let (args, chat, id) = match self.process_call(&ctx, args) {
+            Ok(call) => call,
             Err(error) => return error,
         };
+        let id = id.as_str();
         let data = match crate::agent::input_bytes(args.data, args.data_base64) {
             Ok(data) => data,
             Err(message) => return format::tool_error(message),
@@ -468,14 +464,11 @@ impl ProcwardenMcp {
         Parameters(args): Parameters<ProcessSignalArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let args = match args {
-            Ok(args) => args,
-            Err(message) => return format::tool_error(message),
-        };
-        let (chat, id) = match self.chat_and_id(&ctx, &args.id) {
-            Ok(found) => found,
+        let (args, chat, id) = match self.process_call(&ctx, args) {
+            Ok(call) => call,
             Err(error) => return error,
         };
+        let id = id.as_str();
         let signal = args.signal.into();
         if let Err(err) = self.agent.signal(id, chat.as_deref(), signal) {
             return format::agent_error(&err);

@@ -469,3 +469,21 @@ mod tests {
         assert_eq!(ok.id, "abc");
     }
 }
+
+/// The arguments of a tool that acts on one process.
+pub trait OneProcess {
+    /// The process ID as the model gave it.
+    fn process_id(&self) -> &str;
+}
+
+macro_rules! one_process {
+    ($($args:ty),*) => {
+        $(impl OneProcess for $args {
+            fn process_id(&self) -> &str {
+                &self.id
+            }
+        })*
+    };
+}
+
+one_process!(ProcessOutputArgs, ProcessInputArgs, ProcessSignalArgs);
