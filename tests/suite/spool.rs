@@ -233,6 +233,20 @@ async fn a_spool_file_is_made_only_when_the_output_outgrows_the_buffer() {
     assert!(big.covers.total_bytes > 100_000, "{big}");
 }
 
+/// A pattern wait over output whose middle is gone (no spool) skips the gap and finds the
+/// line in the tail, instead of stopping at the line the gap cut.
+#[tokio::test]
+async fn with_the_spool_off_a_pattern_wait_finds_a_line_past_the_cut_middle() {
+    let server = Server::with_config("spool_max_bytes = 0\n");
+    let api = server.api();
+    let id = api
+        .start_with(json!({"command": "seq 1 20000; sleep 100", "background": true}))
+        .await;
+    let found = read(&api, &id, "wait=true&until=regex%3A%5E20000%24").await;
+    assert_eq!(found.ended_by.as_deref(), Some("regex"), "{found}");
+    api.signal(&id, "kill").await.expect_status(200);
+}
+
 #[tokio::test]
 async fn with_the_spool_off_reads_use_the_buffer_and_say_so() {
     let server = Server::with_config("spool_max_bytes = 0\n");

@@ -355,6 +355,19 @@ impl Process {
         }
     }
 
+    /// Whether output the buffer dropped is still on its way to the spool: the spool took the
+    /// output over, is whole so far, and has not written all it was handed.
+    pub fn spool_catching_up(&self) -> bool {
+        let Some((_, spool)) = &self.spool else {
+            return false;
+        };
+        if !self.spilled.load(Ordering::Acquire) {
+            return false;
+        }
+        let info = spool.info();
+        info.complete && info.cut_bytes == 0 && info.spooled_bytes < self.output_len()
+    }
+
     /// Let the spool writer catch up with the output so far (bounded by `limit`).
     pub fn spool_catch_up(&self, limit: std::time::Duration) {
         if let Some((_, spool)) = &self.spool {

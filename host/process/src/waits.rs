@@ -11,6 +11,8 @@ use crate::record::{Phase, Process};
 
 /// How often a port wait looks at /proc: listening sockets raise no event we could wait on.
 const PORT_POLL: Duration = Duration::from_millis(50);
+/// How soon a pattern wait looks again at output the spool writer has not written yet.
+const GAP_RESCAN: Duration = Duration::from_millis(10);
 
 /// How often a wait on a process with a stdin pipe looks whether it blocks reading it.
 const INPUT_POLL: Duration = Duration::from_millis(50);
@@ -78,7 +80,7 @@ impl Process {
             () = self.wait_for(Phase::Exited) => {
                 // Output written just before the exit may still satisfy the condition.
                 match until {
-                    Until::Regex { regex, from } if self.scan(regex, *from, true).0 => EndedBy::Regex,
+                    Until::Regex { regex, from } if self.scan(regex, *from, true).found => EndedBy::Regex,
                     Until::Output { after } if self.output_len() > *after => EndedBy::Output,
                     _ => EndedBy::Exit,
                 }
@@ -145,24 +147,44 @@ impl Process {
         let mut scanned = from;
         loop {
             rx.borrow_and_update();
-            let (found, next) = self.scan(regex, scanned, false);
-            if found {
+            let scan = self.scan(regex, scanned, false);
+            if scan.found {
                 return EndedBy::Regex;
             }
-            scanned = next;
-            if rx.changed().await.is_err() {
-                return std::future::pending().await;
+            scanned = scan.next;
+            if !scan.gap {
+                // At most a partial last line is left: new output completes it.
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                continue;
+            }
+            // Output past the scan is not held yet: the spool writer is still writing what
+            // the buffer has dropped. Look again shortly, or on new output.
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    return std::future::pending().await;
+                },
+                () = tokio::time::sleep(GAP_RESCAN) => {}
             }
         }
     }
 
     /// Look for a line matching `regex` in the output from `from` on: complete lines only,
-    /// unless `to_end`. Returns whether one matched and where the next scan starts.
-    fn scan(&self, regex: &Regex, from: u64, to_end: bool) -> (bool, u64) {
+    /// unless `to_end`. Bytes no longer held (a cut middle, a spool that is off or stopped)
+    /// are skipped; bytes the spool writer has yet to write stop the scan there (`gap`).
+    fn scan(&self, regex: &Regex, from: u64, to_end: bool) -> Scan {
         let loaded = self.load(from, u64::MAX);
+        let catching_up = self.spool_catching_up();
         let mut next = from;
         for piece in &loaded.pieces {
-            let bytes = &piece.bytes[..];
+            if piece.start > next {
+                if catching_up {
+                    return Scan::gap(next);
+                }
+                next = piece.start;
+            }
+            let bytes = &piece.bytes[(next - piece.start) as usize..];
             let complete = if to_end {
                 bytes.len()
             } else {
@@ -172,14 +194,48 @@ impl Process {
                 }
             };
             if regex.is_match(&bytes[..complete]) {
-                return (true, piece.start + complete as u64);
+                return Scan {
+                    found: true,
+                    next: next + complete as u64,
+                    gap: false,
+                };
             }
-            next = piece.start + complete as u64;
-            if complete < bytes.len() {
-                break;
+            let partial = complete < bytes.len();
+            next += complete as u64;
+            if partial {
+                if piece.end() >= loaded.total {
+                    break; // the last line is not complete yet
+                }
+                if catching_up {
+                    return Scan::gap(next);
+                }
+                next = piece.end(); // a line cut by bytes no longer held
             }
         }
-        (false, next)
+        Scan {
+            found: false,
+            next,
+            gap: catching_up && next < loaded.total,
+        }
+    }
+}
+
+/// What a scan for a line found.
+struct Scan {
+    found: bool,
+    /// Where the next scan starts: after the last complete line looked at.
+    next: u64,
+    /// It stopped at output not held yet (the spool catching up), not at the end.
+    gap: bool,
+}
+
+impl Scan {
+    fn gap(next: u64) -> Self {
+        Self {
+            found: false,
+            next,
+            gap: true,
+        }
     }
 }
 
