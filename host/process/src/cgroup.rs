@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::sync::lock;
 
@@ -52,21 +52,15 @@ impl Spares {
         self.dir.join(format!("cmd-{n}"))
     }
 
-    /// Keep the cgroup at `path` as a spare if there is room and no process is in it.
-    /// Returns whether it was kept.
+    /// Keep the cgroup at `path`, proven empty, as a spare if there is room. Returns whether
+    /// it was kept.
     fn keep(&self, path: &Path) -> bool {
         let mut free = lock(&self.free);
         if free.len() >= SPARE_CGROUPS {
             return false;
         }
-        // Kept only when it still exists and is proven empty.
-        match fs::read_to_string(path.join("cgroup.events")) {
-            Ok(events) if !events.lines().any(|l| l.trim() == "populated 1") => {
-                free.push(path.to_owned());
-                true
-            }
-            _ => false,
-        }
+        free.push(path.to_owned());
+        true
     }
 
     /// Remove every spare (at shutdown).
@@ -150,9 +144,12 @@ impl CgroupRoot {
         };
         match open_dir(&path) {
             Ok(dir) => Ok(ProcessCgroup {
-                path,
+                slot: Arc::new(Slot {
+                    path,
+                    spares: Arc::downgrade(&self.spares),
+                    released: RwLock::new(false),
+                }),
                 dir: Some(dir),
-                spares: Arc::downgrade(&self.spares),
             }),
             Err(err) => {
                 let _ = fs::remove_dir(&path);
@@ -211,14 +208,81 @@ impl Drop for CgroupRoot {
     }
 }
 
-/// The cgroup of one command. When dropped, kept as a spare or removed, if empty (the kernel
-/// refuses to remove it otherwise).
+/// The cgroup of one command. Handed back (kept as a spare, or removed) once its last member
+/// is gone ([`release`](Self::release)), or when dropped if still empty then; the kernel
+/// refuses to remove a cgroup that holds a process.
 #[derive(Debug)]
 pub struct ProcessCgroup {
-    path: PathBuf,
+    slot: Arc<Slot>,
     /// Open only until the command is started in it: a retained record holds no extra fd.
     dir: Option<OwnedFd>,
+}
+
+/// A command's cgroup directory and whether the command still owns it.
+#[derive(Debug)]
+struct Slot {
+    path: PathBuf,
     spares: Weak<Spares>,
+    /// Set once the cgroup was handed back: its path may then be another command's cgroup, so
+    /// nothing reads, signals or removes it on this command's behalf. Every look at the
+    /// directory holds the read lock, so a hand-back cannot happen in the middle of one.
+    released: RwLock<bool>,
+}
+
+impl Slot {
+    /// Runs `look` on the path while this command owns it; `None` once it was handed back.
+    fn while_owned<T>(&self, look: impl FnOnce(&Path) -> T) -> Option<T> {
+        let released = self.released.read().unwrap_or_else(|e| e.into_inner());
+        (!*released).then(|| look(&self.path))
+    }
+
+    /// Hands the cgroup back if no process is left in it: kept as a spare (an empty cgroup
+    /// is as good as new) or removed. Returns whether it was handed back.
+    fn release(&self) -> bool {
+        let mut released = self.released.write().unwrap_or_else(|e| e.into_inner());
+        if *released {
+            return true;
+        }
+        match fs::read_to_string(self.path.join("cgroup.events")) {
+            Ok(events) if events.lines().any(|l| l.trim() == "populated 1") => return false,
+            Ok(_) => {}
+            // Removed already (by a sweep of leftovers): nothing to hand back.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                *released = true;
+                return true;
+            }
+            // Unreadable: not proven empty, so it stays this command's.
+            Err(_) => return false,
+        }
+        *released = true;
+        if self
+            .spares
+            .upgrade()
+            .is_some_and(|spares| spares.keep(&self.path))
+        {
+            return true;
+        }
+        if let Err(err) = fs::remove_dir(&self.path)
+            && err.kind() != ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %err, "a command's cgroup could not be removed");
+        }
+        true
+    }
+}
+
+/// Lists the members of a command's cgroup from another thread, for as long as the command
+/// owns it.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberList {
+    slot: Arc<Slot>,
+}
+
+impl MemberList {
+    /// PIDs of the live members; empty once the cgroup was handed back.
+    pub(crate) fn members(&self) -> Vec<i32> {
+        self.slot.while_owned(read_members).unwrap_or_default()
+    }
 }
 
 impl ProcessCgroup {
@@ -233,40 +297,63 @@ impl ProcessCgroup {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.slot.path
     }
 
-    /// PIDs of the live members (zombies have left their cgroup).
+    /// A handle that lists the members from another thread.
+    pub(crate) fn member_list(&self) -> MemberList {
+        MemberList {
+            slot: self.slot.clone(),
+        }
+    }
+
+    /// PIDs of the live members (zombies have left their cgroup); empty once handed back.
     pub fn members(&self) -> Vec<i32> {
-        read_members(&self.path)
+        self.slot.while_owned(read_members).unwrap_or_default()
     }
 
-    /// Whether any process lives in the cgroup.
+    /// Whether any process lives in the cgroup; `false` once handed back.
     pub fn populated(&self) -> bool {
-        is_populated(&self.path)
+        self.slot.while_owned(is_populated).unwrap_or(false)
+    }
+
+    /// Hands the cgroup back now if its last member is gone, instead of when the record is
+    /// forgotten (minutes later): the next command then reuses it instead of making one, and
+    /// the command's record no longer pins a kernel object. Returns whether it was handed
+    /// back; afterwards every look at it finds no member.
+    pub fn release(&self) -> bool {
+        self.slot.release()
     }
 
     /// SIGKILL to every member at once (`cgroup.kill`, Linux 5.14): the kernel also reaches
     /// members forked while it runs. Returns whether any member lived.
     pub fn kill(&self) -> io::Result<bool> {
-        if !self.populated() {
-            return Ok(false);
-        }
-        fs::write(self.path.join("cgroup.kill"), "1")?;
-        Ok(true)
+        self.slot
+            .while_owned(|path| {
+                if !is_populated(path) {
+                    return Ok(false);
+                }
+                fs::write(path.join("cgroup.kill"), "1")?;
+                Ok(true)
+            })
+            .unwrap_or(Ok(false))
     }
 
     /// Kill every member, wait (bounded) until none is left and remove the cgroup. Returns
-    /// whether it is gone.
+    /// whether it is gone (a cgroup already handed back counts as gone).
     pub fn kill_and_remove(&self) -> bool {
-        if self.populated() {
-            let _ = self.kill();
-            wait_empty(&self.path, std::time::Duration::from_secs(2));
-        }
-        match fs::remove_dir(&self.path) {
-            Ok(()) => true,
-            Err(e) => e.kind() == ErrorKind::NotFound,
-        }
+        self.slot
+            .while_owned(|path| {
+                if is_populated(path) {
+                    let _ = fs::write(path.join("cgroup.kill"), "1");
+                    wait_empty(path, std::time::Duration::from_secs(2));
+                }
+                match fs::remove_dir(path) {
+                    Ok(()) => true,
+                    Err(e) => e.kind() == ErrorKind::NotFound,
+                }
+            })
+            .unwrap_or(true)
     }
 
     /// `signal` to every member. Each PID read from `cgroup.procs` is pinned with a pidfd and
@@ -274,35 +361,27 @@ impl ProcessCgroup {
     /// was perhaps reused by someone else) between the two reads is left alone. Returns how
     /// many members were signalled.
     pub fn signal_members(&self, signal: libc::c_int) -> io::Result<usize> {
-        let pinned: Vec<(i32, OwnedFd)> = self
-            .members()
-            .into_iter()
-            .filter_map(|pid| pidfd_open(pid).ok().map(|fd| (pid, fd)))
-            .collect();
-        let still = self.members();
-        let mut sent = 0;
-        for (pid, pidfd) in pinned {
-            if still.contains(&pid) && pidfd_send_signal(&pidfd, signal).is_ok() {
-                sent += 1;
-            }
-        }
-        Ok(sent)
+        let sent = self.slot.while_owned(|path| {
+            let pinned: Vec<(i32, OwnedFd)> = read_members(path)
+                .into_iter()
+                .filter_map(|pid| pidfd_open(pid).ok().map(|fd| (pid, fd)))
+                .collect();
+            let still = read_members(path);
+            pinned
+                .into_iter()
+                .filter(|(pid, pidfd)| {
+                    still.contains(pid) && pidfd_send_signal(pidfd, signal).is_ok()
+                })
+                .count()
+        });
+        Ok(sent.unwrap_or(0))
     }
 }
 
 impl Drop for ProcessCgroup {
     fn drop(&mut self) {
-        if self
-            .spares
-            .upgrade()
-            .is_some_and(|spares| spares.keep(&self.path))
-        {
-            return;
-        }
-        if let Err(err) = fs::remove_dir(&self.path)
-            && err.kind() != ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %err, "a command's cgroup could not be removed");
+        if !self.slot.release() {
+            tracing::warn!(path = %self.slot.path.display(), "a forgotten command's cgroup still holds a process; left in place");
         }
     }
 }

@@ -156,7 +156,7 @@ pub(crate) struct InputProbe {
 /// Where the members of a running command are listed.
 #[derive(Debug)]
 enum Members {
-    Cgroup(std::path::PathBuf),
+    Cgroup(crate::cgroup::MemberList),
     Marker { pgid: i32, marker: String },
 }
 
@@ -164,7 +164,7 @@ impl InputProbe {
     /// Reads /proc: not for async workers.
     pub(crate) fn waiting(&self) -> bool {
         let pids = match &self.members {
-            Members::Cgroup(path) => crate::cgroup::read_members(path),
+            Members::Cgroup(list) => list.members(),
             Members::Marker { pgid, marker } => subreaper::members(*pgid, None, marker, usize::MAX)
                 .into_iter()
                 .map(|found| found.pid)
@@ -178,8 +178,8 @@ impl InputProbe {
 /// How a command's descendants are found, wherever they went.
 #[derive(Debug)]
 pub enum Tracking {
-    /// Its own cgroup: every descendant is in it. Removed (if empty) when the record is
-    /// dropped.
+    /// Its own cgroup: every descendant is in it. Handed back (for the next command, or
+    /// removed) once its last member is gone, or when the record is dropped.
     Cgroup(ProcessCgroup),
     /// The marker (`PROCWARDEN_OWNER` value) in the environment of every descendant, found
     /// through /proc beside the process group.
@@ -320,7 +320,7 @@ impl Process {
             return None;
         }
         let members = match &self.tracking {
-            Tracking::Cgroup(cgroup) => Members::Cgroup(cgroup.path().to_path_buf()),
+            Tracking::Cgroup(cgroup) => Members::Cgroup(cgroup.member_list()),
             Tracking::Marker(marker) => Members::Marker {
                 pgid: self.identity.pgid,
                 marker: marker.clone(),
@@ -637,6 +637,11 @@ impl Process {
     fn forget_group(&self, state: &mut ExitState) {
         state.group_gone = true;
         self.leader.reap();
+        if let Tracking::Cgroup(cgroup) = &self.tracking {
+            // Its last member is gone: the next command may have the cgroup now rather than
+            // when this record is forgotten.
+            cgroup.release();
+        }
     }
 
     /// How many processes of this command are alive. Reads /proc or the cgroup: not for

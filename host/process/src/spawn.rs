@@ -147,9 +147,11 @@ pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
         }
     }
     process.mark_finished();
+    // A client waiting for this exit was just woken onto this worker: let it reply first.
+    tokio::task::yield_now().await;
     // Most commands leave no member behind: find that out now, off the async workers (it
-    // reads /proc), so the shell is reaped and its PID freed instead of waiting as a zombie
-    // until someone asks or the record is forgotten.
+    // reads /proc), so the shell is reaped, its PID freed and its cgroup handed to the next
+    // command instead of waiting until someone asks or the record is forgotten.
     let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
 }
 

@@ -1,6 +1,6 @@
 //! cgroup v2 containment: each command starts in its own cgroup (placed by the clone itself),
-//! every descendant is counted and stopped wherever it went, and the cgroup is removed when
-//! the record is forgotten. Skips, saying why, where no cgroup v2 is writable.
+//! every descendant is counted and stopped wherever it went, and the cgroup is handed back
+//! once its last member is gone (or when the record is forgotten). Skips, saying why, where no cgroup v2 is writable.
 
 // A test file: a failed set-up step should stop it loudly.
 #![allow(clippy::unwrap_used)]
@@ -142,6 +142,59 @@ async fn a_new_agent_of_the_same_instance_kills_what_a_dead_one_left() {
         "the leftover was killed at start"
     );
     second.shutdown().await;
+}
+
+/// A command whose last member is gone hands its cgroup to the next command at once (no
+/// cgroup made or removed per start), and from then on its record neither sees nor
+/// signals what runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cgroup_goes_to_the_next_command_once_empty_and_the_old_record_lets_go_of_it() {
+    let Some(manager) = cgroup_manager("handback") else {
+        return;
+    };
+    let first = manager.start(background("exit 0"), None).unwrap();
+    let path = first.cgroup().unwrap().path().to_owned();
+    first.wait_for(Phase::Finished).await;
+    assert!(
+        eventually(Duration::from_secs(5), || !first.group_alive()),
+        "the first command's group never went"
+    );
+    let second = manager.start(background("exec sleep 1006"), None).unwrap();
+    assert_eq!(
+        second.cgroup().unwrap().path(),
+        path,
+        "the empty cgroup was not handed to the next command"
+    );
+    assert!(eventually(Duration::from_secs(5), || second
+        .members_alive()
+        == 1));
+    // The first record is done with it: no members, no signal.
+    assert_eq!(first.members_alive(), 0);
+    assert!(first.cgroup().unwrap().members().is_empty());
+    assert!(!first.cgroup().unwrap().populated());
+    assert_eq!(
+        first
+            .cgroup()
+            .unwrap()
+            .signal_members(libc::SIGKILL)
+            .unwrap(),
+        0
+    );
+    assert!(!first.cgroup().unwrap().kill().unwrap());
+    let err = manager
+        .signal(first.id(), Scope::All, GroupSignal::Kill)
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::NotRunning(_)), "{err:?}");
+    drop(first);
+    assert!(
+        second.group_alive() && second.members_alive() == 1,
+        "the second command was touched"
+    );
+    manager
+        .signal(second.id(), Scope::All, GroupSignal::Kill)
+        .unwrap();
+    second.wait_for(Phase::Finished).await;
+    manager.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
