@@ -424,18 +424,25 @@ async fn forward_stdin(client: Client, id: String) {
     }
 }
 
+/// How often `stop` looks whether the members of an exited shell's group are gone.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
 /// TERM to the whole group; KILL if the shell still runs after `grace`, or if members of its
 /// group outlived it (they ignored TERM and would linger unattended).
 async fn stop(client: &Client, id: &str, grace: Duration) -> anyhow::Result<ExitCode> {
     client.signal(id, "terminate").await?;
-    let reply = match tokio::time::timeout(grace, client.wait_for_exit(id)).await {
-        Ok(reply) => Some(reply?),
-        Err(_) => None,
+    let stopped = async {
+        let mut reply = client.wait_for_exit(id).await?;
+        // The shell often dies first; the rest of its group, hit by the same TERM, a moment
+        // later. Only members still there when the grace period ends are killed.
+        while reply["group_alive"] == Value::Bool(true) {
+            tokio::time::sleep(GROUP_POLL).await;
+            reply = client.output(id, false).await?;
+        }
+        anyhow::Ok(())
     };
-    if reply
-        .as_ref()
-        .is_some_and(|r| r["group_alive"] != Value::Bool(true))
-    {
+    if let Ok(done) = tokio::time::timeout(grace, stopped).await {
+        done?;
         println!("Process \"{id}\" stopped.");
         return Ok(ExitCode::SUCCESS);
     }
