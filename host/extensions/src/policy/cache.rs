@@ -248,8 +248,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// This user owns it, and neither group nor others may write to it.
 fn check_private(meta: &fs::Metadata) -> anyhow::Result<()> {
-    // SAFETY: `geteuid` has no preconditions, cannot fail and touches no memory of ours.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     anyhow::ensure!(
         meta.uid() == me,
         "owned by uid {}, not by this user (uid {me})",
