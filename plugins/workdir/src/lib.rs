@@ -37,7 +37,6 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-
 /// The outcome when the request may go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
