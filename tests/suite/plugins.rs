@@ -341,7 +341,11 @@ async fn every_decision_is_audited_with_the_plugin_name() {
 #[tokio::test]
 async fn compiled_plugins_are_cached_across_restarts() {
     let cache = tempfile::tempdir().unwrap();
-    let config = format!("[policy]\ncache_dir = {:?}\n", cache.path());
+    // The default chain runs natively: name a component build to have something compiled.
+    let config = format!(
+        "[policy]\ncache_dir = {:?}\n[[plugin]]\npath = \"builtin:deny.wasm\"\n",
+        cache.path()
+    );
     let first = Server::with_config(&config);
     first.api().list().await;
     assert!(
