@@ -289,7 +289,12 @@ fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
 async fn every_decision_is_audited_with_the_plugin_name() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let server = Server::with_config(&format!("[policy]\naudit_file = {audit:?}\n"));
+    // The component builds: their answers are remembered (native built-ins' are not).
+    let components: String = ["ampersand", "env", "workdir", "deny"]
+        .iter()
+        .map(|name| format!("[[plugin]]\npath = \"builtin:{name}.wasm\"\n"))
+        .collect();
+    let server = Server::with_config(&format!("[policy]\naudit_file = {audit:?}\n{components}"));
     let api = server.api();
     api.start("sleep 0 &").await;
     api.start_req(&json!({ "command": "rm -rf ~" }))
