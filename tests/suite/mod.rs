@@ -20,6 +20,8 @@ mod mcp_stdio;
 mod mcp_policy;
 // Policy plugins over HTTP with the real components, faulty ones included.
 mod plugins;
+// The built-in policy plugins run natively by default; `builtin:NAME.wasm` runs the component.
+mod native_policy;
 // What an operator relies on: serve --token, sessionless MCP, start-body typos, the CLI.
 mod operator;
 // Tool plugins (serve, test_summary, faulty tools) over MCP, HTTP and the CLI.

@@ -289,7 +289,12 @@ fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
 async fn every_decision_is_audited_with_the_plugin_name() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let server = Server::with_config(&format!("[policy]\naudit_file = {audit:?}\n"));
+    // The component builds: their answers are remembered (native built-ins' are not).
+    let components: String = ["ampersand", "env", "workdir", "deny"]
+        .iter()
+        .map(|name| format!("[[plugin]]\npath = \"builtin:{name}.wasm\"\n"))
+        .collect();
+    let server = Server::with_config(&format!("[policy]\naudit_file = {audit:?}\n{components}"));
     let api = server.api();
     api.start("sleep 0 &").await;
     api.start_req(&json!({ "command": "rm -rf ~" }))
@@ -341,7 +346,11 @@ async fn every_decision_is_audited_with_the_plugin_name() {
 #[tokio::test]
 async fn compiled_plugins_are_cached_across_restarts() {
     let cache = tempfile::tempdir().unwrap();
-    let config = format!("[policy]\ncache_dir = {:?}\n", cache.path());
+    // The default chain runs natively: name a component build to have something compiled.
+    let config = format!(
+        "[policy]\ncache_dir = {:?}\n[[plugin]]\npath = \"builtin:deny.wasm\"\n",
+        cache.path()
+    );
     let first = Server::with_config(&config);
     first.api().list().await;
     assert!(

@@ -227,6 +227,8 @@ pub struct FilterState {
 #[serde(deny_unknown_fields)]
 pub struct PluginState {
     pub name: String,
+    /// `native` (a built-in run as the host's own code) or `component`.
+    pub runs: String,
     pub loaded: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

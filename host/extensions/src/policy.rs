@@ -30,6 +30,7 @@ pub mod config;
 pub(crate) mod engine;
 pub(crate) mod instance;
 pub(crate) mod memo;
+mod native;
 mod observer;
 mod plugin;
 mod probe;

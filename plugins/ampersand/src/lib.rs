@@ -47,8 +47,6 @@ use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
 
-use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, log};
-
 /// If `command` ends in a background `&` (unquoted, unescaped, not part of `&&`, `|&`, `>&`
 /// or `;&`, and with something before it to run), the command without that `&` and without
 /// the whitespace, line continuations and comment around it. `None` means "leave it alone".
@@ -65,6 +63,12 @@ pub fn strip_trailing_ampersand(command: &str) -> Option<&str> {
 /// What the request becomes: `Some((command, background))` if the plugin rewrites it.
 pub fn rewrite(command: &str) -> Option<(String, bool)> {
     strip_trailing_ampersand(command).map(|stripped| (stripped.to_owned(), true))
+}
+
+/// The log line for a rewrite of `before` into `after` (the component and the host's native
+/// built-in write the same one).
+pub fn rewrite_note(before: &str, after: &str) -> String {
+    format!("stripped a trailing `&` and set background: {before:?} -> {after:?}")
 }
 
 /// The kind of a significant piece of the command line.
@@ -203,30 +207,31 @@ fn is_escaped(bytes: &[u8], at: usize) -> bool {
     backslashes % 2 == 1
 }
 
-/// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
-pub struct Ampersand;
+/// The component's `on-start`: a thin adapter over [`rewrite`]. The host runs the same
+/// logic natively for `builtin:ampersand`.
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, log};
 
-impl Guest for Ampersand {
-    fn on_start(mut req: StartRequest, _ctx: Context) -> Decision {
-        // Stripped even when the request is already `background = true`: left in place, the
-        // `&` would make `sh` fork the command and exit at once, so the tracked process would
-        // be the finished shell while the real command ran untracked.
-        if let Some((command, background)) = rewrite(&req.command) {
-            log(
-                LogLevel::Info,
-                &format!(
-                    "stripped a trailing `&` and set background: {:?} -> {:?}",
-                    req.command, command
-                ),
-            );
-            req.command = command;
-            req.background = background;
+    /// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
+    pub struct Ampersand;
+
+    impl Guest for Ampersand {
+        fn on_start(mut req: StartRequest, _ctx: Context) -> Decision {
+            // Stripped even when the request is already `background = true`: left in place, the
+            // `&` would make `sh` fork the command and exit at once, so the tracked process would
+            // be the finished shell while the real command ran untracked.
+            if let Some((command, background)) = super::rewrite(&req.command) {
+                log(LogLevel::Info, &super::rewrite_note(&req.command, &command));
+                req.command = command;
+                req.background = background;
+            }
+            Decision::Allow(req)
         }
-        Decision::Allow(req)
     }
-}
 
-procwarden_plugin_sdk::export!(Ampersand);
+    procwarden_plugin_sdk::export!(Ampersand);
+}
 
 #[cfg(test)]
 mod tests {

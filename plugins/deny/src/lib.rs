@@ -46,9 +46,10 @@
 //! (a `re:` pattern that does not compile), every command is refused with a reason saying
 //! the deny plugin is misconfigured: a deny list that silently stops working is worse.
 
-use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, Settings, StartRequest, log};
+pub use procwarden_plugin_settings::Settings;
 use regex_lite::Regex;
-use std::cell::OnceCell;
+// `OnceLock`, not `OnceCell`: the host's native built-in shares one `Rules` between threads.
+use std::sync::OnceLock;
 
 /// A built-in rule: a regular expression, and a cheap test every match passes (so most
 /// commands are passed without compiling the expression: compiling all of them costs far
@@ -243,7 +244,7 @@ enum Matcher {
     Substring(String),
     Regex(Regex),
     /// A built-in expression, compiled the first time a command passes its prefilter.
-    BuiltIn(&'static str, OnceCell<Regex>),
+    BuiltIn(&'static str, OnceLock<Regex>),
 }
 
 struct Rule {
@@ -377,7 +378,7 @@ fn compile_built_in(rule: &BuiltIn) -> Rule {
         label: rule.name.to_owned(),
         reason: format!("{}{MENTION_NOTE}", rule.reason),
         prefilter: Some(rule.prefilter),
-        matcher: Matcher::BuiltIn(rule.regex, OnceCell::new()),
+        matcher: Matcher::BuiltIn(rule.regex, OnceLock::new()),
     }
 }
 
@@ -408,33 +409,49 @@ fn normalize_space(text: &str) -> String {
 pub fn decide(command: &str, settings: &Settings) -> (Result<(), String>, Vec<String>) {
     match Rules::from_settings(settings) {
         Ok((rules, warnings)) => (rules.check(command).map_or(Ok(()), Err), warnings),
-        Err(err) => (
-            Err(format!(
-                "the deny policy plugin is misconfigured ({err}), so every command is refused; \
-                 ask the operator to fix the agent's configuration"
-            )),
-            Vec::new(),
-        ),
+        Err(err) => (Err(misconfigured(&err)), Vec::new()),
     }
 }
 
-/// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
-pub struct Deny;
-
-impl Guest for Deny {
-    fn on_start(req: StartRequest, _ctx: Context) -> Decision {
-        let (decision, warnings) = decide(&req.command, &Settings::load());
-        for warning in warnings {
-            log(LogLevel::Warn, &warning);
-        }
-        match decision {
-            Ok(()) => Decision::Allow(req),
-            Err(reason) => Decision::Deny(reason),
-        }
-    }
+/// The refusal of every command when the settings are invalid (`err` from
+/// [`Rules::from_settings`]).
+pub fn misconfigured(err: &str) -> String {
+    format!(
+        "the deny policy plugin is misconfigured ({err}), so every command is refused; \
+         ask the operator to fix the agent's configuration"
+    )
 }
 
-procwarden_plugin_sdk::export!(Deny);
+/// The component's `on-start`: a thin adapter over [`decide`]. The host runs the same logic
+/// natively for `builtin:deny`.
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use super::{Settings, decide};
+    use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, host, log};
+
+    /// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
+    pub struct Deny;
+
+    impl Guest for Deny {
+        fn on_start(req: StartRequest, _ctx: Context) -> Decision {
+            let settings = Settings::from_pairs(
+                host::config_keys()
+                    .into_iter()
+                    .filter_map(|key| host::config(&key).map(|value| (key, value))),
+            );
+            let (decision, warnings) = decide(&req.command, &settings);
+            for warning in warnings {
+                log(LogLevel::Warn, &warning);
+            }
+            match decision {
+                Ok(()) => Decision::Allow(req),
+                Err(reason) => Decision::Deny(reason),
+            }
+        }
+    }
+
+    procwarden_plugin_sdk::export!(Deny);
+}
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, Settings, StartRequest, log};
+pub use procwarden_plugin_settings::Settings;
 
 /// The variables added when `defaults` is not `false`.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -150,21 +150,34 @@ pub fn apply(mut env: Vec<(String, String)>, config: &Config) -> Vec<(String, St
     env
 }
 
-/// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
-pub struct Env;
+/// The component's `on-start`: a thin adapter over [`Config::from_settings`] and [`apply`].
+/// The host runs the same logic natively for `builtin:env`.
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use super::{Config, Settings, apply};
+    use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, host, log};
 
-impl Guest for Env {
-    fn on_start(mut req: StartRequest, _ctx: Context) -> Decision {
-        let (config, warnings) = Config::from_settings(&Settings::load());
-        for warning in warnings {
-            log(LogLevel::Warn, &warning);
+    /// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
+    pub struct Env;
+
+    impl Guest for Env {
+        fn on_start(mut req: StartRequest, _ctx: Context) -> Decision {
+            let settings = Settings::from_pairs(
+                host::config_keys()
+                    .into_iter()
+                    .filter_map(|key| host::config(&key).map(|value| (key, value))),
+            );
+            let (config, warnings) = Config::from_settings(&settings);
+            for warning in warnings {
+                log(LogLevel::Warn, &warning);
+            }
+            req.env = apply(core::mem::take(&mut req.env), &config);
+            Decision::Allow(req)
         }
-        req.env = apply(core::mem::take(&mut req.env), &config);
-        Decision::Allow(req)
     }
-}
 
-procwarden_plugin_sdk::export!(Env);
+    procwarden_plugin_sdk::export!(Env);
+}
 
 #[cfg(test)]
 mod tests {

@@ -121,5 +121,19 @@ pub fn log(level: LogLevel, message: &str) {
     host::log(level, message);
 }
 
+// The plain type, compiled from the same source as `procwarden-plugin-settings`.
+#[path = "../../settings/src/settings.rs"]
 mod settings;
 pub use settings::Settings;
+
+/// Reading the settings from the host (the type itself is plain: `procwarden-plugin-settings`).
+impl Settings {
+    /// Read every setting of this plugin from the host. Only works inside a component.
+    pub fn load() -> Self {
+        Self::from_pairs(
+            host::config_keys()
+                .into_iter()
+                .filter_map(|key| host::config(&key).map(|value| (key, value))),
+        )
+    }
+}

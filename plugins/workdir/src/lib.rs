@@ -37,8 +37,6 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, host, log};
-
 /// The outcome when the request may go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
@@ -133,31 +131,38 @@ fn join(base: &str, rel: &str) -> String {
     format!("{}/{rel}", base.trim_end_matches('/'))
 }
 
-/// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
-pub struct Workdir;
+/// The component's `on-start`: a thin adapter over [`choose`], asking the host's `is-dir`.
+/// The host runs the same logic natively for `builtin:workdir`.
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use procwarden_plugin_sdk::{Context, Decision, Guest, LogLevel, StartRequest, host, log};
 
-impl Guest for Workdir {
-    fn on_start(mut req: StartRequest, ctx: Context) -> Decision {
-        let decided = choose(
-            req.workdir.as_deref(),
-            ctx.agent_workdir.as_deref(),
-            ctx.home.as_deref(),
-            host::is_dir,
-        );
-        match decided {
-            Ok(choice) => {
-                for note in &choice.notes {
-                    log(LogLevel::Warn, note);
+    /// The plugin; its `on-start` is exported with [`procwarden_plugin_sdk::export!`].
+    pub struct Workdir;
+
+    impl Guest for Workdir {
+        fn on_start(mut req: StartRequest, ctx: Context) -> Decision {
+            let decided = super::choose(
+                req.workdir.as_deref(),
+                ctx.agent_workdir.as_deref(),
+                ctx.home.as_deref(),
+                host::is_dir,
+            );
+            match decided {
+                Ok(choice) => {
+                    for note in &choice.notes {
+                        log(LogLevel::Warn, note);
+                    }
+                    req.workdir = choice.workdir;
+                    Decision::Allow(req)
                 }
-                req.workdir = choice.workdir;
-                Decision::Allow(req)
+                Err(reason) => Decision::Deny(reason),
             }
-            Err(reason) => Decision::Deny(reason),
         }
     }
-}
 
-procwarden_plugin_sdk::export!(Workdir);
+    procwarden_plugin_sdk::export!(Workdir);
+}
 
 #[cfg(test)]
 mod tests {

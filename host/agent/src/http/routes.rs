@@ -386,6 +386,8 @@ pub struct HealthReply {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginState {
     pub name: String,
+    /// `native` (a built-in run as the host's own code) or `component` (WebAssembly).
+    pub runs: String,
     /// Whether its component loaded. One that did not passes every request unchanged.
     pub loaded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -414,6 +416,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<HealthReply> {
         .map(|p| {
             let c = counters.iter().find(|c| c.name == p.name);
             PluginState {
+                runs: p.runs.to_owned(),
                 loaded: p.load_error.is_none(),
                 error: p.load_error,
                 calls: c.map_or(0, |c| c.calls),

@@ -72,8 +72,11 @@ pub struct Explanation {
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
     pub name: String,
-    /// The component's path, or `<built-in NAME>`.
+    /// The component's path, `<built-in NAME>` (a native built-in) or `<built-in NAME.wasm>`
+    /// (a component built into the binary).
     pub origin: String,
+    /// `native` (the host's own code: no CPU budget or memory bound) or `component`.
+    pub runs: &'static str,
     pub on_error: OnError,
     pub timeout_ms: u64,
     pub max_memory_bytes: u64,
@@ -273,6 +276,7 @@ impl PolicyChain {
                 .map(|p| PluginInfo {
                     name: p.name.to_string(),
                     origin: p.origin.clone(),
+                    runs: p.runs,
                     on_error: p.on_error,
                     timeout_ms: p.timeout_ms,
                     max_memory_bytes: p.max_memory_bytes,

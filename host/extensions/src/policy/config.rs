@@ -175,6 +175,9 @@ pub enum PluginCode {
     /// Component bytes held in memory, e.g. built into the binary. `label` names the origin in
     /// messages (e.g. `built-in ampersand`).
     Bytes { label: String, bytes: Arc<[u8]> },
+    /// A native built-in (`builtin:NAME`): the sample plugin's logic compiled into the
+    /// host, no component (see `native.rs`).
+    Native { name: String },
 }
 
 impl PluginCode {
@@ -183,6 +186,15 @@ impl PluginCode {
         match self {
             PluginCode::File(path) => path.display().to_string(),
             PluginCode::Bytes { label, .. } => format!("<{label}>"),
+            PluginCode::Native { name } => format!("<built-in {name}>"),
+        }
+    }
+
+    /// How the plugin runs: `native` (the host's own code) or `component`.
+    pub fn runs(&self) -> &'static str {
+        match self {
+            PluginCode::Native { .. } => "native",
+            PluginCode::File(_) | PluginCode::Bytes { .. } => "component",
         }
     }
 }
@@ -220,12 +232,45 @@ impl PluginSource {
         }
     }
 
+    /// The native built-in `name` (see `native.rs`), with default settings. Loading fails
+    /// if there is no native built-in of that name.
+    pub fn native(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            name: Some(name.clone()),
+            ..Self::with_code(PluginCode::Native { name })
+        }
+    }
+
+    /// The component build of the sample `name`, embedded in the binary
+    /// (`builtin:NAME.wasm`), with default settings; `None` if there is no such sample.
+    pub fn sample_component(name: &str) -> Option<Self> {
+        let (name, bytes) = super::builtin::all().find(|(n, _)| *n == name)?;
+        Some(Self {
+            name: Some((*name).to_owned()),
+            ..Self::with_code(PluginCode::Bytes {
+                label: format!("built-in {name}.wasm"),
+                bytes: Arc::from(*bytes),
+            })
+        })
+    }
+
     /// The sample plugins built into the binary ([`super::builtin::SAMPLES`]), with default
     /// settings, in their default order: the chain to load when there is no configuration.
+    /// They run natively (`builtin:NAME`).
     pub fn samples() -> Vec<Self> {
         super::builtin::SAMPLES
             .iter()
-            .map(|&(name, bytes)| Self::bytes(name, bytes))
+            .map(|&(name, _)| Self::native(name))
+            .collect()
+    }
+
+    /// [`samples`](Self::samples) as their embedded components (`builtin:NAME.wasm`): same
+    /// settings, same answers, run in the WebAssembly sandbox.
+    pub fn sample_components() -> Vec<Self> {
+        super::builtin::SAMPLES
+            .iter()
+            .filter_map(|&(name, _)| Self::sample_component(name))
             .collect()
     }
 
@@ -279,6 +324,7 @@ impl PluginSource {
         match &self.code {
             PluginCode::File(path) => file_stem(path),
             PluginCode::Bytes { label, .. } => label.clone(),
+            PluginCode::Native { name } => name.clone(),
         }
     }
 }
@@ -308,15 +354,30 @@ impl PluginConfig {
         let mut config = self.clone();
         let text = config.path.to_string_lossy();
         if let Some(sample) = text.strip_prefix(BUILTIN_PREFIX) {
+            // `builtin:NAME` runs natively where there is a native built-in of that name;
+            // `builtin:NAME.wasm` is always the embedded component.
+            let (sample, component) = match sample.strip_suffix(".wasm") {
+                Some(stem) => (stem, true),
+                None => (sample, false),
+            };
             let Some((name, bytes)) = super::builtin::all().find(|(n, _)| *n == sample) else {
                 let known: Vec<&str> = super::builtin::all().map(|(n, _)| *n).collect();
                 anyhow::bail!(
-                    "unknown built-in plugin {sample:?} (built-in: {})",
+                    "unknown built-in plugin {sample:?} (built-in: {}; add `.wasm` for the \
+                     component build)",
                     known.join(", ")
                 );
             };
             super::builtin::check_settings(name, &config.settings)?;
-            let mut source = PluginSource::bytes(*name, *bytes)
+            let source = if !component && super::native::exists(name) {
+                PluginSource::native(*name)
+            } else if component {
+                PluginSource::sample_component(name)
+                    .unwrap_or_else(|| PluginSource::bytes(*name, *bytes))
+            } else {
+                PluginSource::bytes(*name, *bytes)
+            };
+            let mut source = source
                 .with_settings(config.settings)
                 .with_on_error(config.on_error);
             source.name = config.name.or(Some((*name).to_owned()));

@@ -15,6 +15,7 @@ use super::config::{self, OnError, PluginCode, PluginSource, PolicyConfig, flatt
 use super::engine::PolicyEngine;
 use super::instance::{Fault, HostState, InstanceSpec, ReadyInstance, SpentInstance};
 use super::memo::{Memo, Remembered};
+use super::native::{self, NativePolicy};
 use super::wit::PolicyPre;
 use super::{PolicyContext, WitRequest, wasm_err};
 use procwarden_process::sync::lock;
@@ -210,9 +211,13 @@ pub(crate) struct Plugin {
     pub read_paths: Arc<[std::path::PathBuf]>,
     pub load: LoadReport,
     pub health: HealthCounters,
-    /// Why loading failed; `None` when `pre` is ready.
+    /// Why loading failed; `None` when `pre` (or `native`) is ready.
     pub load_error: Option<String>,
+    /// `native` or `component` (see [`PluginCode::runs`]).
+    pub runs: &'static str,
     pre: Option<PolicyPre>,
+    /// A native built-in runs this instead of a component (see [`super::native`]).
+    native: Option<Box<dyn NativePolicy>>,
     /// The instance the next call runs in, created after the previous call; or why creating
     /// it failed (the next call reports that).
     spare: Mutex<Option<Result<ReadyInstance, PluginFailure>>>,
@@ -267,6 +272,9 @@ impl Plugin {
 
         let file_bytes;
         let wasm: &[u8] = match &src.code {
+            PluginCode::Native { name: builtin } => {
+                return Self::load_native(src, defaults, name, origin, builtin, start);
+            }
             PluginCode::File(path) => {
                 file_bytes = std::fs::read(path).context("cannot read the component file")?;
                 &file_bytes
@@ -312,11 +320,55 @@ impl Plugin {
             load,
             health: HealthCounters::default(),
             load_error: None,
+            runs: src.code.runs(),
             pre: Some(pre),
+            native: None,
             spare: Mutex::new(None),
             refilling: AtomicBool::new(false),
             memo: Memo::new(defaults.remembered_answers),
         })
+    }
+
+    /// A native built-in: its settings parsed once, no component, no instances. Its
+    /// `timeout_ms` and `max_memory_bytes` are kept for reports but do not apply.
+    fn load_native(
+        src: &PluginSource,
+        defaults: &PolicyConfig,
+        name: &str,
+        origin: &str,
+        builtin: &str,
+        start: Instant,
+    ) -> anyhow::Result<Self> {
+        let settings = flatten_settings(&src.settings);
+        let native = native::build(builtin, name, &settings)
+            .with_context(|| format!("there is no native built-in plugin {builtin:?}"))?;
+        let load = LoadReport {
+            cache: CacheStatus::Off,
+            micros: micros_since(start),
+            component_bytes: 0,
+            // The native built-ins are the logic of procwarden:policy@0.1.0 plugins.
+            wit_version: "0.1.0",
+        };
+        tracing::info!(
+            plugin = name,
+            origin,
+            micros = load.micros,
+            "loaded native built-in policy plugin"
+        );
+        Ok(Self {
+            native: Some(native),
+            runs: src.code.runs(),
+            ..Self::unloadable(src, defaults, String::new())
+        }
+        .loaded(load, settings))
+    }
+
+    /// Marks a plugin built by [`Plugin::unloadable`] as loaded.
+    fn loaded(mut self, load: LoadReport, settings: BTreeMap<String, String>) -> Self {
+        self.load = load;
+        self.load_error = None;
+        self.settings = Arc::new(settings);
+        self
     }
 
     /// A plugin whose component could not be loaded. It stays in the chain so a broken file
@@ -341,7 +393,9 @@ impl Plugin {
             },
             health: HealthCounters::default(),
             load_error: Some(error),
+            runs: src.code.runs(),
             pre: None,
+            native: None,
             spare: Mutex::new(None),
             refilling: AtomicBool::new(false),
             memo: Memo::new(0),
@@ -365,6 +419,13 @@ impl Plugin {
         spent: &mut Vec<SpentInstance>,
         recall: bool,
     ) -> Result<Answer, PluginFailure> {
+        if let Some(native) = &self.native {
+            // Answering costs less than looking up a remembered answer: nothing to recall.
+            return native::call(native.as_ref(), &self.name, req, ctx).map(|verdict| Answer {
+                verdict,
+                remembered: false,
+            });
+        }
         if recall && let Some(known) = self.memo.recall(req, ctx) {
             for line in &known.observed.logs {
                 line.emit(&self.name);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+mod native;
 mod versions;
 
 /// The component `name` (`faulty-trap` is the file `faulty_trap.wasm`).

@@ -1,5 +1,5 @@
-//! A plugin's settings. Shared, as source, by every SDK version: `load` calls the
-//! `host` bindings of the crate that includes it (every version has `config` and
+//! A plugin's settings. Shared, as source, by this crate and every SDK version; each SDK
+//! adds `load`, which calls the `host` bindings of that SDK (every version has `config` and
 //! `config-keys`).
 
 use alloc::collections::BTreeMap;
@@ -19,15 +19,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Read every setting of this plugin from the host. Only works inside a component.
-    pub fn load() -> Self {
-        let values = crate::host::config_keys()
-            .into_iter()
-            .filter_map(|key| crate::host::config(&key).map(|value| (key, value)))
-            .collect();
-        Self { values }
-    }
-
     /// Settings from plain pairs, for tests and for code that already has them.
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
     where
