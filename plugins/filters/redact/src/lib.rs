@@ -12,15 +12,18 @@
 //! returned without a copy.
 //!
 //! Settings: `names` (a list of globs, `*` matching any run of bytes, compared
-//! case-insensitively); default [`DEFAULT_NAMES`].
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+//! case-insensitively); default [`DEFAULT_NAMES`]. [`Redactor::from_settings`] reads them
+//! from the flattened settings (`names.0`, `names.1`, …), for the component and for the host,
+//! which runs this crate natively as its built-in `redact` filter: the same settings give the
+//! same answers either way.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 // On wasm32 the component is `no_std`: it imports no WASI, so each call instantiates one core
-// module instead of eighteen. Native builds (the unit tests) keep `std`.
+// module instead of eighteen. Native builds (the host's built-in, the unit tests) keep `std`.
 extern crate alloc;
 #[cfg(target_arch = "wasm32")]
 use procwarden_plugin_bare as _;
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -169,8 +172,9 @@ const AT_DASH: &[Prefixed] = &[
 type Hit = (usize, usize, &'static str);
 
 /// The redactor: the `NAME` globs it masks values of.
+#[derive(Debug, Clone)]
 pub struct Redactor<'a> {
-    names: Vec<&'a str>,
+    names: Vec<Cow<'a, str>>,
 }
 
 impl Default for Redactor<'static> {
@@ -214,8 +218,26 @@ const CHUNK: usize = 8;
 impl<'a> Redactor<'a> {
     pub fn new(names: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            names: names.into_iter().collect(),
+            names: names.into_iter().map(Cow::Borrowed).collect(),
         }
+    }
+
+    /// The redactor a filter's flattened settings ask for: the values of the `names.N` keys
+    /// (the `names` list), or [`DEFAULT_NAMES`] when there are none. Other keys are ignored.
+    pub fn from_settings<K, V>(settings: impl IntoIterator<Item = (K, V)>) -> Redactor<'static>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let names: Vec<Cow<'static, str>> = settings
+            .into_iter()
+            .filter(|(k, _)| k.as_ref().starts_with("names."))
+            .map(|(_, v)| Cow::Owned(v.into()))
+            .collect();
+        if names.is_empty() {
+            return Redactor::default();
+        }
+        Redactor { names }
     }
 
     fn secret_name(&self, name: &[u8]) -> bool {
@@ -225,9 +247,15 @@ impl<'a> Redactor<'a> {
     /// `text` with its secrets masked, and how many were. Text without secrets is returned
     /// as it came, without a copy.
     pub fn redact(&self, text: String) -> (String, u32) {
-        let found = self.find(&text);
+        self.redact_str(&text).unwrap_or((text, 0))
+    }
+
+    /// `text` with its secrets masked and how many were, or `None` (and no copy) when it has
+    /// none.
+    pub fn redact_str(&self, text: &str) -> Option<(String, u32)> {
+        let found = self.find(text);
         if found.is_empty() {
-            return (text, 0);
+            return None;
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -244,7 +272,7 @@ impl<'a> Redactor<'a> {
             count += 1;
         }
         out.push_str(&text[at..]);
-        (out, count)
+        Some((out, count))
     }
 
     /// The secrets in `text`, in order. One pass over the bytes: eight at a time are tested
@@ -426,7 +454,6 @@ mod component {
     });
 
     use alloc::string::String;
-    use alloc::vec::Vec;
 
     use exports::procwarden::filter::filter::Guest;
     use procwarden::filter::host;
@@ -436,16 +463,10 @@ mod component {
 
     impl Guest for Redact {
         fn on_output(text: String, _ctx: Context) -> Filtered {
-            let names: Vec<String> = host::config_keys()
-                .iter()
-                .filter(|k| k.starts_with("names."))
-                .filter_map(|k| host::config(k))
-                .collect();
-            let (text, redactions) = if names.is_empty() {
-                super::Redactor::default().redact(text)
-            } else {
-                super::Redactor::new(names.iter().map(String::as_str)).redact(text)
-            };
+            let settings = host::config_keys()
+                .into_iter()
+                .filter_map(|k| host::config(&k).map(|v| (k, v)));
+            let (text, redactions) = super::Redactor::from_settings(settings).redact(text);
             Filtered { text, redactions }
         }
     }
@@ -550,6 +571,25 @@ mod tests {
         ] {
             assert_eq!(r(text), (text.to_owned(), 0), "{text}");
         }
+    }
+
+    #[test]
+    fn settings_give_the_names_list_or_the_default() {
+        let text = "MY_THING=x API_TOKEN=y";
+        let custom = Redactor::from_settings([("names.0", "MY_*"), ("other", "ignored")]);
+        assert_eq!(
+            custom.redact_str(text),
+            Some(("MY_THING=[REDACTED:secret] API_TOKEN=y".into(), 1))
+        );
+        // No `names.N` key (or `names` given as a plain string): the default list.
+        for settings in [&[][..], &[("names", "MY_*")][..]] {
+            let redactor = Redactor::from_settings(settings.iter().copied());
+            assert_eq!(
+                redactor.redact_str(text),
+                Some(("MY_THING=x API_TOKEN=[REDACTED:secret]".into(), 1))
+            );
+        }
+        assert_eq!(Redactor::default().redact_str("clean"), None);
     }
 
     #[test]
