@@ -58,3 +58,5 @@ mod unambiguous;
 mod limits;
 // Output filters: secrets masked for every client, faulty filters contained, filters off.
 mod filters;
+// The built-in redact: native by default, its component on request, the same answers.
+mod native_filters;

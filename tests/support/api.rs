@@ -210,8 +210,11 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct FilterState {
     pub name: String,
-    /// Where its code comes from (`<built-in filter redact>` or a path).
+    /// Where its code comes from (`<built-in filter redact>`, `<built-in filter redact.wasm>`
+    /// or a path).
     pub origin: String,
+    /// `native` (a built-in running as host code) or `component`.
+    pub runs: String,
     /// `deny` or `allow`.
     pub on_error: String,
     pub calls: u64,

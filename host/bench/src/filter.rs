@@ -1,5 +1,7 @@
-//! The output filter figure: what the default `redact` filter adds to a read of a 32 KiB
-//! output, against the same read with filters off, alternating in the same run.
+//! The output filter figure: what the default `redact` filter (native, host code) adds to a
+//! read of a 32 KiB output, against the same read with filters off, alternating in the same
+//! run; reported beside it, the same read through `redact`'s component build
+//! (`builtin:redact.wasm`, sandboxed), and what one call of each costs on 3 bytes.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -8,7 +10,7 @@ use crate::stats::Samples;
 use crate::{BenchPlan, Row};
 use procwarden::agent::{Agent, OutputOptions, load_filters};
 use procwarden::config::Config;
-use procwarden_extensions::filter::{FilterChain, FilterContext};
+use procwarden_extensions::filter::{FilterChain, FilterContext, FilterSource};
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, StartRequest};
 use procwarden_extensions::tool::ToolSet;
 
@@ -58,15 +60,34 @@ fn build_log() -> String {
     text
 }
 
-/// Reads of a 32 KiB output on the agent, as the HTTP and MCP front ends make them: once
-/// through the default filter chain (the built-in `redact`) and once with filters off.
+/// Reads of a 32 KiB output on the agent, as the HTTP and MCP front ends make them: through
+/// the default filter chain (the built-in `redact`, native), with filters off, and through
+/// `redact`'s component (`builtin:redact.wasm`), in turn.
 pub async fn filter(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let config = Config::default();
-    let filters = tokio::task::spawn_blocking(move || load_filters(&Config::default())).await??;
+    let (filters, component) = tokio::task::spawn_blocking(move || {
+        let filters = load_filters(&Config::default())?;
+        let wasm = FilterSource::builtin("redact.wasm")
+            .ok_or_else(|| anyhow::anyhow!("no built-in redact.wasm"))?;
+        anyhow::Ok((filters, FilterChain::load(&[wasm], None, u64::MAX)?))
+    })
+    .await??;
+    let runs = |chain: &FilterChain| {
+        chain
+            .health()
+            .into_iter()
+            .map(|h| format!("{}:{}", h.name, h.runs))
+            .collect::<Vec<_>>()
+    };
     anyhow::ensure!(
-        filters.names() == ["redact"],
-        "the default filters are {:?}, not [\"redact\"]",
-        filters.names()
+        runs(&filters) == ["redact:native"],
+        "the default filters are {:?}, not [\"redact:native\"]",
+        runs(&filters)
+    );
+    anyhow::ensure!(
+        runs(&component) == ["redact:component"],
+        "builtin:redact.wasm loaded as {:?}",
+        runs(&component)
     );
     let agent = Agent::try_new(&config, PolicyChain::empty(), ToolSet::default())?;
     let dir = std::env::temp_dir().join(format!("procwarden-bench-filter-{}", std::process::id()));
@@ -88,9 +109,10 @@ pub async fn filter(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let options = OutputOptions::default();
 
     let samples = plan.latency_samples.max(50);
-    let (mut on, mut off) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
-    // The same filter on a 3-byte text: what a call costs whatever the output's size.
-    let mut tiny = Vec::with_capacity(samples);
+    let new = || Vec::with_capacity(samples);
+    let (mut on, mut off, mut wasm) = (new(), new(), new());
+    // Each filter on a 3-byte text: what a call costs whatever the output's size.
+    let (mut tiny, mut tiny_wasm) = (new(), new());
     let ctx = FilterContext {
         chat_id: chat.map(str::to_owned),
         command: None,
@@ -121,11 +143,25 @@ pub async fn filter(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         redactions = read.redactions;
         tokio::time::sleep(GAP).await;
 
+        agent.set_filters(component.clone());
         let t = Instant::now();
-        let small = filters.apply("ok\n".to_owned(), &ctx).await?;
-        tiny.push(t.elapsed());
-        anyhow::ensure!(small.text == "ok\n", "the filter changed {:?}", small.text);
+        let read = agent.read_output(&id, chat, &options, None).await?;
+        let read = agent.filter_snapshot(read, chat, "http").await?;
+        wasm.push(t.elapsed());
+        anyhow::ensure!(
+            read.redactions == redactions,
+            "the component counted {:?}, the native filter {redactions:?}",
+            read.redactions
+        );
         tokio::time::sleep(GAP).await;
+
+        for (chain, times) in [(&filters, &mut tiny), (&component, &mut tiny_wasm)] {
+            let t = Instant::now();
+            let small = chain.apply("ok\n".to_owned(), &ctx).await?;
+            times.push(t.elapsed());
+            anyhow::ensure!(small.text == "ok\n", "the filter changed {:?}", small.text);
+            tokio::time::sleep(GAP).await;
+        }
     }
     agent.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -134,12 +170,15 @@ pub async fn filter(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         "redactions {redactions:?}: the token was not counted"
     );
 
-    let (on, off, tiny) = (Samples::new(on), Samples::new(off), Samples::new(tiny));
+    let (on, off, wasm) = (Samples::new(on), Samples::new(off), Samples::new(wasm));
+    let (tiny, tiny_wasm) = (Samples::new(tiny), Samples::new(tiny_wasm));
     let added = on.p50().saturating_sub(off.p50());
+    let added_wasm = wasm.p50().saturating_sub(off.p50());
     let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
     Ok(vec![
         Row {
-            figure: "32 KiB output read through the default filter (redact; p50, p99)".into(),
+            figure: "32 KiB output read through the default filter (redact, native; p50, p99)"
+                .into(),
             ours: format!("{} ({} p99)", us(on.p50()), us(on.p99())),
             baseline: format!(
                 "{} ({} p99; the same read, filters off)",
@@ -151,11 +190,29 @@ pub async fn filter(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             pass: added <= Duration::from_micros(30),
         },
         Row {
-            figure: "a call of the default filter on 3 bytes (p50, p99)".into(),
+            figure: "32 KiB output read through redact's component (builtin:redact.wasm; p50, p99)"
+                .into(),
+            ours: format!("{} ({} p99)", us(wasm.p50()), us(wasm.p99())),
+            baseline: format!("{} (the same read, filters off)", us(off.p50())),
+            ratio: format!("+{}", us(added_wasm)),
+            target: "— (reported: the sandboxed build, not the default)".into(),
+            pass: true,
+        },
+        Row {
+            figure: "a call of the default filter (native) on 3 bytes (p50, p99)".into(),
             ours: format!("{} ({} p99)", us(tiny.p50()), us(tiny.p99())),
             baseline: "—".into(),
             ratio: "—".into(),
-            target: "— (the part of the above that is per call)".into(),
+            target: "— (the part of the first row that is per call)".into(),
+            pass: true,
+        },
+        Row {
+            figure: "a call of redact's component (builtin:redact.wasm) on 3 bytes (p50, p99)"
+                .into(),
+            ours: format!("{} ({} p99)", us(tiny_wasm.p50()), us(tiny_wasm.p99())),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            target: "— (reported: the part of the second row that is per call)".into(),
             pass: true,
         },
     ])
@@ -170,5 +227,36 @@ mod tests {
         let log = build_log();
         assert_eq!(log.len(), OUTPUT_BYTES);
         assert_eq!(log.matches("ghp_").count(), 1);
+    }
+
+    /// The bench compares like with like: the native filter and the component give the same
+    /// text and count on its log, whole and line by line (each line alone, so at the edges
+    /// of the text).
+    #[tokio::test]
+    async fn native_and_component_redact_agree_on_the_log() -> anyhow::Result<()> {
+        let load = |name: &str| {
+            let src = FilterSource::builtin(name).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
+            FilterChain::load(&[src], None, u64::MAX)
+        };
+        let (native, component) = (load("redact")?, load("redact.wasm")?);
+        let ctx = FilterContext {
+            chat_id: None,
+            command: None,
+            front_end: "http".into(),
+        };
+        let log = build_log();
+        // Lines one by one (the first 48, each kind many times): fewer calls than the
+        // component's instance slots, and a yield after each lets spent instances go.
+        let lines = log.lines().take(48).map(str::to_owned);
+        for text in std::iter::once(log.clone()).chain(lines) {
+            let a = native.apply(text.clone(), &ctx).await?;
+            let b = component.apply(text.clone(), &ctx).await?;
+            assert_eq!(a, b, "{text}");
+            tokio::task::yield_now().await;
+        }
+        let whole = native.apply(log, &ctx).await?;
+        assert_eq!(whole.redactions, 1);
+        assert!(whole.text.contains("GITHUB_TOKEN=[REDACTED:secret]"));
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::FilterContext;
 use super::config::{FilterCode, FilterSource};
+use super::native::{self, NativeFilter};
 use super::state::FilterState;
 use super::wit::{FilterPlugin, FilterPluginPre, types};
 use crate::policy::OnError;
@@ -69,6 +70,8 @@ impl std::error::Error for FilterError {}
 pub struct FilterHealth {
     pub name: String,
     pub origin: String,
+    /// `native` (a built-in running as host code) or `component` (WebAssembly).
+    pub runs: String,
     pub on_error: String,
     pub calls: u64,
     pub redactions: u64,
@@ -86,7 +89,8 @@ pub struct FilterChain {
 }
 
 struct Inner {
-    engine: PolicyEngine,
+    /// The engine of the component filters; none when every filter is native.
+    engine: Option<PolicyEngine>,
     filters: Vec<Loaded>,
 }
 
@@ -94,13 +98,25 @@ struct Loaded {
     name: Arc<str>,
     origin: String,
     on_error: OnError,
+    code: Code,
+    counters: Counters,
+}
+
+enum Code {
+    /// Called in place, on the caller's thread.
+    Native(Arc<dyn NativeFilter>),
+    Component(Box<Component>),
+}
+
+/// A loaded filter component and its limits.
+struct Component {
+    name: Arc<str>,
     pre: FilterPluginPre<FilterState>,
     settings: Arc<BTreeMap<String, String>>,
     budget: Duration,
     max_memory_bytes: u64,
     /// Instances nobody has called yet.
     ready: Mutex<Vec<Ready>>,
-    counters: Counters,
 }
 
 /// An instance that has never been called.
@@ -124,10 +140,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FilterChain {
-    /// Loads every source and creates each filter's first instances. A filter that cannot be
-    /// loaded (unreadable, not a component, wrong world, imports not granted, traps while
-    /// instantiating) fails the load naming it, unless its `on_error` is `allow`: then it is
-    /// left out with an error in the log. Compiled code is cached under `cache_dir`.
+    /// Loads every source and creates each component filter's first instances. A filter that
+    /// cannot be loaded (unreadable, not a component, wrong world, imports not granted, traps
+    /// while instantiating) fails the load naming it, unless its `on_error` is `allow`: then
+    /// it is left out with an error in the log. Compiled code is cached under `cache_dir`.
+    /// Native built-ins need no engine: a chain of only those starts none.
     pub fn load(
         sources: &[FilterSource],
         cache_dir: Option<PathBuf>,
@@ -136,22 +153,37 @@ impl FilterChain {
         if sources.is_empty() {
             return Ok(Self::default());
         }
-        let max_memory_bytes = sources
+        let components: Vec<&FilterSource> = sources
             .iter()
-            .map(|s| s.max_memory_bytes)
-            .max()
-            .unwrap_or(0);
-        let ready_slots = u32::try_from(sources.len() * READY_PER_FILTER).unwrap_or(u32::MAX);
-        let engine = PolicyEngine::new(EngineOptions {
-            max_instances: MAX_CONCURRENT_CALLS.saturating_add(ready_slots),
-            max_memory_bytes,
-        })?;
-        let cache =
-            ArtifactCache::new(cache_dir, engine.fingerprint()).with_max_bytes(cache_max_bytes);
-        let linker = new_linker(&engine)?;
+            .filter(|s| !matches!(s.code, FilterCode::Native { .. }))
+            .collect();
+        let engine = if components.is_empty() {
+            None
+        } else {
+            let max_memory_bytes = components
+                .iter()
+                .map(|s| s.max_memory_bytes)
+                .max()
+                .unwrap_or(0);
+            let ready_slots =
+                u32::try_from(components.len() * READY_PER_FILTER).unwrap_or(u32::MAX);
+            let engine = PolicyEngine::new(EngineOptions {
+                max_instances: MAX_CONCURRENT_CALLS.saturating_add(ready_slots),
+                max_memory_bytes,
+            })?;
+            let cache =
+                ArtifactCache::new(cache_dir, engine.fingerprint()).with_max_bytes(cache_max_bytes);
+            let linker = new_linker(&engine)?;
+            Some((engine, cache, linker))
+        };
         let mut filters = Vec::new();
         for src in sources {
-            match load_one(&engine, &linker, &cache, src) {
+            let loaded = match (&src.code, &engine) {
+                (FilterCode::Native { make, .. }, _) => Ok(load_native(src, *make)),
+                (_, Some((engine, cache, linker))) => load_one(engine, linker, cache, src),
+                (_, None) => Err(anyhow::anyhow!("no engine for a component filter")),
+            };
+            match loaded {
                 Ok(loaded) => filters.push(loaded),
                 Err(e) if src.on_error == OnError::Allow => tracing::error!(
                     filter = %src.name, origin = %src.origin(),
@@ -165,7 +197,13 @@ impl FilterChain {
                 ),
             }
         }
-        let inner = Arc::new(Inner { engine, filters });
+        let inner = Arc::new(Inner {
+            engine: engine.map(|(engine, _, _)| engine),
+            filters,
+        });
+        if inner.engine.is_none() {
+            return Ok(Self { inner: Some(inner) });
+        }
         // Creating instances runs guest code on a fiber with timers; on its own thread, so
         // that `load` may be called from inside an async runtime or outside one.
         std::thread::scope(|s| {
@@ -175,6 +213,9 @@ impl FilterChain {
                     .build()
                     .context("cannot start a runtime to load output filters")?;
                 for (index, f) in inner.filters.iter().enumerate() {
+                    if matches!(f.code, Code::Native(_)) {
+                        continue;
+                    }
                     runtime.block_on(inner.refill(index)).map_err(|reason| {
                         anyhow::anyhow!(
                             "output filter \"{}\" ({}) cannot be instantiated: it {reason}",
@@ -217,6 +258,11 @@ impl FilterChain {
                 FilterHealth {
                     name: f.name.to_string(),
                     origin: f.origin.clone(),
+                    runs: match f.code {
+                        Code::Native(_) => "native",
+                        Code::Component(_) => "component",
+                    }
+                    .into(),
                     on_error: f.on_error.to_string(),
                     calls: c.calls.load(Ordering::Relaxed),
                     redactions: c.redactions.load(Ordering::Relaxed),
@@ -241,13 +287,21 @@ impl FilterChain {
         for (index, f) in inner.filters.iter().enumerate() {
             let c = &f.counters;
             c.calls.fetch_add(1, Ordering::Relaxed);
-            match inner.call(index, &out.text, ctx).await {
-                Ok(filtered) => {
+            let result = match &f.code {
+                Code::Native(filter) => native::call(filter.as_ref(), &out.text, ctx),
+                Code::Component(_) => inner
+                    .call(index, &out.text, ctx)
+                    .await
+                    .map(|f| Some((f.text, f.redactions))),
+            };
+            match result {
+                Ok(changed) => {
                     c.consecutive_failures.store(0, Ordering::Relaxed);
-                    c.redactions
-                        .fetch_add(filtered.redactions.into(), Ordering::Relaxed);
-                    out.text = filtered.text;
-                    out.redactions = out.redactions.saturating_add(filtered.redactions);
+                    if let Some((text, redactions)) = changed {
+                        c.redactions.fetch_add(redactions.into(), Ordering::Relaxed);
+                        out.text = text;
+                        out.redactions = out.redactions.saturating_add(redactions);
+                    }
                 }
                 Err(reason) => {
                     c.failures.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +331,7 @@ impl Inner {
         text: &str,
         ctx: &FilterContext,
     ) -> Result<types::Filtered, String> {
-        let f = &self.filters[index];
+        let f = self.component(index)?;
         let ready = lock(&f.ready).pop();
         let mut instance = match ready {
             Some(instance) => instance,
@@ -294,9 +348,24 @@ impl Inner {
         result
     }
 
+    /// Filter `index`, which is a component.
+    fn component(&self, index: usize) -> Result<&Component, String> {
+        match &self.filters[index].code {
+            Code::Component(c) => Ok(c),
+            Code::Native(_) => Err("is native and has no instances".into()),
+        }
+    }
+
+    /// The engine of the component filters.
+    fn engine(&self) -> Result<&PolicyEngine, String> {
+        self.engine
+            .as_ref()
+            .ok_or_else(|| "has no engine to run in".into())
+    }
+
     /// Creates instances of filter `index` until it has its ready ones.
     async fn refill(&self, index: usize) -> Result<(), String> {
-        let f = &self.filters[index];
+        let f = self.component(index)?;
         while lock(&f.ready).len() < READY_PER_FILTER {
             let instance = self.instantiate(f).await?;
             let mut ready = lock(&f.ready);
@@ -308,11 +377,12 @@ impl Inner {
     }
 
     /// A new instance, created within the filter's CPU and memory limits.
-    async fn instantiate(&self, f: &Loaded) -> Result<Ready, String> {
+    async fn instantiate(&self, f: &Component) -> Result<Ready, String> {
+        let engine = self.engine()?;
         let stderr = Capture::new(STDERR_CAPTURE_BYTES);
         let wall = f.budget * WALL_CLOCK_FACTOR;
         let mut store = Store::new(
-            self.engine.engine(),
+            engine.engine(),
             FilterState::new(
                 f.name.clone(),
                 f.settings.clone(),
@@ -331,7 +401,7 @@ impl Inner {
         arm_cpu_budget(&mut store, f.budget, meter.clone());
         let timers = tokio::runtime::Handle::current();
         let created = {
-            let _running = self.engine.begin_call();
+            let _running = engine.begin_call();
             tokio::time::timeout(
                 wall,
                 meter.run(&timers, f.pre.instantiate_async(&mut store)),
@@ -352,7 +422,7 @@ impl Inner {
     /// `on-output` once, with a fresh CPU budget and real-time cap.
     async fn run(
         &self,
-        f: &Loaded,
+        f: &Component,
         instance: &mut Ready,
         text: &str,
         ctx: &FilterContext,
@@ -363,7 +433,7 @@ impl Inner {
         arm_cpu_budget(&mut instance.store, f.budget, meter.clone());
         let timers = tokio::runtime::Handle::current();
         let result = {
-            let _running = self.engine.begin_call();
+            let _running = self.engine()?.begin_call();
             let call = instance.bindings.procwarden_filter_filter().call_on_output(
                 &mut instance.store,
                 text,
@@ -379,6 +449,18 @@ impl Inner {
     }
 }
 
+/// A native built-in, made from its flattened settings as its component would read them.
+fn load_native(src: &FilterSource, make: native::MakeNative) -> Loaded {
+    tracing::debug!(filter = %src.name, origin = %src.origin(), "loaded output filter (native)");
+    Loaded {
+        name: src.name.as_str().into(),
+        origin: src.origin(),
+        on_error: src.on_error,
+        code: Code::Native(make(&flatten_settings(&src.settings))),
+        counters: Counters::default(),
+    }
+}
+
 fn load_one(
     engine: &PolicyEngine,
     linker: &Linker<FilterState>,
@@ -390,6 +472,7 @@ fn load_one(
             .with_context(|| format!("cannot read {}", path.display()))?
             .into(),
         FilterCode::Bytes { bytes, .. } => (&bytes[..]).into(),
+        FilterCode::Native { .. } => anyhow::bail!("a native built-in is not a component"),
     };
     anyhow::ensure!(
         bytes.starts_with(b"\0asm\x0d\0\x01\0"),
@@ -410,15 +493,19 @@ fn load_one(
          (it must export the `filter` interface)",
     )?;
     tracing::debug!(filter = %src.name, origin = %src.origin(), "loaded output filter");
+    let name: Arc<str> = src.name.as_str().into();
     Ok(Loaded {
-        name: src.name.as_str().into(),
+        name: name.clone(),
         origin: src.origin(),
         on_error: src.on_error,
-        pre,
-        settings: Arc::new(flatten_settings(&src.settings)),
-        budget: Duration::from_millis(src.cpu_budget_ms),
-        max_memory_bytes: src.max_memory_bytes,
-        ready: Mutex::new(Vec::new()),
+        code: Code::Component(Box::new(Component {
+            name,
+            pre,
+            settings: Arc::new(flatten_settings(&src.settings)),
+            budget: Duration::from_millis(src.cpu_budget_ms),
+            max_memory_bytes: src.max_memory_bytes,
+            ready: Mutex::new(Vec::new()),
+        })),
         counters: Counters::default(),
     })
 }
@@ -440,7 +527,7 @@ fn arm_cpu_budget(store: &mut Store<FilterState>, budget: Duration, meter: Arc<C
 /// Why a call or an instantiation stopped without an answer (`error` is `None` when the
 /// real-time cap stopped it), as words after the filter's name.
 fn describe(
-    f: &Loaded,
+    f: &Component,
     store: &Store<FilterState>,
     error: Option<&wasmtime::Error>,
     stderr: &Capture,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::builtin::{self, Builtin};
+use super::native::MakeNative;
 use crate::policy::OnError;
 
 /// CPU budget of one filter call, when the entry sets none. A 32 KiB read takes the `redact`
@@ -56,14 +58,18 @@ pub struct FilterConfig {
     pub max_memory_bytes: Option<u64>,
 }
 
-/// Where a filter component's code comes from.
+/// Where a filter's code comes from.
 #[derive(Debug, Clone)]
 pub enum FilterCode {
+    /// A component file.
     File(PathBuf),
+    /// Component bytes in memory (the embedded `builtin:NAME.wasm`).
     Bytes { label: String, bytes: Arc<[u8]> },
+    /// A native built-in (`builtin:NAME`): host code, no component.
+    Native { label: String, make: MakeNative },
 }
 
-/// A filter component to load, with its limits.
+/// A filter to load, with its limits (which apply to components only).
 #[derive(Debug, Clone)]
 pub struct FilterSource {
     pub name: String,
@@ -83,6 +89,18 @@ impl FilterSource {
             FilterCode::Bytes {
                 label: format!("built-in filter {name}"),
                 bytes: bytes.into(),
+            },
+        )
+    }
+
+    /// Native built-in code named `name`.
+    pub fn native(name: impl Into<String>, make: MakeNative) -> Self {
+        let name = name.into();
+        Self::with_code(
+            name.clone(),
+            FilterCode::Native {
+                label: format!("built-in filter {name}"),
+                make,
             },
         )
     }
@@ -107,34 +125,61 @@ impl FilterSource {
         }
     }
 
-    /// The sample filters built into the binary, with default settings.
+    /// The filters built into the binary that the default chain runs (natively), with
+    /// default settings.
     pub fn samples() -> Vec<Self> {
-        super::builtin::SAMPLES
+        builtin::NATIVE
             .iter()
-            .map(|(name, bytes)| Self::bytes(*name, *bytes))
+            .map(|(name, make)| Self::native(*name, *make))
             .collect()
+    }
+
+    /// What `builtin:NAME` names, with default settings: `NAME` natively, `NAME.wasm` as
+    /// the embedded component. Either is named NAME.
+    pub fn builtin(name: &str) -> Option<Self> {
+        let base = name.strip_suffix(".wasm").unwrap_or(name);
+        let mut src = match builtin::find(name)? {
+            Builtin::Native(make) => Self::native(base, make),
+            Builtin::Component(bytes) => Self::bytes(base, bytes),
+        };
+        if let FilterCode::Bytes { label, .. } = &mut src.code {
+            *label = format!("built-in filter {name}");
+        }
+        Some(src)
     }
 
     /// Where the code comes from, for logs and errors.
     pub fn origin(&self) -> String {
         match &self.code {
             FilterCode::File(path) => path.display().to_string(),
-            FilterCode::Bytes { label, .. } => format!("<{label}>"),
+            FilterCode::Bytes { label, .. } | FilterCode::Native { label, .. } => {
+                format!("<{label}>")
+            }
         }
     }
 
-    /// Resolves a `[[filter]]` entry: `builtin:NAME` names a filter built into the binary,
-    /// any other path is a file (relative ones against `base`, the config file's directory).
+    /// How it runs: `native` (host code) or `component` (WebAssembly, sandboxed).
+    pub fn runs(&self) -> &'static str {
+        match &self.code {
+            FilterCode::Native { .. } => "native",
+            FilterCode::File(_) | FilterCode::Bytes { .. } => "component",
+        }
+    }
+
+    /// Resolves a `[[filter]]` entry: `builtin:NAME` names a filter built into the binary
+    /// (`NAME` native, `NAME.wasm` its component), any other path is a file (relative ones
+    /// against `base`, the config file's directory). The limits of a native built-in are
+    /// checked and accepted but do not apply (it is the host's own code).
     pub fn from_config(cfg: &FilterConfig, base: Option<&Path>) -> anyhow::Result<Self> {
         let mut src = if let Some(name) = cfg.path.strip_prefix("builtin:") {
-            let Some(bytes) = super::builtin::find(name) else {
+            let Some(src) = Self::builtin(name) else {
                 anyhow::bail!(
                     "filter path \"{}\": no built-in filter \"{name}\" (built in: {})",
                     cfg.path,
-                    super::builtin::names().join(", ")
+                    builtin::names().join(", ")
                 );
             };
-            Self::bytes(name, bytes)
+            src
         } else {
             let path = PathBuf::from(&cfg.path);
             let path = match base {
@@ -156,11 +201,22 @@ impl FilterSource {
             crate::policy::config::check_memory(m, "max_memory_bytes")?;
             src.max_memory_bytes = m;
         }
+        if src.runs() == "native" && (cfg.cpu_budget_ms.is_some() || cfg.max_memory_bytes.is_some())
+        {
+            tracing::warn!(
+                filter = %src.name,
+                "cpu_budget_ms and max_memory_bytes do not apply to the native built-in {} \
+                 (use {}.wasm to run its component within limits)",
+                cfg.path,
+                cfg.path
+            );
+        }
         Ok(src)
     }
 
     /// The filters to load, in order: the configured ones, then the built-in samples they do
-    /// not name (by `builtin:NAME` or by taking the name) unless `builtins` is false.
+    /// not name (by `builtin:NAME`, `builtin:NAME.wasm` or by taking the name) unless
+    /// `builtins` is false.
     pub fn chain(
         configured: &[FilterConfig],
         filters: &FiltersConfig,
@@ -174,9 +230,12 @@ impl FilterSource {
             .collect::<anyhow::Result<Vec<_>>>()?;
         if filters.builtins {
             for sample in Self::samples() {
-                let named = configured
-                    .iter()
-                    .any(|c| c.path == format!("builtin:{}", sample.name))
+                let by_path = |p: &str| {
+                    p.strip_prefix("builtin:")
+                        .map(|n| n.strip_suffix(".wasm").unwrap_or(n))
+                        == Some(sample.name.as_str())
+                };
+                let named = configured.iter().any(|c| by_path(&c.path))
                     || chain.iter().any(|c| c.name == sample.name);
                 if !named {
                     chain.push(sample);

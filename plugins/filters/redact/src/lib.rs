@@ -12,15 +12,18 @@
 //! returned without a copy.
 //!
 //! Settings: `names` (a list of globs, `*` matching any run of bytes, compared
-//! case-insensitively); default [`DEFAULT_NAMES`].
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+//! case-insensitively); default [`DEFAULT_NAMES`]. [`Redactor::from_settings`] reads them
+//! from the flattened settings (`names.0`, `names.1`, …), for the component and for the host,
+//! which runs this crate natively as its built-in `redact` filter: the same settings give the
+//! same answers either way.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 // On wasm32 the component is `no_std`: it imports no WASI, so each call instantiates one core
-// module instead of eighteen. Native builds (the unit tests) keep `std`.
+// module instead of eighteen. Native builds (the host's built-in, the unit tests) keep `std`.
 extern crate alloc;
 #[cfg(target_arch = "wasm32")]
 use procwarden_plugin_bare as _;
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -64,6 +67,22 @@ pub fn glob_matches(glob: &str, name: &[u8]) -> bool {
         // The last part must end the name.
         Some(last) if any => rest.len() >= last.len() && ends_with_ci(rest, last),
         _ => rest.is_empty(),
+    }
+}
+
+/// [`glob_matches`], quicker for a glob with no `*` or one (every default one), where the
+/// stars are known.
+fn glob_matches_at(glob: &str, stars: Option<(usize, usize)>, name: &[u8]) -> bool {
+    let g = glob.as_bytes();
+    match stars {
+        None => g.eq_ignore_ascii_case(name),
+        Some((first, last)) if first == last => {
+            let (prefix, suffix) = (&g[..first], &g[first + 1..]);
+            name.len() >= prefix.len() + suffix.len()
+                && starts_with_ci(name, prefix)
+                && ends_with_ci(name, suffix)
+        }
+        Some(_) => glob_matches(glob, name),
     }
 }
 
@@ -169,8 +188,16 @@ const AT_DASH: &[Prefixed] = &[
 type Hit = (usize, usize, &'static str);
 
 /// The redactor: the `NAME` globs it masks values of.
+#[derive(Debug, Clone)]
 pub struct Redactor<'a> {
-    names: Vec<&'a str>,
+    names: Vec<Cow<'a, str>>,
+    /// Where each glob's first and last `*` are (`None`: it has none).
+    stars: Vec<Option<(usize, usize)>>,
+    /// The last bytes a secret name can end with (ASCII lower case, padded by repeating
+    /// one), when every glob ends with a literal byte and there are at most four of them: an
+    /// `=` after any other byte is passed over without matching the globs. `None`: every `=`
+    /// is looked at.
+    name_ends: Option<[u8; 4]>,
 }
 
 impl Default for Redactor<'static> {
@@ -208,26 +235,97 @@ fn has_trigger(w: u64) -> bool {
         != 0
 }
 
-/// Bytes examined at once by the skip loop.
+/// Bytes examined at once by the close look's skip loop.
 const CHUNK: usize = 8;
+/// Bytes tested at once for a possible secret.
+const BLOCK: usize = 32;
+/// Bytes before a block the test reads (the `g` of `github_pat_` is ten before its last `_`).
+const BEHIND: usize = 10;
+/// Bytes after a block the test reads (the `K` of `AKIA`).
+const AHEAD: usize = 1;
+const WINDOW: usize = BEHIND + BLOCK + AHEAD;
+
+/// The last bytes of the globs, lower-cased (`| 0x20`, which keeps every byte that equals one
+/// of them ignoring ASCII case equal to it), if each ends with a literal byte and there are
+/// at most four distinct ones. An empty glob matches no name (a name is never empty).
+fn name_ends<'g>(globs: impl Iterator<Item = &'g [u8]>) -> Option<[u8; 4]> {
+    let mut ends: Vec<u8> = Vec::new();
+    for glob in globs {
+        match glob.last() {
+            None => continue,
+            Some(b'*') => return None,
+            Some(b) => {
+                let b = b | 0x20;
+                if !ends.contains(&b) {
+                    ends.push(b);
+                }
+            }
+        }
+    }
+    if ends.len() > 4 {
+        return None;
+    }
+    let first = ends.first().copied().unwrap_or(0);
+    let mut out = [first; 4];
+    out[..ends.len()].copy_from_slice(&ends);
+    Some(out)
+}
 
 impl<'a> Redactor<'a> {
     pub fn new(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::with_names(names.into_iter().map(Cow::Borrowed).collect())
+    }
+
+    fn with_names(names: Vec<Cow<'a, str>>) -> Self {
+        let name_ends = name_ends(names.iter().map(|g| g.as_bytes()));
+        let stars = names
+            .iter()
+            .map(|g| Some((g.find('*')?, g.rfind('*')?)))
+            .collect();
         Self {
-            names: names.into_iter().collect(),
+            names,
+            stars,
+            name_ends,
         }
     }
 
+    /// The redactor a filter's flattened settings ask for: the values of the `names.N` keys
+    /// (the `names` list), or [`DEFAULT_NAMES`] when there are none. Other keys are ignored.
+    pub fn from_settings<K, V>(settings: impl IntoIterator<Item = (K, V)>) -> Redactor<'static>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let names: Vec<Cow<'static, str>> = settings
+            .into_iter()
+            .filter(|(k, _)| k.as_ref().starts_with("names."))
+            .map(|(_, v)| Cow::Owned(v.into()))
+            .collect();
+        if names.is_empty() {
+            return Redactor::default();
+        }
+        Redactor::with_names(names)
+    }
+
     fn secret_name(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|g| glob_matches(g, name))
+        self.names
+            .iter()
+            .zip(&self.stars)
+            .any(|(g, stars)| glob_matches_at(g, *stars, name))
     }
 
     /// `text` with its secrets masked, and how many were. Text without secrets is returned
     /// as it came, without a copy.
     pub fn redact(&self, text: String) -> (String, u32) {
-        let found = self.find(&text);
+        self.redact_str(&text).unwrap_or((text, 0))
+    }
+
+    /// `text` with its secrets masked and how many were, or `None` (and no copy) when it has
+    /// none.
+    pub fn redact_str(&self, text: &str) -> Option<(String, u32)> {
+        let found = self.find(text);
         if found.is_empty() {
-            return (text, 0);
+            return None;
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -244,35 +342,104 @@ impl<'a> Redactor<'a> {
             count += 1;
         }
         out.push_str(&text[at..]);
-        (out, count)
+        Some((out, count))
     }
 
-    /// The secrets in `text`, in order. One pass over the bytes: eight at a time are tested
-    /// against the trigger table with no branch per byte, and only a chunk holding a trigger
-    /// byte is looked at more closely.
+    /// The secrets in `text`, in order. One pass over the bytes, a block of 32 at a time:
+    /// each block is first tested, with no branch per byte (the compiler turns the test into
+    /// vector compares), for a trigger byte next to the bytes its secret needs (an `A`
+    /// before `K`, `S` or `I`; the `y` of `eyJ`; the `g` of `gh?_`; an `=` after a byte a
+    /// secret name can end with…); only a block that passes is looked at closely.
+    ///
+    /// The component build (wasm32 without `simd128`) has no vector compares, so there the
+    /// block test would cost more than it saves: it looks at every trigger byte instead.
     pub fn find(&self, text: &str) -> Vec<Hit> {
+        self.find_in(text, !cfg!(target_arch = "wasm32"))
+    }
+
+    /// [`find`](Self::find), with the block test or without (the component's way, and the
+    /// tests' reference).
+    fn find_in(&self, text: &str, blocks: bool) -> Vec<Hit> {
         let bytes = text.as_bytes();
         let mut found: Vec<Hit> = Vec::new();
         let mut i = 0;
         let n = bytes.len();
         while i < n {
-            if i + CHUNK <= n {
-                let mut word = [0u8; CHUNK];
-                word.copy_from_slice(&bytes[i..i + CHUNK]);
-                if !has_trigger(u64::from_le_bytes(word)) {
-                    i += CHUNK;
+            // The first bytes and the last ones lack the neighbours the block test reads:
+            // they are looked at closely.
+            if blocks && i >= BEHIND && i + BLOCK + AHEAD <= n {
+                let mut window = [0u8; WINDOW];
+                window.copy_from_slice(&bytes[i - BEHIND..i - BEHIND + WINDOW]);
+                if !self.block_may_hold_secret(&window) {
+                    i += BLOCK;
                     continue;
                 }
             }
-            // A trigger byte among the next few: go straight to it.
-            let end = (i + CHUNK).min(n);
-            match bytes[i..end].iter().position(|b| TRIGGER[usize::from(*b)]) {
-                Some(k) => i += k,
-                None => {
-                    i = end;
-                    continue;
+            let end = if blocks { (i + BLOCK).min(n) } else { n };
+            while i < end {
+                match self.next_in(text, i, end) {
+                    Ok((at, Some(h))) => {
+                        i = h.1.max(at + 1);
+                        found.push(h);
+                    }
+                    Ok((at, None)) => i = at + 1,
+                    Err(past) => i = past,
                 }
             }
+        }
+        found
+    }
+
+    /// Whether a secret's trigger byte may be among the [`BLOCK`] bytes after the first
+    /// [`BEHIND`] of `w`. Never false where the close look would find a secret starting at
+    /// (or, for `_`, `-` and `=`, triggered at) one of them: each term is implied by the check
+    /// of its kind.
+    #[inline(always)]
+    fn block_may_hold_secret(&self, w: &[u8; WINDOW]) -> bool {
+        let (ends, any_end) = match self.name_ends {
+            Some(ends) => (ends, false),
+            None => ([0; 4], true),
+        };
+        let mut any = false;
+        for j in BEHIND..BEHIND + BLOCK {
+            let c = w[j];
+            let (prev, next) = (w[j - 1], w[j + 1]);
+            let lower = prev | 0x20;
+            let name_end = any_end
+                | (lower == ends[0])
+                | (lower == ends[1])
+                | (lower == ends[2])
+                | (lower == ends[3]);
+            let hit = ((c == b'=') & name_end)
+                | ((c == b'A') & ((next == b'K') | (next == b'S') | (next == b'I')))
+                | ((c == b'J') & (prev == b'y'))
+                | ((c == b'-') & ((next == b'-') | (w[j - 5] == b'g') | (w[j - 4] == b'x')))
+                | ((c == b'_') & ((w[j - 3] == b'g') | (w[j - 10] == b'g')));
+            any |= hit;
+        }
+        any
+    }
+
+    /// The first trigger byte in `i..end` and the secret it starts, if any (`Ok`), or the
+    /// position after the bytes passed over when there was no trigger (`Err`).
+    #[inline(always)]
+    fn next_in(&self, text: &str, mut i: usize, end: usize) -> Result<(usize, Option<Hit>), usize> {
+        let bytes = text.as_bytes();
+        while i + CHUNK <= end {
+            let mut word = [0u8; CHUNK];
+            word.copy_from_slice(&bytes[i..i + CHUNK]);
+            if has_trigger(u64::from_le_bytes(word)) {
+                break;
+            }
+            i += CHUNK;
+        }
+        // A trigger byte among the next few: go straight to it.
+        let stop = (i + CHUNK).min(end);
+        match bytes[i..stop].iter().position(|b| TRIGGER[usize::from(*b)]) {
+            Some(k) => i += k,
+            None => return Err(stop),
+        }
+        {
             let b = bytes[i];
             let hit = match b {
                 b'=' => self.name_value(bytes, i),
@@ -281,15 +448,8 @@ impl<'a> Redactor<'a> {
                 b'A' => starting_at(bytes, i, AT_A),
                 _ => jwt(bytes, i),
             };
-            match hit {
-                Some(h) => {
-                    i = h.1.max(i + 1);
-                    found.push(h);
-                }
-                None => i += 1,
-            }
+            Ok((i, hit))
         }
-        found
     }
 
     /// `NAME=value` with the `=` at `eq`: the value's range.
@@ -426,7 +586,6 @@ mod component {
     });
 
     use alloc::string::String;
-    use alloc::vec::Vec;
 
     use exports::procwarden::filter::filter::Guest;
     use procwarden::filter::host;
@@ -436,16 +595,10 @@ mod component {
 
     impl Guest for Redact {
         fn on_output(text: String, _ctx: Context) -> Filtered {
-            let names: Vec<String> = host::config_keys()
-                .iter()
-                .filter(|k| k.starts_with("names."))
-                .filter_map(|k| host::config(k))
-                .collect();
-            let (text, redactions) = if names.is_empty() {
-                super::Redactor::default().redact(text)
-            } else {
-                super::Redactor::new(names.iter().map(String::as_str)).redact(text)
-            };
+            let settings = host::config_keys()
+                .into_iter()
+                .filter_map(|k| host::config(&k).map(|v| (k, v)));
+            let (text, redactions) = super::Redactor::from_settings(settings).redact(text);
             Filtered { text, redactions }
         }
     }
@@ -550,6 +703,86 @@ mod tests {
         ] {
             assert_eq!(r(text), (text.to_owned(), 0), "{text}");
         }
+    }
+
+    #[test]
+    fn settings_give_the_names_list_or_the_default() {
+        let text = "MY_THING=x API_TOKEN=y";
+        let custom = Redactor::from_settings([("names.0", "MY_*"), ("other", "ignored")]);
+        assert_eq!(
+            custom.redact_str(text),
+            Some(("MY_THING=[REDACTED:secret] API_TOKEN=y".into(), 1))
+        );
+        // No `names.N` key (or `names` given as a plain string): the default list.
+        for settings in [&[][..], &[("names", "MY_*")][..]] {
+            let redactor = Redactor::from_settings(settings.iter().copied());
+            assert_eq!(
+                redactor.redact_str(text),
+                Some(("MY_THING=x API_TOKEN=[REDACTED:secret]".into(), 1))
+            );
+        }
+        assert_eq!(Redactor::default().redact_str("clean"), None);
+    }
+
+    #[test]
+    fn the_block_test_passes_over_no_secret() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let secrets = [
+            "AKIAIOSFODNN7EXAMPLE",
+            "ASIAIOSFODNN7EXAMPLE",
+            "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+            "glpat-abcdefghij0123456789",
+            "xoxs-1234567890-abcdefghij",
+            jwt,
+            "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----",
+            "API_TOKEN=v",
+            "db_password=\"p w\"",
+            "MY_THING=x",
+        ];
+        // Filler full of trigger bytes that start nothing.
+        let filler = "RUST_LOG=info a-b x_y AA== eyJ ";
+        let redactors = [
+            Redactor::default(),
+            Redactor::new(["MY_*", "*_PASSWORD"]),
+            Redactor::new(["*"]),
+            Redactor::new(["A", "B", "C", "D", "E"]),
+        ];
+        let mut found = 0;
+        for secret in secrets {
+            for before in 0..48 {
+                let mut text = filler.repeat(3)[..before].to_owned();
+                text.push_str(secret);
+                text.push_str(&filler.repeat(3));
+                for cut in [text.len(), before + secret.len(), before + secret.len() + 7] {
+                    let text = &text[..cut];
+                    for r in &redactors {
+                        let hits = r.find(text);
+                        assert_eq!(hits, r.find_in(text, false), "{text:?}");
+                        found += hits.len();
+                    }
+                }
+            }
+        }
+        assert!(found > 1000, "{found}");
+    }
+
+    #[test]
+    fn name_ends_lists_the_literal_last_bytes() {
+        assert_eq!(
+            name_ends(DEFAULT_NAMES.iter().map(|g| g.as_bytes())),
+            Some([b'n', b't', b'y', b'd'])
+        );
+        assert_eq!(name_ends([&b"MY_*"[..]].into_iter()), None);
+        assert_eq!(
+            name_ends([&b"x_a"[..], b"B", b""].into_iter()),
+            Some([b'a', b'b', b'a', b'a'])
+        );
+        assert_eq!(
+            name_ends([&b"a"[..], b"b", b"c", b"d", b"e"].into_iter()),
+            None
+        );
     }
 
     #[test]
