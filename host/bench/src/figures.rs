@@ -30,10 +30,11 @@ pub enum Figure {
     Containment,
     Spool,
     Filter,
+    Startup,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 10] = [
+    pub const ALL: [Figure; 11] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
@@ -44,6 +45,7 @@ impl Figure {
         Figure::Containment,
         Figure::Spool,
         Figure::Filter,
+        Figure::Startup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Figure {
             Figure::Containment => "containment",
             Figure::Spool => "spool",
             Figure::Filter => "filter",
+            Figure::Startup => "startup",
         }
     }
 
@@ -78,6 +81,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Containment => containment(plan).await,
         Figure::Spool => spool(plan).await,
         Figure::Filter => crate::filter::filter(plan).await,
+        Figure::Startup => crate::startup::startup(plan).await,
     }
 }
 

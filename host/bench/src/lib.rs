@@ -6,6 +6,7 @@
 mod client;
 mod figures;
 mod filter;
+mod startup;
 mod stats;
 
 use std::fmt::Write as _;
