@@ -18,7 +18,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::sync::lock;
@@ -148,6 +148,7 @@ impl CgroupRoot {
                     path,
                     spares: Arc::downgrade(&self.spares),
                     released: RwLock::new(false),
+                    killed: AtomicBool::new(false),
                 }),
                 dir: Some(dir),
             }),
@@ -227,6 +228,11 @@ struct Slot {
     /// nothing reads, signals or removes it on this command's behalf. Every look at the
     /// directory holds the read lock, so a hand-back cannot happen in the middle of one.
     released: RwLock<bool>,
+    /// Set once `cgroup.kill` was written. Such a cgroup is removed, never kept as a spare:
+    /// some kernels (seen on 6.18) compare the kill count of the cgroup a child is cloned
+    /// into with that of its parent's cgroup, so every command later cloned into a cgroup
+    /// that was once killed would be killed at birth.
+    killed: AtomicBool,
 }
 
 impl Slot {
@@ -255,10 +261,11 @@ impl Slot {
             Err(_) => return false,
         }
         *released = true;
-        if self
-            .spares
-            .upgrade()
-            .is_some_and(|spares| spares.keep(&self.path))
+        if !self.killed.load(Ordering::SeqCst)
+            && self
+                .spares
+                .upgrade()
+                .is_some_and(|spares| spares.keep(&self.path))
         {
             return true;
         }
@@ -333,6 +340,7 @@ impl ProcessCgroup {
                 if !is_populated(path) {
                     return Ok(false);
                 }
+                self.slot.killed.store(true, Ordering::SeqCst);
                 fs::write(path.join("cgroup.kill"), "1")?;
                 Ok(true)
             })
@@ -345,6 +353,7 @@ impl ProcessCgroup {
         self.slot
             .while_owned(|path| {
                 if is_populated(path) {
+                    self.slot.killed.store(true, Ordering::SeqCst);
                     let _ = fs::write(path.join("cgroup.kill"), "1");
                     wait_empty(path, std::time::Duration::from_secs(2));
                 }

@@ -197,6 +197,39 @@ async fn a_cgroup_goes_to_the_next_command_once_empty_and_the_old_record_lets_go
     manager.shutdown().await;
 }
 
+/// The command after one that was killed (`cgroup.kill`) or terminated lives until it is
+/// signalled itself: a killed cgroup is not reused (some kernels would kill every command
+/// cloned into it), a terminated one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cgroup_handed_back_after_a_kill_does_not_kill_the_next_command() {
+    let Some(manager) = cgroup_manager("afterkill") else {
+        return;
+    };
+    for signal in [GroupSignal::Kill, GroupSignal::Terminate] {
+        let first = manager.start(background("exec sleep 1007"), None).unwrap();
+        manager.signal(first.id(), Scope::All, signal).unwrap();
+        first.wait_for(Phase::Finished).await;
+        assert!(eventually(Duration::from_secs(5), || !first.group_alive()));
+        let next = manager.start(background("exec sleep 1008"), None).unwrap();
+        // After SIGTERM the emptied cgroup is reused; after cgroup.kill it is not.
+        let reused = next.cgroup().unwrap().path() == first.cgroup().unwrap().path();
+        assert_eq!(reused, signal == GroupSignal::Terminate, "{signal:?}");
+        let died =
+            tokio::time::timeout(Duration::from_millis(500), next.wait_for(Phase::Exited)).await;
+        assert!(
+            died.is_err(),
+            "after {signal:?}, the next command in the cgroup died: {:?}",
+            next.info()
+        );
+        manager
+            .signal(next.id(), Scope::All, GroupSignal::Kill)
+            .unwrap();
+        next.wait_for(Phase::Finished).await;
+        assert!(eventually(Duration::from_secs(5), || !next.group_alive()));
+    }
+    manager.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_group_mode_uses_no_cgroup() {
     let manager = ProcessManager::try_new(ManagerSettings {
