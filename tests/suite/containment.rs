@@ -232,8 +232,12 @@ async fn health_names_the_containment_mode() {
     let auto = Server::start();
     let mode = auto.api().health().await.containment;
     assert!(mode == "cgroup" || mode == "subreaper", "{mode}");
+    // The agent may answer before the test has read its start-up log from the pipe.
     assert!(
-        auto.stderr_text().contains("containment"),
+        eventually_sync(Duration::from_secs(5), || auto
+            .stderr_text()
+            .contains("containment"))
+        .await,
         "the start-up log names the mode: {}",
         auto.stderr_text()
     );
