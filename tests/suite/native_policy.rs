@@ -5,6 +5,15 @@ use serde_json::json;
 
 use procwarden_tests::*;
 
+/// Each plugin of the chain in health, with how it runs.
+fn runs(health: &Health) -> Vec<(&str, &str)> {
+    health
+        .plugins
+        .iter()
+        .map(|p| (p.name.as_str(), p.runs.as_str()))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_default_chain_runs_natively() {
     let server = Server::start();
@@ -13,13 +22,8 @@ async fn the_default_chain_runs_natively() {
         .await
         .error(403);
     let health = api.health().await;
-    let runs: Vec<(&str, &str)> = health
-        .plugins
-        .iter()
-        .map(|p| (p.name.as_str(), p.runs.as_str()))
-        .collect();
     assert_eq!(
-        runs,
+        runs(&health),
         [
             ("ampersand", "native"),
             ("env", "native"),
@@ -46,13 +50,8 @@ async fn a_dot_wasm_built_in_runs_its_component_in_the_default_place() {
         .await
         .error(403);
     let health = api.health().await;
-    let runs: Vec<(&str, &str)> = health
-        .plugins
-        .iter()
-        .map(|p| (p.name.as_str(), p.runs.as_str()))
-        .collect();
     assert_eq!(
-        runs,
+        runs(&health),
         [
             ("ampersand", "native"),
             ("env", "native"),
