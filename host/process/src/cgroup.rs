@@ -242,6 +242,13 @@ impl Slot {
         (!*released).then(|| look(&self.path))
     }
 
+    /// Writes `cgroup.kill` for the cgroup at `path` (this slot's, looked at while owned),
+    /// marking the slot so it is never reused (see `killed`).
+    fn kill_all(&self, path: &Path) -> io::Result<()> {
+        self.killed.store(true, Ordering::SeqCst);
+        fs::write(path.join("cgroup.kill"), "1")
+    }
+
     /// Hands the cgroup back if no process is left in it: kept as a spare (an empty cgroup
     /// is as good as new) or removed. Returns whether it was handed back.
     fn release(&self) -> bool {
@@ -340,8 +347,7 @@ impl ProcessCgroup {
                 if !is_populated(path) {
                     return Ok(false);
                 }
-                self.slot.killed.store(true, Ordering::SeqCst);
-                fs::write(path.join("cgroup.kill"), "1")?;
+                self.slot.kill_all(path)?;
                 Ok(true)
             })
             .unwrap_or(Ok(false))
@@ -353,8 +359,7 @@ impl ProcessCgroup {
         self.slot
             .while_owned(|path| {
                 if is_populated(path) {
-                    self.slot.killed.store(true, Ordering::SeqCst);
-                    let _ = fs::write(path.join("cgroup.kill"), "1");
+                    let _ = self.slot.kill_all(path);
                     wait_empty(path, std::time::Duration::from_secs(2));
                 }
                 match fs::remove_dir(path) {
