@@ -47,7 +47,7 @@ pub use manager::{
     ProcessManager, Scope,
 };
 pub use output_read::{Covers, GrepCount, LineSpan, OutputRead, ReadMode};
-pub use record::{OutputSnapshot, Phase, Process, ProcessInfo};
+pub use record::{ExitHook, OutputSnapshot, Phase, Process, ProcessInfo};
 pub use request::StartRequest;
 pub use spool::{SpoolInfo, SpoolSettings};
 pub use waits::{EndedBy, Until};

@@ -119,6 +119,24 @@ struct ExitState {
     /// Set once no member of the group is alive; never unset. From then on the shell is
     /// reaped, its number may belong to someone else, and the group is never signalled.
     group_gone: bool,
+    /// Runs once, when the shell's exit is recorded and before anyone waiting sees it.
+    exit_hook: Option<ExitHook>,
+}
+
+/// Work to do as the shell's exit is recorded, before waiters wake: what it records (a
+/// metric, a log line) is then already there for a client that saw the exit.
+pub struct ExitHook(Box<dyn FnOnce(&Process) + Send>);
+
+impl ExitHook {
+    pub fn new(hook: impl FnOnce(&Process) + Send + 'static) -> Self {
+        Self(Box::new(hook))
+    }
+}
+
+impl std::fmt::Debug for ExitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExitHook")
+    }
 }
 
 #[derive(Debug)]
@@ -540,12 +558,28 @@ impl Process {
         state.exit_code = Some(exit_code);
         state.exited_at_unix = Some(unix_now());
         state.exited_at = Some(Instant::now());
+        let hook = state.exit_hook.take();
         drop(state);
         if let Some((_, spool)) = &self.spool {
             spool.mark_exited();
         }
+        if let Some(ExitHook(hook)) = hook {
+            hook(self);
+        }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Exited));
+    }
+
+    /// Run `hook` when the shell's exit is recorded, before anyone waiting for the exit
+    /// wakes; at once if it has already exited.
+    pub fn on_exit(&self, hook: ExitHook) {
+        let mut state = lock(&self.state);
+        if state.exit_code.is_none() {
+            state.exit_hook = Some(hook);
+            return;
+        }
+        drop(state);
+        (hook.0)(self);
     }
 
     /// Record that the output pipe closed: the output is complete.

@@ -13,7 +13,7 @@ use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
+    ExitHook, GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
     ProcessManager, Scope, StartRequest, TerminalSize,
 };
 
@@ -293,7 +293,7 @@ impl Agent {
         if let Some(front_end) = &context.front_end {
             self.metrics.started(front_end);
         }
-        log_exit(process.clone(), self.metrics.clone());
+        log_exit(&process, self.metrics.clone());
         Ok(Started {
             id: process.id().to_owned(),
             request,
@@ -509,11 +509,11 @@ impl Agent {
 /// Longest an input write waits for a command that does not read its stdin.
 pub const INPUT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
-/// One log line when a process's shell exits: its ID, exit code, run time and output size.
-fn log_exit(process: Arc<Process>, metrics: Arc<Metrics>) {
+/// One log line and the output metric when a process's shell exits, both recorded before a
+/// client waiting for the exit is woken, so what it reads next already counts this process.
+fn log_exit(process: &Process, metrics: Arc<Metrics>) {
     let started = Instant::now();
-    tokio::spawn(async move {
-        process.wait_for(Phase::Exited).await;
+    process.on_exit(ExitHook::new(move |process| {
         let snapshot = process.snapshot();
         let output_bytes = snapshot
             .truncated
@@ -528,7 +528,7 @@ fn log_exit(process: Arc<Process>, metrics: Arc<Metrics>) {
             output_bytes,
             "process exited"
         );
-    });
+    }));
 }
 
 struct WaiterGuard<'a>(&'a AtomicUsize);

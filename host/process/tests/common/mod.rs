@@ -14,6 +14,7 @@ pub fn background(command: &str) -> StartRequest {
 }
 
 /// Poll `check` until it holds or `limit` passes; returns whether it held.
+#[allow(dead_code)] // not every test file polls
 pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
