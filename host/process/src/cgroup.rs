@@ -13,7 +13,7 @@
 //! rename a cgroup, so the names are a counter, not the process ID: a process's cgroup is in
 //! `/proc/PID/cgroup`.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -37,12 +37,13 @@ pub struct CgroupRoot {
 #[derive(Debug)]
 struct Spares {
     dir: PathBuf,
-    free: Mutex<Vec<PathBuf>>,
+    free: Mutex<Vec<(PathBuf, Arc<File>)>>,
     named: AtomicU64,
 }
 
 impl Spares {
-    fn take(&self) -> Option<PathBuf> {
+    /// A spare's path and its open `cgroup.events`.
+    fn take(&self) -> Option<(PathBuf, Arc<File>)> {
         lock(&self.free).pop()
     }
 
@@ -54,18 +55,18 @@ impl Spares {
 
     /// Keep the cgroup at `path`, proven empty, as a spare if there is room. Returns whether
     /// it was kept.
-    fn keep(&self, path: &Path) -> bool {
+    fn keep(&self, path: &Path, events: &Arc<File>) -> bool {
         let mut free = lock(&self.free);
         if free.len() >= SPARE_CGROUPS {
             return false;
         }
-        free.push(path.to_owned());
+        free.push((path.to_owned(), events.clone()));
         true
     }
 
     /// Remove every spare (at shutdown).
     fn remove_all(&self) {
-        for spare in lock(&self.free).drain(..) {
+        for (spare, _) in lock(&self.free).drain(..) {
             let _ = fs::remove_dir(spare);
         }
     }
@@ -138,14 +139,22 @@ impl CgroupRoot {
 
     /// The cgroup of one command: a spare, or a new one.
     pub fn create(&self) -> io::Result<ProcessCgroup> {
-        let path = match self.spares.take() {
-            Some(spare) => spare,
-            None => self.make_new()?,
+        let (path, events) = match self.spares.take() {
+            Some(spare) => (spare.0, Some(spare.1)),
+            None => (self.make_new()?, None),
         };
-        match open_dir(&path) {
-            Ok(dir) => Ok(ProcessCgroup {
+        let opened = open_dir(&path).and_then(|dir| {
+            let events = match events {
+                Some(events) => events,
+                None => Arc::new(File::open(path.join("cgroup.events"))?),
+            };
+            Ok((dir, events))
+        });
+        match opened {
+            Ok((dir, events)) => Ok(ProcessCgroup {
                 slot: Arc::new(Slot {
                     path,
+                    events,
                     spares: Arc::downgrade(&self.spares),
                     released: RwLock::new(false),
                     killed: AtomicBool::new(false),
@@ -223,6 +232,10 @@ pub struct ProcessCgroup {
 #[derive(Debug)]
 struct Slot {
     path: PathBuf,
+    /// Its `cgroup.events`, open for as long as the cgroup is in use (and passed on with a
+    /// spare): read again from the start, it tells whether a member lives without a walk
+    /// of the long cgroup path on each look.
+    events: Arc<File>,
     spares: Weak<Spares>,
     /// Set once the cgroup was handed back: its path may then be another command's cgroup, so
     /// nothing reads, signals or removes it on this command's behalf. Every look at the
@@ -256,8 +269,8 @@ impl Slot {
         if *released {
             return true;
         }
-        match fs::read_to_string(self.path.join("cgroup.events")) {
-            Ok(events) if events.lines().any(|l| l.trim() == "populated 1") => return false,
+        match read_events(&self.events) {
+            Ok(events) if events_say_populated(&events) => return false,
             Ok(_) => {}
             // Removed already (by a sweep of leftovers): nothing to hand back.
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -272,7 +285,7 @@ impl Slot {
             && self
                 .spares
                 .upgrade()
-                .is_some_and(|spares| spares.keep(&self.path))
+                .is_some_and(|spares| spares.keep(&self.path, &self.events))
         {
             return true;
         }
@@ -328,7 +341,9 @@ impl ProcessCgroup {
 
     /// Whether any process lives in the cgroup; `false` once handed back.
     pub fn populated(&self) -> bool {
-        self.slot.while_owned(is_populated).unwrap_or(false)
+        self.slot
+            .while_owned(|_| events_populated(&self.slot.events))
+            .unwrap_or(false)
     }
 
     /// Hands the cgroup back now if its last member is gone, instead of when the record is
@@ -344,7 +359,7 @@ impl ProcessCgroup {
     pub fn kill(&self) -> io::Result<bool> {
         self.slot
             .while_owned(|path| {
-                if !is_populated(path) {
+                if !events_populated(&self.slot.events) {
                     return Ok(false);
                 }
                 self.slot.kill_all(path)?;
@@ -493,12 +508,41 @@ pub(crate) fn read_members(path: &Path) -> Vec<i32> {
 
 fn is_populated(path: &Path) -> bool {
     match fs::read_to_string(path.join("cgroup.events")) {
-        Ok(events) => events.lines().any(|l| l.trim() == "populated 1"),
+        Ok(events) => events_say_populated(&events),
         // Gone: nothing lives there.
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         // Unreadable: assume alive rather than report a live command gone.
         Err(_) => true,
     }
+}
+
+/// Whether an open `cgroup.events` says a process lives in the cgroup; like [`is_populated`].
+fn events_populated(events: &File) -> bool {
+    match read_events(events) {
+        Ok(events) => events_say_populated(&events),
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(_) => true,
+    }
+}
+
+/// The text of an open `cgroup.events`, read from its start: the kernel makes it anew on
+/// every read from offset 0.
+fn read_events(events: &File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 128];
+    let n = events.read_at(&mut buf, 0).map_err(|e| {
+        // A removed cgroup's open file answers ENODEV: gone, as a missing path is.
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            io::Error::from(ErrorKind::NotFound)
+        } else {
+            e
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn events_say_populated(events: &str) -> bool {
+    events.lines().any(|l| l.trim() == "populated 1")
 }
 
 /// Wait (bounded) until the cgroup at `path` is empty, polling `cgroup.events`.

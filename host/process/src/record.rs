@@ -584,12 +584,26 @@ impl Process {
 
     /// Record that the output pipe closed: the output is complete.
     pub fn mark_finished(&self) {
-        if let Some((store, spool)) = &self.spool {
+        // Only a spool that was handed output has a file to close; most commands never
+        // outgrow the buffer, and telling the writer thread would wake it for nothing.
+        if let Some((store, spool)) = &self.spool
+            && self.spilled.load(Ordering::Acquire)
+        {
             store.finish(spool);
         }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Finished));
         lock(&self.live).take();
+    }
+
+    /// The shell's exit code, once it has exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        lock(&self.state).exit_code
+    }
+
+    /// Whether the agent killed it for running past its timeout.
+    pub fn timed_out(&self) -> bool {
+        lock(&self.state).timed_out
     }
 
     pub fn mark_timed_out(&self) {
@@ -609,6 +623,12 @@ impl Process {
         lock(&self.state)
             .exited_at
             .is_some_and(|at| at.elapsed() > age)
+    }
+
+    /// Whether [`Self::group_alive`] is a few reads of kernel files that never wait on a
+    /// disk (the command's cgroup), rather than a walk of /proc.
+    pub fn group_check_is_cheap(&self) -> bool {
+        matches!(self.tracking, Tracking::Cgroup(_))
     }
 
     /// Whether any member of the process group is alive. Cheap while the shell runs;

@@ -149,10 +149,15 @@ pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
     process.mark_finished();
     // A client waiting for this exit was just woken onto this worker: let it reply first.
     tokio::task::yield_now().await;
-    // Most commands leave no member behind: find that out now, off the async workers (it
-    // reads /proc), so the shell is reaped, its PID freed and its cgroup handed to the next
-    // command instead of waiting until someone asks or the record is forgotten.
-    let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
+    // Most commands leave no member behind: find that out now, so the shell is reaped, its
+    // PID freed and its cgroup handed to the next command instead of waiting until someone
+    // asks or the record is forgotten. A cgroup answers from kernel files, here; a walk of
+    // /proc goes to a blocking thread, off the async workers.
+    if process.group_check_is_cheap() {
+        process.group_alive();
+    } else {
+        let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
+    }
 }
 
 thread_local! {

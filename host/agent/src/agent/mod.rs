@@ -514,16 +514,13 @@ pub const INPUT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 fn log_exit(process: &Process, metrics: Arc<Metrics>) {
     let started = Instant::now();
     process.on_exit(ExitHook::new(move |process| {
-        let snapshot = process.snapshot();
-        let output_bytes = snapshot
-            .truncated
-            .as_ref()
-            .map_or(snapshot.output.len() as u64, |t| t.original_bytes);
+        // Cheap reads only: this runs on the exit's path to every waiting client.
+        let output_bytes = process.output_len();
         metrics.output_produced(output_bytes);
         tracing::info!(
             id = process.id(),
-            exit_code = snapshot.exit_code,
-            timed_out = snapshot.timed_out,
+            exit_code = process.exit_code(),
+            timed_out = process.timed_out(),
             seconds = started.elapsed().as_secs_f64(),
             output_bytes,
             "process exited"
