@@ -15,11 +15,6 @@ use cli::exit;
 use procwarden::client::{Client, Refused, StartRequest};
 use procwarden::config::{Config, DEFAULT_LISTEN};
 
-/// Many small, short-lived allocations per request (HTTP, JSON, records): mimalloc serves
-/// them with less CPU than the system allocator, measured on the throughput figure.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.command);

@@ -48,7 +48,27 @@ impl Connection {
         self.send("GET", path, &[]).await
     }
 
+    /// `GET path`; the reply's body, unparsed, once it has arrived whole (an error unless
+    /// 200): for timing a reply without the client's own JSON work.
+    pub async fn get_bytes(&mut self, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.write_request("GET", path, &[]).await?;
+        let (status, body) = self.read_reply().await?;
+        if status != 200 {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+
     async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
+        self.write_request(method, path, body).await?;
+        let (status, body) = self.read_reply().await?;
+        if status != 200 {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    async fn write_request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<()> {
         use std::io::Write as _;
         self.out.clear();
         write!(
@@ -60,11 +80,7 @@ impl Connection {
         )?;
         self.out.extend_from_slice(body);
         self.stream.write_all(&self.out).await?;
-        let (status, body) = self.read_reply().await?;
-        if status != 200 {
-            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(serde_json::from_slice(&body)?)
+        Ok(())
     }
 
     /// Reads one reply: its status and body (framed by `content-length`).

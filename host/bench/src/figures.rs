@@ -13,7 +13,7 @@ use crate::stats::{Samples, median};
 use crate::{BenchPlan, Row};
 use procwarden::agent::Agent;
 use procwarden::config::Config;
-use procwarden_extensions::policy::{PolicyChain, PolicyContext, StartRequest};
+use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext, StartRequest};
 
 /// Kills timed by the waiter figure (the other blocked waiters are released at shutdown).
 const WAKE_SAMPLES: usize = 200;
@@ -184,9 +184,14 @@ impl LocalAgent {
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}/api/v0/processes");
         let app = procwarden::http::router(agent.clone(), &config, axum::Router::new());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        // The listener `serve` runs, with its connection limits and timeouts.
+        let limits = procwarden::http::listener::ListenerLimits::from_config(&config);
+        let server = tokio::spawn(procwarden::http::listener::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         Ok(Self {
             url,
             addr,
@@ -301,8 +306,8 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     for _ in 0..plan.rounds {
         // Samples alternate with their baseline, so a machine that slows down for a moment
         // (common on these shared VMs) slows both sides of the ratio alike.
-        let (mut new, mut same, mut two) = (vec![], vec![], vec![]);
-        let mut base = Vec::with_capacity(plan.latency_samples * 3);
+        let (mut new, mut same, mut two, mut direct) = (vec![], vec![], vec![], vec![]);
+        let mut base = Vec::with_capacity(plan.latency_samples * 4);
         for _ in 0..plan.latency_samples {
             let t = Instant::now();
             run(&mut conn, &new_command()).await?;
@@ -316,16 +321,33 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             run_in_two_requests(&mut conn, &new_command()).await?;
             two.push(t.elapsed());
             base.push(spawn_and_wait_directly().await?);
+            let t = Instant::now();
+            run_without_http(&local.agent, &new_command()).await?;
+            direct.push(t.elapsed());
+            base.push(spawn_and_wait_directly().await?);
         }
         rounds.add(
             &Samples::new(new),
             &Samples::new(same),
             &Samples::new(two),
+            &Samples::new(direct),
             &Samples::new(base),
         );
     }
     local.stop().await;
     Ok(rounds.rows())
+}
+
+/// The same start→exit through the agent's own calls, as a front end makes them, without
+/// HTTP: what the request path costs beside what the process core and policy cost.
+async fn run_without_http(agent: &Agent, command: &str) -> anyhow::Result<()> {
+    let request = StartRequest {
+        command: command.into(),
+        ..StartRequest::default()
+    };
+    let started = agent.start(None, FrontEnd::Http, request, None).await?;
+    agent.wait_output(&started.id, None, None).await?;
+    Ok(())
 }
 
 /// `sh -c true` spawned and waited for from Rust, on a blocking thread: the floor.
@@ -344,12 +366,21 @@ struct LatencyRounds {
     new99: Vec<f64>,
     same50: Vec<f64>,
     two50: Vec<f64>,
+    direct50: Vec<f64>,
     base50: Vec<f64>,
     base99: Vec<f64>,
 }
 
 impl LatencyRounds {
-    fn add(&mut self, new: &Samples, same: &Samples, two: &Samples, base: &Samples) {
+    fn add(
+        &mut self,
+        new: &Samples,
+        same: &Samples,
+        two: &Samples,
+        direct: &Samples,
+        base: &Samples,
+    ) {
+        self.direct50.push(direct.p50().as_secs_f64());
         self.new50.push(new.p50().as_secs_f64());
         self.new99.push(new.p99().as_secs_f64());
         self.same50.push(same.p50().as_secs_f64());
@@ -364,6 +395,7 @@ impl LatencyRounds {
         let baseline = |b: f64| format!("{} (sh -c true)", ms(b));
         let (new50, new99) = (median(self.new50), median(self.new99));
         let (same50, two50) = (median(self.same50), median(self.two50));
+        let direct50 = median(self.direct50);
         let reported = |figure: &str, ours: f64, base: f64| Row {
             figure: figure.into(),
             ours: ms(ours),
@@ -391,6 +423,11 @@ impl LatencyRounds {
             reported(
                 "same, every command new, as two requests (start, then wait), p50",
                 two50,
+                b50,
+            ),
+            reported(
+                "same, every command new, the agent called in process without HTTP, p50",
+                direct50,
                 b50,
             ),
         ]
@@ -966,28 +1003,20 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             .await?;
         let mut blocked = Vec::new();
         for _ in 0..waiters {
-            let (local, id) = (local.clone(), id.clone());
+            // The load generator's own connections, opened before: each reply is read on
+            // the waiter's task, so the figure carries little of the client's CPU.
+            let mut conn = local.connect().await?;
+            let path = format!("{PROCESSES}/{id}/output?wait=true&until=regex:READY");
             blocked.push(tokio::spawn(async move {
-                let reply: anyhow::Result<Vec<u8>> = async {
-                    Ok(local
-                        .http
-                        .get(format!(
-                            "{}/{id}/output?wait=true&until=regex:READY",
-                            local.url
-                        ))
-                        .send()
-                        .await?
-                        .bytes()
-                        .await?
-                        .to_vec())
-                }
-                .await;
+                let reply = conn.get_bytes(&path).await;
                 // The reply has arrived: parsing it is this client's own work, on the same
                 // two cores as the agent, and no part of the agent's latency.
                 let at = Instant::now();
                 let reply = reply
                     .and_then(|body| serde_json::from_slice::<Value>(&body).map_err(Into::into));
-                (at, reply)
+                // Kept open until every waiter has its reply, as a kept-alive client would:
+                // closing it here would put the close's work among the replies measured.
+                (at, reply, conn)
             }));
         }
         let ready_by = Instant::now() + Duration::from_secs(30);
@@ -1014,14 +1043,17 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             Ok(at)
         })
         .await??;
+        let mut connections = Vec::with_capacity(waiters);
         for waiter in blocked {
-            let (at, reply) = waiter.await?;
+            let (at, reply, conn) = waiter.await?;
             anyhow::ensure!(
                 reply?["ended_by"] == json!("regex"),
                 "waiter ended otherwise"
             );
             latencies.push(at.saturating_duration_since(written_at));
+            connections.push(conn);
         }
+        drop(connections);
         if let Some(ctl) = &perf_ctl {
             use std::io::Write as _;
             std::fs::OpenOptions::new()

@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use procwarden_bench::{BenchPlan, Figure};
 
-/// Many small, short-lived allocations per request (HTTP, JSON, records): mimalloc serves
-/// them with less CPU than the system allocator, measured on the throughput figure.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "procwarden-bench",

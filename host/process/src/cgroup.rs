@@ -33,17 +33,35 @@ pub struct CgroupRoot {
     spares: Arc<Spares>,
 }
 
+/// A cgroup's control files that are read on every look, kept open while the cgroup is in
+/// use (and passed on with a spare): read again from offset 0, the kernel makes their text
+/// anew, so a look costs one read instead of a walk of the long cgroup path.
+#[derive(Debug)]
+struct OpenFiles {
+    events: File,
+    procs: File,
+}
+
+impl OpenFiles {
+    fn open(path: &Path) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            events: File::open(path.join("cgroup.events"))?,
+            procs: File::open(path.join("cgroup.procs"))?,
+        }))
+    }
+}
+
 /// Empty cgroups of forgotten commands, ready for the next ones.
 #[derive(Debug)]
 struct Spares {
     dir: PathBuf,
-    free: Mutex<Vec<(PathBuf, Arc<File>)>>,
+    free: Mutex<Vec<(PathBuf, Arc<OpenFiles>)>>,
     named: AtomicU64,
 }
 
 impl Spares {
-    /// A spare's path and its open `cgroup.events`.
-    fn take(&self) -> Option<(PathBuf, Arc<File>)> {
+    /// A spare's path and its open control files.
+    fn take(&self) -> Option<(PathBuf, Arc<OpenFiles>)> {
         lock(&self.free).pop()
     }
 
@@ -55,12 +73,12 @@ impl Spares {
 
     /// Keep the cgroup at `path`, proven empty, as a spare if there is room. Returns whether
     /// it was kept.
-    fn keep(&self, path: &Path, events: &Arc<File>) -> bool {
+    fn keep(&self, path: &Path, files: &Arc<OpenFiles>) -> bool {
         let mut free = lock(&self.free);
         if free.len() >= SPARE_CGROUPS {
             return false;
         }
-        free.push((path.to_owned(), events.clone()));
+        free.push((path.to_owned(), files.clone()));
         true
     }
 
@@ -139,22 +157,22 @@ impl CgroupRoot {
 
     /// The cgroup of one command: a spare, or a new one.
     pub fn create(&self) -> io::Result<ProcessCgroup> {
-        let (path, events) = match self.spares.take() {
+        let (path, files) = match self.spares.take() {
             Some(spare) => (spare.0, Some(spare.1)),
             None => (self.make_new()?, None),
         };
         let opened = open_dir(&path).and_then(|dir| {
-            let events = match events {
-                Some(events) => events,
-                None => Arc::new(File::open(path.join("cgroup.events"))?),
+            let files = match files {
+                Some(files) => files,
+                None => OpenFiles::open(&path)?,
             };
-            Ok((dir, events))
+            Ok((dir, files))
         });
         match opened {
-            Ok((dir, events)) => Ok(ProcessCgroup {
+            Ok((dir, files)) => Ok(ProcessCgroup {
                 slot: Arc::new(Slot {
                     path,
-                    events,
+                    files,
                     spares: Arc::downgrade(&self.spares),
                     released: RwLock::new(false),
                     killed: AtomicBool::new(false),
@@ -232,10 +250,7 @@ pub struct ProcessCgroup {
 #[derive(Debug)]
 struct Slot {
     path: PathBuf,
-    /// Its `cgroup.events`, open for as long as the cgroup is in use (and passed on with a
-    /// spare): read again from the start, it tells whether a member lives without a walk
-    /// of the long cgroup path on each look.
-    events: Arc<File>,
+    files: Arc<OpenFiles>,
     spares: Weak<Spares>,
     /// Set once the cgroup was handed back: its path may then be another command's cgroup, so
     /// nothing reads, signals or removes it on this command's behalf. Every look at the
@@ -269,7 +284,7 @@ impl Slot {
         if *released {
             return true;
         }
-        match read_events(&self.events) {
+        match read_from_start(&self.files.events) {
             Ok(events) if events_say_populated(&events) => return false,
             Ok(_) => {}
             // Removed already (by a sweep of leftovers): nothing to hand back.
@@ -285,7 +300,7 @@ impl Slot {
             && self
                 .spares
                 .upgrade()
-                .is_some_and(|spares| spares.keep(&self.path, &self.events))
+                .is_some_and(|spares| spares.keep(&self.path, &self.files))
         {
             return true;
         }
@@ -308,7 +323,9 @@ pub(crate) struct MemberList {
 impl MemberList {
     /// PIDs of the live members; empty once the cgroup was handed back.
     pub(crate) fn members(&self) -> Vec<i32> {
-        self.slot.while_owned(read_members).unwrap_or_default()
+        self.slot
+            .while_owned(|_| members_from(&self.slot.files))
+            .unwrap_or_default()
     }
 }
 
@@ -336,13 +353,15 @@ impl ProcessCgroup {
 
     /// PIDs of the live members (zombies have left their cgroup); empty once handed back.
     pub fn members(&self) -> Vec<i32> {
-        self.slot.while_owned(read_members).unwrap_or_default()
+        self.slot
+            .while_owned(|_| members_from(&self.slot.files))
+            .unwrap_or_default()
     }
 
     /// Whether any process lives in the cgroup; `false` once handed back.
     pub fn populated(&self) -> bool {
         self.slot
-            .while_owned(|_| events_populated(&self.slot.events))
+            .while_owned(|_| events_populated(&self.slot.files.events))
             .unwrap_or(false)
     }
 
@@ -359,7 +378,7 @@ impl ProcessCgroup {
     pub fn kill(&self) -> io::Result<bool> {
         self.slot
             .while_owned(|path| {
-                if !events_populated(&self.slot.events) {
+                if !events_populated(&self.slot.files.events) {
                     return Ok(false);
                 }
                 self.slot.kill_all(path)?;
@@ -390,12 +409,12 @@ impl ProcessCgroup {
     /// was perhaps reused by someone else) between the two reads is left alone. Returns how
     /// many members were signalled.
     pub fn signal_members(&self, signal: libc::c_int) -> io::Result<usize> {
-        let sent = self.slot.while_owned(|path| {
-            let pinned: Vec<(i32, OwnedFd)> = read_members(path)
+        let sent = self.slot.while_owned(|_| {
+            let pinned: Vec<(i32, OwnedFd)> = members_from(&self.slot.files)
                 .into_iter()
                 .filter_map(|pid| pidfd_open(pid).ok().map(|fd| (pid, fd)))
                 .collect();
-            let still = read_members(path);
+            let still = members_from(&self.slot.files);
             pinned
                 .into_iter()
                 .filter(|(pid, pidfd)| {
@@ -498,14 +517,6 @@ fn own_directory(mount_root: &str, mount_point: &str, own: &str) -> PathBuf {
     Path::new(mount_point).join(relative)
 }
 
-pub(crate) fn read_members(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 fn is_populated(path: &Path) -> bool {
     match fs::read_to_string(path.join("cgroup.events")) {
         Ok(events) => events_say_populated(&events),
@@ -518,27 +529,46 @@ fn is_populated(path: &Path) -> bool {
 
 /// Whether an open `cgroup.events` says a process lives in the cgroup; like [`is_populated`].
 fn events_populated(events: &File) -> bool {
-    match read_events(events) {
+    match read_from_start(events) {
         Ok(events) => events_say_populated(&events),
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(_) => true,
     }
 }
 
-/// The text of an open `cgroup.events`, read from its start: the kernel makes it anew on
-/// every read from offset 0.
-fn read_events(events: &File) -> io::Result<String> {
+/// The whole text of an open control file, read from its start: the kernel makes it anew
+/// on every read from offset 0.
+fn read_from_start(file: &File) -> io::Result<String> {
     use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 128];
-    let n = events.read_at(&mut buf, 0).map_err(|e| {
-        // A removed cgroup's open file answers ENODEV: gone, as a missing path is.
-        if e.raw_os_error() == Some(libc::ENODEV) {
-            io::Error::from(ErrorKind::NotFound)
-        } else {
-            e
+    let mut text = Vec::with_capacity(128);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut buf, text.len() as u64).map_err(|e| {
+            // A removed cgroup's open file answers ENODEV: gone, as a missing path is.
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                io::Error::from(ErrorKind::NotFound)
+            } else {
+                e
+            }
+        })?;
+        if n == 0 {
+            break;
         }
-    })?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        text.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// PIDs in a `cgroup.procs` text.
+fn parse_members(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The live members, from the cgroup's open `cgroup.procs`.
+fn members_from(files: &OpenFiles) -> Vec<i32> {
+    read_from_start(&files.procs)
+        .map(|text| parse_members(&text))
+        .unwrap_or_default()
 }
 
 fn events_say_populated(events: &str) -> bool {
@@ -608,6 +638,23 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_control_file_is_read_whole_from_its_start_each_time() {
+        // Longer than one read: a cgroup with many members lists many lines.
+        let path =
+            std::env::temp_dir().join(format!("procwarden-open-file-{}", std::process::id()));
+        let text: String = (1000..4000).map(|pid| format!("{pid}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(read_from_start(&file).unwrap(), text);
+        assert_eq!(parse_members(&read_from_start(&file).unwrap()).len(), 3000);
+        fs::write(&path, "populated 0\nfrozen 0\n").unwrap();
+        assert!(!events_populated(&file));
+        fs::write(&path, "populated 1\nfrozen 0\n").unwrap();
+        assert!(events_populated(&file));
+        fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn finds_a_hybrid_cgroup2_mount_by_type_not_by_name() {

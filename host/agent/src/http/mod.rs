@@ -80,15 +80,7 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::reject_oversized,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_token,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::reject_browsers,
+            middleware::admit,
         ))
         .layer(axum::middleware::from_fn(json_errors::json_errors))
         .layer(axum::middleware::from_fn(middleware::access_log))
