@@ -2,9 +2,7 @@
 //! (axum's extractor rejections, rmcp's plain-text answers) are rewrapped here, their text
 //! kept as the detail.
 
-use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -12,8 +10,8 @@ use super::error::ApiError;
 /// Longest plain-text error body kept as the detail; such bodies are one line.
 const MAX_DETAIL_BYTES: usize = 4096;
 
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// `response` as it is if it succeeded or is JSON already; else the same error as JSON.
+pub async fn as_json(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -166,23 +166,34 @@ fn is_blocking_wait(req: &Request) -> bool {
         && super::extract::wants_wait(req.uri().query())
 }
 
-pub async fn access_log(req: Request, next: Next) -> Response {
-    // Skip copying the path and parsing the chat header when nobody reads the line.
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(req).await;
-    }
-    let started = Instant::now();
+/// Around every request, in one layer (each layer of a router clones the route's boxed
+/// service per request): an error answer rewrapped as JSON, the request counted under its
+/// route and the status it was finally answered with, and a debug log line.
+pub async fn observe(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let chat_id = crate::chat::chat_from_headers(req.headers()).unwrap_or_default();
-    let response = next.run(req).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        chat_id = chat_id.unwrap_or_default(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
+    // The route template (`/api/v0/processes/{id}/output`), never the ID; an `Arc` clone.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    // Skip copying the path and parsing the chat header when nobody reads the line.
+    let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let chat_id = crate::chat::chat_from_headers(req.headers()).unwrap_or_default();
+        (Instant::now(), req.uri().path().to_owned(), chat_id)
+    });
+    let response = super::json_errors::as_json(next.run(req).await).await;
+    let status = response.status().as_u16();
+    if let Some((started, path, chat_id)) = log {
+        tracing::debug!(
+            %method,
+            path,
+            status,
+            chat_id = chat_id.unwrap_or_default(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+    state.agent.metrics().http_request(
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status,
     );
     response
 }

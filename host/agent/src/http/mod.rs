@@ -82,11 +82,9 @@ pub fn router(agent: Arc<Agent>, config: &Config, extra: Router) -> Router {
             state.clone(),
             middleware::admit,
         ))
-        .layer(axum::middleware::from_fn(json_errors::json_errors))
-        .layer(axum::middleware::from_fn(middleware::access_log))
-        // Outermost: counts the status the client finally got.
+        // Outermost: rewraps errors as JSON, then counts and logs the status the client got.
         .layer(axum::middleware::from_fn_with_state(
             state,
-            metrics::count_requests,
+            middleware::observe,
         ))
 }
