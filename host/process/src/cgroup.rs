@@ -518,20 +518,21 @@ fn own_directory(mount_root: &str, mount_point: &str, own: &str) -> PathBuf {
 }
 
 fn is_populated(path: &Path) -> bool {
-    match fs::read_to_string(path.join("cgroup.events")) {
-        Ok(events) => events_say_populated(&events),
-        // Gone: nothing lives there.
-        Err(e) if e.kind() == ErrorKind::NotFound => false,
-        // Unreadable: assume alive rather than report a live command gone.
-        Err(_) => true,
-    }
+    populated_by(fs::read_to_string(path.join("cgroup.events")))
 }
 
 /// Whether an open `cgroup.events` says a process lives in the cgroup; like [`is_populated`].
 fn events_populated(events: &File) -> bool {
-    match read_from_start(events) {
+    populated_by(read_from_start(events))
+}
+
+/// What a read of `cgroup.events` says about the cgroup's members.
+fn populated_by(events: io::Result<String>) -> bool {
+    match events {
         Ok(events) => events_say_populated(&events),
+        // Gone: nothing lives there.
         Err(e) if e.kind() == ErrorKind::NotFound => false,
+        // Unreadable: assume alive rather than report a live command gone.
         Err(_) => true,
     }
 }
