@@ -1009,11 +1009,7 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             let path = format!("{PROCESSES}/{id}/output?wait=true&until=regex:READY");
             blocked.push(tokio::spawn(async move {
                 let reply = conn.get_bytes(&path).await;
-                // The reply has arrived: parsing it is this client's own work, on the same
-                // two cores as the agent, and no part of the agent's latency.
                 let at = Instant::now();
-                let reply = reply
-                    .and_then(|body| serde_json::from_slice::<Value>(&body).map_err(Into::into));
                 // Kept open until every waiter has its reply, as a kept-alive client would:
                 // closing it here would put the close's work among the replies measured.
                 (at, reply, conn)
@@ -1043,23 +1039,23 @@ async fn spool(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             Ok(at)
         })
         .await??;
-        let mut connections = Vec::with_capacity(waiters);
+        let mut replies = Vec::with_capacity(waiters);
         for waiter in blocked {
-            let (at, reply, conn) = waiter.await?;
-            anyhow::ensure!(
-                reply?["ended_by"] == json!("regex"),
-                "waiter ended otherwise"
-            );
-            latencies.push(at.saturating_duration_since(written_at));
-            connections.push(conn);
+            replies.push(waiter.await?);
         }
-        drop(connections);
         if let Some(ctl) = &perf_ctl {
             use std::io::Write as _;
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(ctl)?
                 .write_all(b"disable\n")?;
+        }
+        // Checked once every reply is in: parsing them is the client's own work, on the same
+        // two cores, and would otherwise delay the agent's later replies.
+        for (at, reply, _conn) in replies {
+            let reply: Value = serde_json::from_slice(&reply?)?;
+            anyhow::ensure!(reply["ended_by"] == json!("regex"), "waiter ended otherwise");
+            latencies.push(at.saturating_duration_since(written_at));
         }
         let _ = std::fs::remove_file(&fifo);
     }
