@@ -16,6 +16,7 @@ pub mod cgroup;
 mod child_stack;
 pub mod environment;
 pub mod group;
+mod heap;
 pub mod input;
 #[cfg(all(
     target_os = "linux",

@@ -13,12 +13,15 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::heap;
 use crate::sync::lock;
 
 /// Where spools live and how large they may grow.
@@ -126,6 +129,11 @@ struct Shared {
 impl SpoolStore {
     /// `None` when the spool is off (`max_bytes` 0) or its directory cannot be made (logged).
     pub fn new(settings: SpoolSettings) -> Option<Self> {
+        Self::with_memory_return(settings, heap::return_free_memory)
+    }
+
+    /// [`SpoolStore::new`], with the writer calling `return_memory` after each burst.
+    fn with_memory_return(settings: SpoolSettings, return_memory: fn()) -> Option<Self> {
         if settings.max_bytes == 0 {
             return None;
         }
@@ -148,7 +156,7 @@ impl SpoolStore {
         let thread_shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("procwarden-spool".into())
-            .spawn(move || writer(rx, &thread_queued, &thread_shared));
+            .spawn(move || writer(rx, &thread_queued, &thread_shared, return_memory));
         if let Err(err) = spawned {
             tracing::warn!(error = %err, "cannot start the spool writer; output is kept in memory only");
             return None;
@@ -249,8 +257,9 @@ pub fn count_newlines(bytes: &[u8]) -> u64 {
     bytecount::count(bytes, b'\n') as u64
 }
 
-fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
-    while let Ok(job) = rx.recv() {
+fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared, return_memory: fn()) {
+    let mut burst = heap::BurstTracker::default();
+    while let Some(job) = next_job(&rx, &mut burst, return_memory) {
         let (spool, data) = match job {
             Job::Write(spool, data) => (spool, data),
             Job::Close(spool) => {
@@ -260,6 +269,8 @@ fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
         };
         let added = spool.write(&data);
         queued.fetch_sub(data.len(), Ordering::AcqRel);
+        burst.passed(data.len());
+        drop(data);
         {
             // Under the mutex, so a reader between its check and its wait cannot miss it.
             let _guard = lock(&spool.caught_up.0);
@@ -270,6 +281,34 @@ fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared) {
             if used > shared.total_bytes {
                 shared.evict(&spool);
             }
+        }
+    }
+}
+
+/// The writer's next job; `None` once the store is gone. When the queue runs empty after a
+/// burst, the memory its chunks held is handed back (see [`heap`]) before waiting on.
+fn next_job(
+    rx: &Receiver<Job>,
+    burst: &mut heap::BurstTracker,
+    return_memory: fn(),
+) -> Option<Job> {
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        match burst.owed_in(Instant::now()) {
+            None => return rx.recv().ok(),
+            Some(wait) if wait.is_zero() => {
+                return_memory();
+                burst.returned(Instant::now());
+            }
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+            },
         }
     }
 }
@@ -610,6 +649,48 @@ mod tests {
 
     fn joined(pieces: &[Piece]) -> Vec<u8> {
         pieces.iter().flat_map(|p| p.bytes.clone()).collect()
+    }
+
+    /// Calls of the memory-return hook, for the tests below (a `fn()` cannot capture).
+    static RETURNS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+    fn count_return() {
+        *RETURNS.0.lock().unwrap() += 1;
+        RETURNS.1.notify_all();
+    }
+
+    #[test]
+    fn a_burst_through_the_queue_hands_its_memory_back_once_the_queue_is_empty() {
+        let dir = tempfile_dir::Dir::new();
+        let store = SpoolStore::with_memory_return(
+            SpoolSettings {
+                dir: Some(dir.0.clone()),
+                max_bytes: 64 << 20,
+                total_bytes: 1 << 30,
+                queue_bytes: 64 << 20,
+            },
+            count_return,
+        )
+        .unwrap();
+        // Small output first: not worth a walk of the arenas.
+        let quiet = store.create("quiet");
+        store.offer(&quiet, b"a line\n");
+        settle(&quiet, 7);
+        assert_eq!(*RETURNS.0.lock().unwrap(), 0, "returned after a few bytes");
+        let spool = store.create("burst");
+        let chunk = vec![b'x'; 256 * 1024];
+        let chunks = heap::RETURN_AFTER_BYTES / chunk.len() + 1;
+        for _ in 0..chunks {
+            store.offer(&spool, &chunk);
+        }
+        settle(&spool, (chunks * chunk.len()) as u64);
+        let returns = RETURNS.0.lock().unwrap();
+        let (returns, timeout) = RETURNS
+            .1
+            .wait_timeout_while(returns, Duration::from_secs(10), |n| *n == 0)
+            .unwrap();
+        assert!(!timeout.timed_out(), "the writer never handed memory back");
+        assert_eq!(*returns, 1);
     }
 
     #[test]
