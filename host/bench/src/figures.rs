@@ -930,13 +930,13 @@ async fn measure_memory(plan: &BenchPlan, base: &str, pid: u32) -> anyhow::Resul
 }
 
 /// Resident memory once the agent is idle again: the output has all been read, and the
-/// spool writer hands its queue's memory back within a quarter second of the queue running
-/// empty. Read every 50 ms until it has not fallen for three reads (at most 2 s).
+/// spool writer hands its queue's memory back once its queue has been empty for 100 ms.
+/// Read every 50 ms until it has not fallen for six reads (at most 2 s).
 async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
     let give_up = Instant::now() + Duration::from_secs(2);
     let mut lowest = rss_bytes(pid)?;
     let mut steady = 0;
-    while steady < 3 && Instant::now() < give_up {
+    while steady < 6 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = rss_bytes(pid)?;
         if now < lowest {

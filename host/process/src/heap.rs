@@ -7,32 +7,21 @@
 //! So one burst of output would leave the agent tens of megabytes larger for good. After a
 //! burst, the writer asks glibc to return its free pages ([`return_free_memory`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes that must have passed through the queue since the last return before another is
 /// worth its cost (a walk of every arena).
 pub const RETURN_AFTER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Least time between two returns: a steady stream drains the queue often, and each drain
-/// need not walk the arenas.
-pub const RETURN_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the queue must stay empty before the memory is returned: a burst is over, not
+/// pausing. A return takes every arena's lock in turn, which would stall the pipe readers
+/// in the middle of a stream.
+pub const QUIET_BEFORE_RETURN: Duration = Duration::from_millis(100);
 
-/// Decides when the spool writer returns freed memory: once the queue is empty after at
-/// least [`RETURN_AFTER_BYTES`] went through it, and at most every [`RETURN_INTERVAL`].
-#[derive(Debug)]
+/// Counts the bytes through the spool queue since memory was last returned.
+#[derive(Debug, Default)]
 pub struct BurstTracker {
     passed: usize,
-    last_return: Instant,
-}
-
-impl Default for BurstTracker {
-    fn default() -> Self {
-        Self {
-            passed: 0,
-            // The first burst may return at once.
-            last_return: Instant::now() - RETURN_INTERVAL,
-        }
-    }
 }
 
 impl BurstTracker {
@@ -41,17 +30,14 @@ impl BurstTracker {
         self.passed = self.passed.saturating_add(bytes);
     }
 
-    /// The queue is empty: `None` when no return is owed; otherwise how long to wait for
-    /// more work before returning (zero: return now).
-    pub fn owed_in(&self, now: Instant) -> Option<Duration> {
-        (self.passed >= RETURN_AFTER_BYTES)
-            .then(|| RETURN_INTERVAL.saturating_sub(now.duration_since(self.last_return)))
+    /// Whether enough went through for a return once the queue is quiet.
+    pub fn return_owed(&self) -> bool {
+        self.passed >= RETURN_AFTER_BYTES
     }
 
     /// Memory was just returned.
-    pub fn returned(&mut self, now: Instant) {
+    pub fn returned(&mut self) {
         self.passed = 0;
-        self.last_return = now;
     }
 }
 
@@ -70,32 +56,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nothing_is_owed_until_a_burst_has_passed() {
+    fn a_return_is_owed_once_a_burst_has_passed_and_not_again_until_the_next() {
         let mut tracker = BurstTracker::default();
-        let now = Instant::now();
-        assert_eq!(tracker.owed_in(now), None);
+        assert!(!tracker.return_owed());
         tracker.passed(RETURN_AFTER_BYTES - 1);
-        assert_eq!(tracker.owed_in(now), None);
+        assert!(!tracker.return_owed());
         tracker.passed(1);
-        assert_eq!(tracker.owed_in(now), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn a_return_waits_out_the_interval_after_the_last() {
-        let mut tracker = BurstTracker::default();
-        let start = Instant::now();
-        tracker.returned(start);
-        tracker.passed(RETURN_AFTER_BYTES);
-        let later = start + Duration::from_millis(100);
-        assert_eq!(
-            tracker.owed_in(later),
-            Some(RETURN_INTERVAL - Duration::from_millis(100))
-        );
-        assert_eq!(
-            tracker.owed_in(start + RETURN_INTERVAL * 2),
-            Some(Duration::ZERO)
-        );
-        tracker.returned(later);
-        assert_eq!(tracker.owed_in(later), None);
+        assert!(tracker.return_owed());
+        tracker.returned();
+        assert!(!tracker.return_owed());
     }
 }

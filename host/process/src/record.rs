@@ -486,21 +486,21 @@ impl Process {
     }
 
     pub fn append_output(&self, data: &[u8]) {
+        let newlines = count_newlines(data);
         let (total, earlier) = {
             let mut out = lock(&self.output);
             let earlier = self.spill_before(&out, data.len());
             out.write(data);
-            self.newlines
-                .fetch_add(count_newlines(data), Ordering::AcqRel);
-            (out.total_written(), earlier)
+            let before = self.newlines.fetch_add(newlines, Ordering::AcqRel);
+            (out.total_written(), earlier.map(|bytes| (bytes, before)))
         };
         if let Some((store, spool)) = &self.spool
             && self.spilled.load(Ordering::Acquire)
         {
-            if let Some(earlier) = earlier {
-                store.offer(spool, &earlier);
+            if let Some((earlier, earlier_newlines)) = earlier {
+                store.offer_counted(spool, &earlier, earlier_newlines);
             }
-            store.offer(spool, data);
+            store.offer_counted(spool, data, newlines);
         }
         self.progress.send_replace(total);
     }

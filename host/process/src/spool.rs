@@ -13,9 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
-};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -92,7 +90,8 @@ impl Piece {
 
 #[derive(Debug)]
 enum Job {
-    Write(Arc<Spool>, Vec<u8>),
+    /// Bytes to append, and the newlines among them (counted once, by the pipe reader).
+    Write(Arc<Spool>, Vec<u8>, u64),
     /// The output is complete: close the file once the writes before this are done, so a
     /// retained exited process holds no fd (reads open the file for themselves).
     Close(Arc<Spool>),
@@ -208,6 +207,11 @@ impl SpoolStore {
 
     /// Hand `data` to the writer. Never blocks: when the queue is full the spool stops here.
     pub fn offer(&self, spool: &Arc<Spool>, data: &[u8]) {
+        self.offer_counted(spool, data, count_newlines(data));
+    }
+
+    /// [`SpoolStore::offer`] for a caller that has counted the `newlines` in `data`.
+    pub fn offer_counted(&self, spool: &Arc<Spool>, data: &[u8], newlines: u64) {
         if data.is_empty() || spool.is_stopped() {
             return;
         }
@@ -218,7 +222,10 @@ impl SpoolStore {
             spool.stop("the disk did not keep up with the output");
             return;
         }
-        match self.jobs.try_send(Job::Write(spool.clone(), data.to_vec())) {
+        match self
+            .jobs
+            .try_send(Job::Write(spool.clone(), data.to_vec(), newlines))
+        {
             Ok(()) => {
                 spool.accepted.fetch_add(len as u64, Ordering::AcqRel);
             }
@@ -260,14 +267,14 @@ pub fn count_newlines(bytes: &[u8]) -> u64 {
 fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared, return_memory: fn()) {
     let mut burst = heap::BurstTracker::default();
     while let Some(job) = next_job(&rx, &mut burst, return_memory) {
-        let (spool, data) = match job {
-            Job::Write(spool, data) => (spool, data),
+        let (spool, data, newlines) = match job {
+            Job::Write(spool, data, newlines) => (spool, data, newlines),
             Job::Close(spool) => {
                 *spool.file.write().unwrap_or_else(|e| e.into_inner()) = SpoolFile::Closed;
                 continue;
             }
         };
-        let added = spool.write(&data);
+        let added = spool.write(&data, newlines);
         queued.fetch_sub(data.len(), Ordering::AcqRel);
         burst.passed(data.len());
         drop(data);
@@ -285,32 +292,25 @@ fn writer(rx: Receiver<Job>, queued: &AtomicUsize, shared: &Shared, return_memor
     }
 }
 
-/// The writer's next job; `None` once the store is gone. When the queue runs empty after a
-/// burst, the memory its chunks held is handed back (see [`heap`]) before waiting on.
+/// The writer's next job; `None` once the store is gone. When the queue has stayed empty
+/// for a moment after a burst, the memory its chunks held is handed back (see [`heap`])
+/// before waiting on.
 fn next_job(
     rx: &Receiver<Job>,
     burst: &mut heap::BurstTracker,
     return_memory: fn(),
 ) -> Option<Job> {
-    loop {
-        match rx.try_recv() {
+    if burst.return_owed() {
+        match rx.recv_timeout(heap::QUIET_BEFORE_RETURN) {
             Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => {}
-        }
-        match burst.owed_in(Instant::now()) {
-            None => return rx.recv().ok(),
-            Some(wait) if wait.is_zero() => {
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) => {
                 return_memory();
-                burst.returned(Instant::now());
+                burst.returned();
             }
-            Some(wait) => match rx.recv_timeout(wait) {
-                Ok(job) => return Some(job),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => {}
-            },
         }
     }
+    rx.recv().ok()
 }
 
 impl Shared {
@@ -473,8 +473,10 @@ impl Spool {
         Ok(())
     }
 
-    /// Writer thread: append `data`. Returns how many bytes the file grew by.
-    fn write(&self, mut data: &[u8]) -> u64 {
+    /// Writer thread: append `data`, which holds `newlines` newlines. Returns how many
+    /// bytes the file grew by.
+    fn write(&self, whole: &[u8], newlines: u64) -> u64 {
+        let mut data = whole;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if state.removed || state.written >= self.stopped_at.load(Ordering::Acquire) {
             return 0;
@@ -502,6 +504,8 @@ impl Spool {
             let n = (room as usize).min(data.len());
             if let Err(err) = file.write_all_at(&data[..n], pos) {
                 // Nothing after a failed write may land in the file, or offsets would shift.
+                let landed = whole.len() - data.len();
+                state.newlines += count_newlines(&whole[..landed]);
                 self.stopped_at.fetch_min(state.written, Ordering::AcqRel);
                 state
                     .reason
@@ -509,9 +513,9 @@ impl Spool {
                 return self.disk_bytes(state.written) - before;
             }
             state.written += n as u64;
-            state.newlines += count_newlines(&data[..n]);
             data = &data[n..];
         }
+        state.newlines += newlines;
         self.disk_bytes(state.written) - before
     }
 
@@ -737,6 +741,21 @@ mod tests {
         );
         let info = spool.info();
         assert!(info.complete && info.cut_bytes == 0 && info.spooled_bytes == 12);
+    }
+
+    #[test]
+    fn newlines_are_counted_over_every_byte_written_a_cut_middle_included() {
+        let (store, _dir) = store(20, 1 << 20);
+        let spool = store.create("lines");
+        let text: String = (1..=100).map(|n| format!("{n}\n")).collect();
+        // Chunks that straddle the end of the head and the ring's wrap.
+        for chunk in text.as_bytes().chunks(7) {
+            store.offer(&spool, chunk);
+        }
+        settle(&spool, text.len() as u64);
+        let (_, written, newlines) = spool.read_counted(0, text.len() as u64);
+        assert_eq!(written, text.len() as u64);
+        assert_eq!(newlines, 100);
     }
 
     #[test]
