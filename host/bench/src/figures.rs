@@ -169,8 +169,10 @@ struct LocalAgent {
 impl LocalAgent {
     async fn start() -> anyhow::Result<Self> {
         let config = Config {
-            // The blocked-waiter figure opens a thousand requests at once.
+            // The blocked-waiter figure opens a thousand requests at once, each on a
+            // connection of its own, and lists them.
             list_cap: 10_000,
+            max_connections: 4_096,
             ..Config::default()
         };
         let agent = Agent::new(&config, procwarden::runtime::sample_chain()?);
