@@ -51,21 +51,22 @@ impl Connection {
     /// `GET path`; the reply's body, unparsed, once it has arrived whole (an error unless
     /// 200): for timing a reply without the client's own JSON work.
     pub async fn get_bytes(&mut self, path: &str) -> anyhow::Result<Vec<u8>> {
-        self.write_request("GET", path, &[]).await?;
-        let (status, body) = self.read_reply().await?;
-        if status != 200 {
-            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(body)
+        self.request("GET", path, &[]).await
     }
 
     async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
+        let body = self.request(method, path, body).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// One request; the reply's body (an error unless 200).
+    async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
         self.write_request(method, path, body).await?;
         let (status, body) = self.read_reply().await?;
         if status != 200 {
             bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
         }
-        Ok(serde_json::from_slice(&body)?)
+        Ok(body)
     }
 
     async fn write_request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<()> {

@@ -498,9 +498,9 @@ impl Process {
             && self.spilled.load(Ordering::Acquire)
         {
             if let Some((earlier, earlier_newlines)) = earlier {
-                store.offer_counted(spool, &earlier, earlier_newlines);
+                store.offer(spool, &earlier, earlier_newlines);
             }
-            store.offer_counted(spool, data, newlines);
+            store.offer(spool, data, newlines);
         }
         self.progress.send_replace(total);
     }

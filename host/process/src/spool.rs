@@ -205,13 +205,9 @@ impl SpoolStore {
         spool
     }
 
-    /// Hand `data` to the writer. Never blocks: when the queue is full the spool stops here.
-    pub fn offer(&self, spool: &Arc<Spool>, data: &[u8]) {
-        self.offer_counted(spool, data, count_newlines(data));
-    }
-
-    /// [`SpoolStore::offer`] for a caller that has counted the `newlines` in `data`.
-    pub fn offer_counted(&self, spool: &Arc<Spool>, data: &[u8], newlines: u64) {
+    /// Hand `data`, which holds `newlines` newlines (the pipe reader has counted them), to
+    /// the writer. Never blocks: when the queue is full the spool stops here.
+    pub fn offer(&self, spool: &Arc<Spool>, data: &[u8], newlines: u64) {
         if data.is_empty() || spool.is_stopped() {
             return;
         }
@@ -651,6 +647,11 @@ mod tests {
         }
     }
 
+    /// [`SpoolStore::offer`] with the newlines counted, as the pipe reader does.
+    fn offer(store: &SpoolStore, spool: &Arc<Spool>, data: &[u8]) {
+        store.offer(spool, data, count_newlines(data));
+    }
+
     fn joined(pieces: &[Piece]) -> Vec<u8> {
         pieces.iter().flat_map(|p| p.bytes.clone()).collect()
     }
@@ -678,14 +679,14 @@ mod tests {
         .unwrap();
         // Small output first: not worth a walk of the arenas.
         let quiet = store.create("quiet");
-        store.offer(&quiet, b"a line\n");
+        offer(&store, &quiet, b"a line\n");
         settle(&quiet, 7);
         assert_eq!(*RETURNS.0.lock().unwrap(), 0, "returned after a few bytes");
         let spool = store.create("burst");
         let chunk = vec![b'x'; 256 * 1024];
         let chunks = heap::RETURN_AFTER_BYTES / chunk.len() + 1;
         for _ in 0..chunks {
-            store.offer(&spool, &chunk);
+            offer(&store, &spool, &chunk);
         }
         settle(&spool, (chunks * chunk.len()) as u64);
         let returns = RETURNS.0.lock().unwrap();
@@ -701,7 +702,7 @@ mod tests {
     fn a_finished_spool_closes_its_file_and_is_still_read() {
         let (store, _dir) = store(1024, 1 << 20);
         let spool = store.create("done");
-        store.offer(&spool, b"all of it\n");
+        offer(&store, &spool, b"all of it\n");
         store.finish(&spool);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !matches!(*spool.file.read().unwrap(), SpoolFile::Closed) {
@@ -728,8 +729,8 @@ mod tests {
     fn small_output_is_spooled_whole_and_read_back_by_range() {
         let (store, _dir) = store(1024, 1 << 20);
         let spool = store.create("a");
-        store.offer(&spool, b"hello ");
-        store.offer(&spool, b"world\n");
+        offer(&store, &spool, b"hello ");
+        offer(&store, &spool, b"world\n");
         settle(&spool, 12);
         assert_eq!(joined(&spool.read(0, 100)), b"hello world\n");
         assert_eq!(
@@ -750,7 +751,7 @@ mod tests {
         let text: String = (1..=100).map(|n| format!("{n}\n")).collect();
         // Chunks that straddle the end of the head and the ring's wrap.
         for chunk in text.as_bytes().chunks(7) {
-            store.offer(&spool, chunk);
+            offer(&store, &spool, chunk);
         }
         settle(&spool, text.len() as u64);
         let (_, written, newlines) = spool.read_counted(0, text.len() as u64);
@@ -764,7 +765,7 @@ mod tests {
         let spool = store.create("b");
         let data: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
         for chunk in data.chunks(7) {
-            store.offer(&spool, chunk);
+            offer(&store, &spool, chunk);
         }
         settle(&spool, 100);
         let pieces = spool.read(0, 100);
@@ -792,10 +793,10 @@ mod tests {
         let (store, _dir) = store(100, 150);
         let old = store.create("old");
         let running = store.create("running");
-        store.offer(&old, &[b'o'; 100]);
+        offer(&store, &old, &[b'o'; 100]);
         settle(&old, 100);
         old.mark_exited();
-        store.offer(&running, &[b'r'; 60]);
+        offer(&store, &running, &[b'r'; 60]);
         settle(&running, 60);
         assert!(old.read(0, 100).is_empty(), "evicted");
         assert!(!old.path().exists());
@@ -815,7 +816,7 @@ mod tests {
         })
         .unwrap();
         let spool = store.create("c");
-        store.offer(&spool, &[b'x'; 11]);
+        offer(&store, &spool, &[b'x'; 11]);
         let info = spool.info();
         assert!(!info.complete);
         assert!(info.reason.unwrap().contains("did not keep up"));
@@ -826,13 +827,13 @@ mod tests {
         let (store, dir) = store(100, 1000);
         let spool = store.create("d");
         let path = spool.path().to_owned();
-        store.offer(&spool, b"out");
+        offer(&store, &spool, b"out");
         settle(&spool, 3);
         assert!(path.exists());
         drop(spool);
         assert!(!path.exists());
         let kept = store.create("e");
-        store.offer(&kept, b"out");
+        offer(&store, &kept, b"out");
         settle(&kept, 3);
         assert!(kept.path().exists());
         store.remove_all();
@@ -846,7 +847,7 @@ mod tests {
         let spool = store.create("lazy");
         assert!(!spool.path().exists(), "made before any output");
         assert!(spool.read(0, 10).is_empty());
-        store.offer(&spool, b"first");
+        offer(&store, &spool, b"first");
         settle(&spool, 5);
         assert!(spool.path().exists());
         assert_eq!(joined(&spool.read(0, 10)), b"first");
@@ -857,7 +858,7 @@ mod tests {
         let (store, dir) = store(100, 1000);
         let spool = store.create("nowhere");
         std::fs::remove_dir(&dir.0).unwrap();
-        store.offer(&spool, b"lost");
+        offer(&store, &spool, b"lost");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while spool.info().reason.is_none() {
             assert!(std::time::Instant::now() < deadline, "spool writer stuck");
