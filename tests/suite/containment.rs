@@ -234,10 +234,7 @@ async fn health_names_the_containment_mode() {
     assert!(mode == "cgroup" || mode == "subreaper", "{mode}");
     // The agent may answer before the test has read its start-up log from the pipe.
     assert!(
-        eventually_sync(Duration::from_secs(5), || auto
-            .stderr_text()
-            .contains("containment"))
-        .await,
+        auto.logged("containment").await,
         "the start-up log names the mode: {}",
         auto.stderr_text()
     );
@@ -287,8 +284,8 @@ async fn after_a_sigkill_the_next_agent_on_the_address_kills_what_the_dead_one_l
     m.assert_gone(DEADLINE, "left by the killed agent").await;
     assert!(
         second
-            .stderr_text()
-            .contains("killed the commands a previous agent left running"),
+            .logged("killed the commands a previous agent left running")
+            .await,
         "logged: {}",
         second.stderr_text()
     );
@@ -361,8 +358,8 @@ async fn in_subreaper_mode_the_next_agent_kills_what_a_sigkilled_one_left_from_i
         .await;
     assert!(
         second
-            .stderr_text()
-            .contains("killed the commands a previous agent left running"),
+            .logged("killed the commands a previous agent left running")
+            .await,
         "logged: {}",
         second.stderr_text()
     );

@@ -85,7 +85,7 @@ async fn sighup_reloads_instead_of_stopping() {
         .error(403);
     assert!(api.output_ok(&id, false).await.running);
     assert_eq!(m.live_sleeps().len(), 1);
-    assert!(server.stderr_text().contains("configuration reloaded"));
+    assert!(server.logged("configuration reloaded").await);
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn a_broken_file_is_refused_and_the_old_configuration_kept() {
             .error(403);
     }
     assert_eq!(api.health().await.reloads, 0);
-    assert!(server.stderr_text().contains("reload refused"));
+    assert!(server.logged("reload refused").await);
 
     // The CLI says why and exits 2.
     let o = cli(&["reload", "--url", server.url()], &[]).await;
@@ -195,7 +195,7 @@ async fn a_plugin_that_cannot_load_stops_the_agent_from_starting() {
     assert!(health.plugins[4].loaded);
     let id = server.api().start("echo passes").await;
     assert_eq!(server.api().wait_exit(&id).await.output, "passes\n");
-    assert!(server.stderr_text().contains("absent (not loaded"));
+    assert!(server.logged("absent (not loaded").await);
 }
 
 #[tokio::test]
@@ -213,9 +213,7 @@ async fn health_counts_each_plugins_decisions() {
     assert_eq!((deny.calls, deny.denied, deny.failures), (1, 1, 0));
     // The start-up log names the chain in force.
     assert!(
-        server
-            .stderr_text()
-            .contains("chain=ampersand, env, workdir, deny"),
+        server.logged("chain=ampersand, env, workdir, deny").await,
         "{}",
         server.stderr_text()
     );
@@ -241,8 +239,8 @@ async fn a_configured_plugin_keeps_the_built_ins_unless_turned_off() {
     assert_eq!(names, ["ampersand", "env", "workdir", "npm-ci", "deny"]);
     assert!(
         server
-            .stderr_text()
-            .contains("chain=ampersand, env, workdir, npm-ci, deny"),
+            .logged("chain=ampersand, env, workdir, npm-ci, deny")
+            .await,
         "{}",
         server.stderr_text()
     );

@@ -36,6 +36,8 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the server may take to print its listening line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a log line written by the server may take to reach the test through its pipe.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Path of the `procwarden` binary: `$PROCWARDEN_BIN`, else `target/<profile>/procwarden` next to
 /// the `deps/` directory holding the running test executable.
@@ -309,6 +311,12 @@ impl Server {
     /// Everything the server wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Whether the server logs `text` within a few seconds. Its stderr is read by a thread of
+    /// its own, so a line written before an answer may reach [`Self::stderr_text`] after it.
+    pub async fn logged(&self, text: &str) -> bool {
+        eventually_sync(LOG_TIMEOUT, || self.stderr_text().contains(text)).await
     }
 
     /// Everything the server wrote to stdout after its first line.
