@@ -14,6 +14,7 @@ use crate::{BenchPlan, Row};
 use procwarden::agent::Agent;
 use procwarden::config::Config;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext, StartRequest};
+use procwarden_process::Containment;
 
 /// Kills timed by the waiter figure (the other blocked waiters are released at shutdown).
 const WAKE_SAMPLES: usize = 200;
@@ -31,10 +32,11 @@ pub enum Figure {
     Spool,
     Filter,
     Startup,
+    Floor,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 11] = [
+    pub const ALL: [Figure; 12] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
@@ -46,6 +48,7 @@ impl Figure {
         Figure::Spool,
         Figure::Filter,
         Figure::Startup,
+        Figure::Floor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Figure {
             Figure::Spool => "spool",
             Figure::Filter => "filter",
             Figure::Startup => "startup",
+            Figure::Floor => "floor",
         }
     }
 
@@ -82,6 +86,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Spool => spool(plan).await,
         Figure::Filter => crate::filter::filter(plan).await,
         Figure::Startup => crate::startup::startup(plan).await,
+        Figure::Floor => crate::floor::floor(plan).await,
     }
 }
 
@@ -168,11 +173,18 @@ struct LocalAgent {
 
 impl LocalAgent {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Containment::Auto).await
+    }
+
+    /// Subreaper containment is what an agent gets where no cgroup v2 is writable (no
+    /// delegation, most containers); it makes this whole process a child subreaper.
+    async fn start_with(containment: Containment) -> anyhow::Result<Self> {
         let config = Config {
             // The blocked-waiter figure opens a thousand requests at once, each on a
             // connection of its own, and lists them.
             list_cap: 10_000,
             max_connections: 4_096,
+            containment,
             ..Config::default()
         };
         let agent = Agent::new(&config, procwarden::runtime::sample_chain()?);
@@ -228,7 +240,7 @@ const PROCESSES: &str = "/api/v0/processes";
 
 /// Start `command` and wait for it to exit, in one request (`POST start?wait=true`), as a
 /// client running a foreground command does.
-async fn run(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
+pub(crate) async fn run(conn: &mut Connection, command: &str) -> anyhow::Result<Value> {
     conn.post(
         &format!("{PROCESSES}/start?wait=true"),
         &json!({ "command": command }),
@@ -280,7 +292,7 @@ fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-fn millis(d: Duration) -> String {
+pub(crate) fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -299,6 +311,9 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let mut conn = local.connect().await?;
     run(&mut conn, "true").await?; // warm the connection and the plugins
     run_in_two_requests(&mut conn, "true").await?;
+    let subreaper = LocalAgent::start_with(Containment::Subreaper).await?;
+    let mut subreaper_conn = subreaper.connect().await?;
+    run(&mut subreaper_conn, "true").await?;
     let mut rounds = LatencyRounds::default();
     let mut n = 0u64;
     let mut new_command = || {
@@ -309,7 +324,8 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         // Samples alternate with their baseline, so a machine that slows down for a moment
         // (common on these shared VMs) slows both sides of the ratio alike.
         let (mut new, mut same, mut two, mut direct) = (vec![], vec![], vec![], vec![]);
-        let mut base = Vec::with_capacity(plan.latency_samples * 4);
+        let mut without_cgroup = vec![];
+        let mut base = Vec::with_capacity(plan.latency_samples * 5);
         for _ in 0..plan.latency_samples {
             let t = Instant::now();
             run(&mut conn, &new_command()).await?;
@@ -327,16 +343,22 @@ async fn latency(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             run_without_http(&local.agent, &new_command()).await?;
             direct.push(t.elapsed());
             base.push(spawn_and_wait_directly().await?);
+            let t = Instant::now();
+            run(&mut subreaper_conn, &new_command()).await?;
+            without_cgroup.push(t.elapsed());
+            base.push(spawn_and_wait_directly().await?);
         }
         rounds.add(
             &Samples::new(new),
             &Samples::new(same),
             &Samples::new(two),
             &Samples::new(direct),
+            &Samples::new(without_cgroup),
             &Samples::new(base),
         );
     }
     local.stop().await;
+    subreaper.stop().await;
     Ok(rounds.rows())
 }
 
@@ -353,7 +375,7 @@ async fn run_without_http(agent: &Agent, command: &str) -> anyhow::Result<()> {
 }
 
 /// `sh -c true` spawned and waited for from Rust, on a blocking thread: the floor.
-async fn spawn_and_wait_directly() -> anyhow::Result<Duration> {
+pub(crate) async fn spawn_and_wait_directly() -> anyhow::Result<Duration> {
     tokio::task::spawn_blocking(|| {
         let t = Instant::now();
         sh_true().map(|()| t.elapsed())
@@ -369,6 +391,7 @@ struct LatencyRounds {
     same50: Vec<f64>,
     two50: Vec<f64>,
     direct50: Vec<f64>,
+    subreaper50: Vec<f64>,
     base50: Vec<f64>,
     base99: Vec<f64>,
 }
@@ -380,9 +403,11 @@ impl LatencyRounds {
         same: &Samples,
         two: &Samples,
         direct: &Samples,
+        subreaper: &Samples,
         base: &Samples,
     ) {
         self.direct50.push(direct.p50().as_secs_f64());
+        self.subreaper50.push(subreaper.p50().as_secs_f64());
         self.new50.push(new.p50().as_secs_f64());
         self.new99.push(new.p99().as_secs_f64());
         self.same50.push(same.p50().as_secs_f64());
@@ -398,6 +423,7 @@ impl LatencyRounds {
         let (new50, new99) = (median(self.new50), median(self.new99));
         let (same50, two50) = (median(self.same50), median(self.two50));
         let direct50 = median(self.direct50);
+        let subreaper50 = median(self.subreaper50);
         let reported = |figure: &str, ours: f64, base: f64| Row {
             figure: figure.into(),
             ours: ms(ours),
@@ -432,6 +458,11 @@ impl LatencyRounds {
                 direct50,
                 b50,
             ),
+            reported(
+                "same over HTTP, every command new, subreaper containment (no writable cgroup v2), p50",
+                subreaper50,
+                b50,
+            ),
         ]
     }
 }
@@ -448,29 +479,7 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let (mut ratios, mut distinct_ratios) = (vec![], vec![]);
     for _ in 0..plan.rounds {
         let same = commands_per_second(&local, plan, Commands::Same).await?;
-        let threads = plan.concurrent_clients;
-        let spawned = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + window;
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    std::thread::spawn(move || {
-                        let mut done = 0u64;
-                        while Instant::now() < deadline {
-                            if sh_true().is_ok() {
-                                done += 1;
-                            }
-                        }
-                        done
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(0))
-                .sum::<u64>()
-        })
-        .await?;
-        let spawned = spawned as f64 / window.as_secs_f64();
+        let spawned = spawned_per_second(plan.concurrent_clients, window).await?;
         let new = commands_per_second(&local, plan, Commands::Distinct).await?;
         ours.push(same);
         distinct.push(new);
@@ -511,6 +520,33 @@ async fn throughput(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             pass: true,
         },
     ])
+}
+
+/// The baseline of commands/s: `threads` threads each spawning `sh -c true` and waiting for
+/// it, one after another, for `window`.
+pub(crate) async fn spawned_per_second(threads: usize, window: Duration) -> anyhow::Result<f64> {
+    let spawned = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + window;
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        if sh_true().is_ok() {
+                            done += 1;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(0))
+            .sum::<u64>()
+    })
+    .await?;
+    Ok(spawned as f64 / window.as_secs_f64())
 }
 
 /// Which commands the clients of a throughput round run.

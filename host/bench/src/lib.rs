@@ -6,6 +6,7 @@
 mod client;
 mod figures;
 mod filter;
+mod floor;
 mod startup;
 mod stats;
 

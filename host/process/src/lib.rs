@@ -14,6 +14,7 @@ pub mod buffer;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod child_stack;
+mod children;
 pub mod environment;
 pub mod group;
 mod heap;

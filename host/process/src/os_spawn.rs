@@ -23,6 +23,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use tokio::io::unix::AsyncFd;
 
 use crate::child_stack::with_child_stack;
+use crate::children;
 use crate::kernel;
 use crate::sync::lock;
 
@@ -92,6 +93,8 @@ impl SessionChild {
         let Some(fd) = pidfd.as_ref() else {
             return true;
         };
+        let reaping = children::reaping();
+        reaping.shell_reaped(self.pid);
         let reaped = waitid(
             Id::PIDFd(fd.get_ref().as_fd()),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
@@ -104,6 +107,7 @@ impl SessionChild {
                 true
             }
             other => {
+                children::shell_started(self.pid);
                 tracing::warn!(pid = self.pid, result = ?other, "a started shell could not be reaped");
                 false
             }
@@ -260,6 +264,7 @@ pub fn spawn_with_stdin(
         }
         other => other?,
     };
+    children::shell_started(pid);
     // SAFETY: an OwnedFd always returns the same open fd until dropped, and the AsyncFd owns it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| SpawnError::setup("watch the pidfd")(e.into()))?;

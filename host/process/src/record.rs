@@ -625,34 +625,47 @@ impl Process {
             .is_some_and(|at| at.elapsed() > age)
     }
 
-    /// Whether [`Self::group_alive`] is a few reads of kernel files that never wait on a
-    /// disk (the command's cgroup), rather than a walk of /proc.
-    pub fn group_check_is_cheap(&self) -> bool {
-        matches!(self.tracking, Tracking::Cgroup(_))
-    }
-
     /// Whether any member of the process group is alive. Cheap while the shell runs;
     /// afterwards checks the group, and once it is gone remembers that and reaps the shell.
+    /// In subreaper mode this may walk /proc: see [`Self::group_alive_if_cheap`].
     pub fn group_alive(&self) -> bool {
+        // Allowed to walk /proc, the check always answers.
+        self.check_group(true).unwrap_or(true)
+    }
+
+    /// [`Self::group_alive`] when it costs a few reads of kernel files that never wait on a
+    /// disk (the command's cgroup, or the agent's own children in subreaper mode); `None`
+    /// when only a walk of /proc can tell.
+    pub fn group_alive_if_cheap(&self) -> Option<bool> {
+        self.check_group(false)
+    }
+
+    fn check_group(&self, may_walk_proc: bool) -> Option<bool> {
         if self.phase() == Phase::Running {
-            return true;
+            return Some(true);
         }
         let mut state = lock(&self.state);
         if state.group_gone {
-            return false;
+            return Some(false);
         }
         // Past Running: the shell has exited and is kept unreaped (a zombie).
         let alive = match &self.tracking {
             Tracking::Cgroup(cgroup) => cgroup.populated(),
             Tracking::Marker(marker) => {
-                group::group_has_live_member(self.identity.pgid, true)
-                    || !self.marked(marker, 1).is_empty()
+                match subreaper::exited_command_alive(self.identity.pgid, marker) {
+                    Some(alive) => alive,
+                    None if may_walk_proc => {
+                        group::group_has_live_member(self.identity.pgid, true)
+                            || !self.marked(marker, 1).is_empty()
+                    }
+                    None => return None,
+                }
             }
         };
         if !alive {
             self.forget_group(&mut state);
         }
-        alive
+        Some(alive)
     }
 
     /// Send `signal` to every member of the group. `Ok(false)` when no member lives. The

@@ -151,11 +151,9 @@ pub async fn supervise(process: Arc<Process>, pipe: pipe::Receiver) {
     tokio::task::yield_now().await;
     // Most commands leave no member behind: find that out now, so the shell is reaped, its
     // PID freed and its cgroup handed to the next command instead of waiting until someone
-    // asks or the record is forgotten. A cgroup answers from kernel files, here; a walk of
-    // /proc goes to a blocking thread, off the async workers.
-    if process.group_check_is_cheap() {
-        process.group_alive();
-    } else {
+    // asks or the record is forgotten. Kernel files answer here; a walk of /proc goes to a
+    // blocking thread, off the async workers.
+    if process.group_alive_if_cheap().is_none() {
         let _ = tokio::task::spawn_blocking(move || process.group_alive()).await;
     }
 }

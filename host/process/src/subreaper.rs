@@ -14,6 +14,7 @@ use std::fs;
 use std::io;
 
 use crate::cgroup::{pidfd_open, pidfd_send_signal};
+use crate::children;
 
 /// The environment variable of the marker.
 pub const MARKER_VARIABLE: &str = "PROCWARDEN_OWNER";
@@ -27,6 +28,51 @@ pub fn become_subreaper() -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Whether this process is a child subreaper now.
+fn is_subreaper() -> bool {
+    let mut flag: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int through the pointer, which lives here.
+    let done = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut flag as *mut libc::c_int) };
+    done == 0 && flag != 0
+}
+
+/// Whether the command whose shell (group `pgid`, marker value `marker`) has exited still has
+/// a live member, told from the agent's own children alone; `None` when they cannot tell, and
+/// /proc must be walked.
+///
+/// Each live descendant of the command descends from a live child of the agent that is no
+/// shell it started (see [`children`]), and that child carries the command's marker or group
+/// unless it rewrote them. So: a child in the group or with this marker is a member; one with
+/// another marker belongs to another command, whose descendants are never this one's; a child
+/// without a marker, or one that cannot be read, leaves the answer to the walk.
+pub fn exited_command_alive(pgid: i32, marker: &str) -> Option<bool> {
+    if !is_subreaper() {
+        return None;
+    }
+    let ours = format!("{MARKER_VARIABLE}={marker}").into_bytes();
+    let any_marker = format!("{MARKER_VARIABLE}=").into_bytes();
+    for pid in children::other_children()? {
+        let Some(stat) = read_stat(pid) else {
+            continue; // gone since it was listed
+        };
+        if stat.state == 'Z' || stat.state == 'X' {
+            continue;
+        }
+        if stat.pgrp == pgid {
+            return Some(true);
+        }
+        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let mut entries = environ.split(|&b| b == 0);
+        match entries.find(|entry| entry.starts_with(&any_marker)) {
+            Some(entry) if entry == ours.as_slice() => return Some(true),
+            Some(_) => continue,
+            None if children::is_being_started(pid) => continue,
+            None => return None,
+        }
+    }
+    Some(false)
 }
 
 /// A live process found by a scan, with its start time (clock ticks since boot).
@@ -170,6 +216,7 @@ pub fn reap_orphans(leaders: &std::collections::HashSet<i32>) -> usize {
         if stat.ppid != me || stat.state != 'Z' {
             continue;
         }
+        let _reaping = children::reaping();
         // SAFETY: waitpid on one PID that is our zombie child and no record's leader.
         let done = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         if done == pid {
@@ -182,6 +229,51 @@ pub fn reap_orphans(leaders: &std::collections::HashSet<i32>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_orphan_keeps_its_exited_command_alive_until_it_dies() {
+        use std::os::unix::process::CommandExt;
+        become_subreaper().unwrap();
+        let marker = format!("unit-orphan-{}", std::process::id());
+        // The shell leaves a `sleep` in a session of its own, and exits: the sleep is
+        // re-parented to this process, the subreaper.
+        let shell = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "setsid sleep 1000 >/dev/null 2>&1 </dev/null & echo $!",
+            ])
+            .env(MARKER_VARIABLE, &marker)
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pgid = shell.id() as i32;
+        let out = shell.wait_with_output().unwrap();
+        let sleep: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while read_stat(sleep).is_some_and(|s| s.ppid != std::process::id() as i32) {
+            assert!(std::time::Instant::now() < deadline, "never re-parented");
+            std::thread::yield_now();
+        }
+        // Other tests of this binary may have children of their own, which can leave the
+        // answer to the /proc walk (`None`); it must never be "gone" while the orphan lives.
+        assert_ne!(exited_command_alive(pgid, &marker), Some(false));
+        assert_eq!(
+            members(pgid, Some(pgid), &marker, usize::MAX)
+                .iter()
+                .map(|f| f.pid)
+                .collect::<Vec<_>>(),
+            vec![sleep]
+        );
+        // Another command's marker does not claim it.
+        assert_ne!(exited_command_alive(pgid, "another-command"), Some(true));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL)
+            .unwrap();
+        let reaping = children::reaping();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(sleep), None).unwrap();
+        drop(reaping);
+        assert_ne!(exited_command_alive(pgid, &marker), Some(true));
+    }
 
     #[test]
     fn parses_the_fields_it_needs() {
