@@ -6,7 +6,6 @@
 //! `sh -c true` is what any HTTP front end costs on the machine.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -14,7 +13,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::client::Connection;
-use crate::figures::{millis, run, spawn_and_wait_directly, spawned_per_second};
+use crate::figures::{
+    Commands, commands_per_second, millis, run, spawn_and_wait_directly, spawned_per_second,
+};
 use crate::stats::{Samples, median};
 use crate::{BenchPlan, Row};
 
@@ -67,7 +68,7 @@ async fn run_command(Json(body): Json<Value>) -> Json<Value> {
 /// start→exit p50 and 8-client commands/s of the minimal server, each against the agent's
 /// baseline (`sh -c true` from Rust) measured alongside, as the agent's own rows are.
 pub async fn floor(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
-    let server = Arc::new(FloorServer::start().await?);
+    let server = FloorServer::start().await?;
     let mut conn = server.connect().await?;
     run(&mut conn, "true").await?;
     let (mut latency_ratios, mut ours50, mut base50) = (vec![], vec![], vec![]);
@@ -89,7 +90,7 @@ pub async fn floor(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
     let (mut rates, mut base_rates, mut rate_ratios) = (vec![], vec![], vec![]);
     let window = Duration::from_secs_f64(plan.throughput_seconds);
     for _ in 0..plan.rounds {
-        let rate = served_per_second(&server, plan, window).await?;
+        let rate = commands_per_second(server.addr, plan, Commands::Distinct).await?;
         let base = spawned_per_second(plan.concurrent_clients, window).await?;
         rates.push(rate);
         base_rates.push(base);
@@ -121,30 +122,4 @@ pub async fn floor(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
             pass: true,
         },
     ])
-}
-
-/// Commands completed per second by `plan.concurrent_clients` clients of the minimal server.
-async fn served_per_second(
-    server: &FloorServer,
-    plan: &BenchPlan,
-    window: Duration,
-) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + window;
-    let mut clients = tokio::task::JoinSet::new();
-    for client in 0..plan.concurrent_clients {
-        let mut conn = server.connect().await?;
-        clients.spawn(async move {
-            let mut done = 0u64;
-            while Instant::now() < deadline {
-                run(&mut conn, &format!("true # {client}-{done}")).await?;
-                done += 1;
-            }
-            anyhow::Ok(done)
-        });
-    }
-    let mut total = 0;
-    while let Some(done) = clients.join_next().await {
-        total += done??;
-    }
-    Ok(total as f64 / window.as_secs_f64())
 }

@@ -231,6 +231,7 @@ pub fn spawn_with_stdin(
     let envp = environment(&overrides);
 
     let workdir_ptr = workdir.as_ptr();
+    let starting = children::starting();
     let attempt = |shells: &[*const libc::c_char]| {
         let shells = shells
             .iter()
@@ -248,6 +249,7 @@ pub fn spawn_with_stdin(
             cgroup: cgroup.map_or(-1, |fd| fd.as_raw_fd()),
             failure: ChildFailure::default(),
             status_probe: ptr::null_mut(),
+            starting: starting.as_ptr(),
         };
         clone_child(&plan)
     };
@@ -264,7 +266,7 @@ pub fn spawn_with_stdin(
         }
         other => other?,
     };
-    children::shell_started(pid);
+    starting.started(pid);
     // SAFETY: an OwnedFd always returns the same open fd until dropped, and the AsyncFd owns it.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| SpawnError::setup("watch the pidfd")(e.into()))?;
@@ -371,6 +373,9 @@ struct ChildPlan {
     /// unblocks signals, to show what it ran with.
     #[cfg_attr(not(test), allow(dead_code))]
     status_probe: *mut StatusProbe,
+    /// Where the child writes its PID before anything else, or NULL (see
+    /// `children::starting`).
+    starting: *const AtomicI32,
 }
 
 /// A copy of the child's `/proc/thread-self/status`, taken just before it unblocks signals.
@@ -509,6 +514,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // async-signal-safe system call wrappers are called.
     unsafe {
         let plan = &*(arg as *const ChildPlan);
+        if let Some(slot) = plan.starting.as_ref() {
+            // Before it can leave the agent's memory: see `children::is_being_started`.
+            slot.store(libc::getpid(), Ordering::Release);
+        }
         let fail = |stage: Stage, errno: libc::c_int| -> ! {
             plan.failure.record(stage, errno);
             libc::_exit(127)
@@ -809,15 +818,17 @@ mod tests {
         shells: &[&std::ffi::CStr],
         command: &str,
     ) -> Result<(i32, String), SpawnError> {
-        run_in(shells, c"/", command, ptr::null_mut())
+        run_in(shells, c"/", command, ptr::null_mut(), ptr::null())
     }
 
-    /// Runs `command` in `workdir` through [`clone_child`], with an optional status probe.
+    /// Runs `command` in `workdir` through [`clone_child`], with an optional status probe and
+    /// starting slot.
     fn run_in(
         shells: &[&std::ffi::CStr],
         workdir: &std::ffi::CStr,
         command: &str,
         status_probe: *mut StatusProbe,
+        starting: *const AtomicI32,
     ) -> Result<(i32, String), SpawnError> {
         let (read, write) = pipe();
         let argv_owned = [
@@ -843,6 +854,7 @@ mod tests {
             cgroup: -1,
             failure: ChildFailure::default(),
             status_probe,
+            starting,
         };
         let (_pid, pidfd) = clone_child(&plan)?;
         drop(write);
@@ -950,6 +962,19 @@ mod tests {
     }
 
     #[test]
+    fn the_child_writes_its_pid_into_its_starting_slot() {
+        let sh = shell_path().expect("sh on PATH");
+        let slot = AtomicI32::new(-1);
+        let (code, out) =
+            run_in(&[sh.as_c_str()], c"/", "echo $$", ptr::null_mut(), &slot).unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(
+            slot.load(Ordering::Acquire),
+            out.trim().parse::<i32>().unwrap()
+        );
+    }
+
+    #[test]
     fn a_missing_directory_is_a_workdir_error_found_with_one_clone() {
         let (_read, write) = pipe();
         let err = spawn_in_new_session("true", "/definitely/not/here", &[], &write)
@@ -973,6 +998,7 @@ mod tests {
             &workdir,
             "true",
             ptr::null_mut(),
+            ptr::null(),
         )
         .unwrap_err();
         assert!(
@@ -997,6 +1023,7 @@ mod tests {
             c"/",
             "while read -r k v; do echo \"$k $v\"; done < /proc/$$/status",
             &mut *probe,
+            ptr::null(),
         )
         .unwrap();
         assert_eq!(code, 0);
