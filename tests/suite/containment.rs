@@ -145,6 +145,17 @@ async fn signal_each(mode: Mode, signal: &str) {
             .await;
             assert!(counted, "{name}: its sleep is not counted in members_alive");
         }
+        // A list counts them too (in subreaper mode from one walk of /proc for all). It
+        // shows the newest up to its cap, all of them started here.
+        let listed = api.list().await;
+        assert!(!listed.is_empty());
+        for info in &listed {
+            assert!(
+                info.members_alive >= 1,
+                "{}: not counted by the list",
+                info.command
+            );
+        }
     }
     for (name, id, _) in &started {
         let reply = api.signal(id, signal).await;

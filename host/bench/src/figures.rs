@@ -33,10 +33,11 @@ pub enum Figure {
     Filter,
     Startup,
     Floor,
+    List,
 }
 
 impl Figure {
-    pub const ALL: [Figure; 12] = [
+    pub const ALL: [Figure; 13] = [
         Figure::Latency,
         Figure::Throughput,
         Figure::Chain,
@@ -49,6 +50,7 @@ impl Figure {
         Figure::Filter,
         Figure::Startup,
         Figure::Floor,
+        Figure::List,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Figure {
             Figure::Filter => "filter",
             Figure::Startup => "startup",
             Figure::Floor => "floor",
+            Figure::List => "list",
         }
     }
 
@@ -87,6 +90,7 @@ pub async fn measure(figure: Figure, plan: &BenchPlan) -> anyhow::Result<Vec<Row
         Figure::Filter => crate::filter::filter(plan).await,
         Figure::Startup => crate::startup::startup(plan).await,
         Figure::Floor => crate::floor::floor(plan).await,
+        Figure::List => list(plan).await,
     }
 }
 
@@ -824,6 +828,42 @@ async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         target: "p99 ≤ 5 ms".into(),
         pass: samples.p99() <= Duration::from_millis(5),
     }])
+}
+
+/// `GET /list` with commands running, in the default containment and in subreaper mode: a
+/// model lists its processes often, and each running command's members are counted (in
+/// subreaper mode from /proc, which grows with every process on the machine).
+async fn list(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
+    const RUNNING: usize = 20;
+    let mut rows = Vec::new();
+    for (containment, name) in [
+        (Containment::Auto, "default containment"),
+        (Containment::Subreaper, "subreaper containment"),
+    ] {
+        let local = LocalAgent::start_with(containment).await?;
+        for n in 0..RUNNING {
+            local.start_process(&format!("sleep 600 # {n}")).await?;
+        }
+        let mut conn = local.connect().await?;
+        let mut samples = Vec::with_capacity(plan.latency_samples);
+        for _ in 0..plan.latency_samples {
+            let t = Instant::now();
+            conn.get(&format!("{PROCESSES}/list")).await?;
+            samples.push(t.elapsed());
+        }
+        // Shutdown stops the sleeps.
+        local.stop().await;
+        let samples = Samples::new(samples);
+        rows.push(Row {
+            figure: format!("list of {RUNNING} running commands, {name} (p50; p99)"),
+            ours: format!("{} ({} p99)", millis(samples.p50()), millis(samples.p99())),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            target: "reported".into(),
+            pass: true,
+        });
+    }
+    Ok(rows)
 }
 
 /// Output throughput through the agent, against the same command piped to a plain reader.

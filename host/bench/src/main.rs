@@ -16,7 +16,7 @@ struct Cli {
     /// A shorter run (under a minute) with fewer rounds and smaller loads.
     #[arg(long)]
     quick: bool,
-    /// Only these figures (latency, throughput, chain, waiters, output, memory, tool, containment, spool, filter, startup, floor).
+    /// Only these figures (latency, throughput, chain, waiters, output, memory, tool, containment, spool, filter, startup, floor, list).
     #[arg(long, value_delimiter = ',', value_parser = parse_figure)]
     only: Vec<Figure>,
 }

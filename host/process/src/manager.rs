@@ -599,12 +599,17 @@ impl ProcessManager {
                 std::cmp::Reverse(p.identity.sequence),
             )
         });
+        visible.truncate(cap);
+        // In subreaper mode one walk of /proc counts every listed command's members.
+        let walk = visible
+            .iter()
+            .any(|p| p.counts_members_from_proc())
+            .then(subreaper::ProcWalk::take);
         visible
             .iter()
-            .take(cap)
             .map(|p| ProcessInfo {
                 waiting_for_input: p.waiting_for_input(),
-                ..p.info()
+                ..p.info_from(walk.as_ref())
             })
             .collect()
     }

@@ -714,6 +714,12 @@ impl Process {
     /// How many processes of this command are alive. Reads /proc or the cgroup: not for
     /// async workers.
     pub fn members_alive(&self) -> usize {
+        self.members_alive_from(None)
+    }
+
+    /// [`Self::members_alive`], counted from `walk` (taken by the caller for many records)
+    /// rather than a walk of its own, in subreaper mode.
+    fn members_alive_from(&self, walk: Option<&subreaper::ProcWalk>) -> usize {
         let running = self.phase() == Phase::Running;
         if !running && lock(&self.state).group_gone {
             return 0;
@@ -722,9 +728,18 @@ impl Process {
             Tracking::Cgroup(cgroup) => cgroup.members().len(),
             Tracking::Marker(marker) => {
                 let skip = (!running).then_some(self.identity.pgid);
-                subreaper::members(self.identity.pgid, skip, marker, usize::MAX).len()
+                match walk {
+                    Some(walk) => walk.count_members(self.identity.pgid, skip, marker),
+                    None => subreaper::members(self.identity.pgid, skip, marker, usize::MAX).len(),
+                }
             }
         }
+    }
+
+    /// Whether [`Self::info`] would walk /proc to count the members: subreaper mode, and the
+    /// command not known to be gone.
+    pub fn counts_members_from_proc(&self) -> bool {
+        matches!(self.tracking, Tracking::Marker(_)) && !lock(&self.state).group_gone
     }
 
     /// Live processes of the group or carrying `marker`, the exited leader left out.
@@ -742,8 +757,18 @@ impl Process {
     }
 
     pub fn info(&self) -> ProcessInfo {
+        self.info_from(None)
+    }
+
+    /// [`Self::info`], with members counted from `walk` in subreaper mode (see
+    /// [`Self::counts_members_from_proc`]).
+    pub fn info_from(&self, walk: Option<&subreaper::ProcWalk>) -> ProcessInfo {
         let group_alive = self.group_alive();
-        let members_alive = if group_alive { self.members_alive() } else { 0 };
+        let members_alive = if group_alive {
+            self.members_alive_from(walk)
+        } else {
+            0
+        };
         let state = lock(&self.state);
         ProcessInfo {
             id: self.identity.id.clone(),

@@ -148,6 +148,54 @@ pub fn members(pgid: i32, skip: Option<i32>, marker: &str, enough: usize) -> Vec
     found
 }
 
+/// One walk of /proc that answers the membership of many commands at once, for a list:
+/// without it each running command of the list walks /proc by itself.
+pub struct ProcWalk {
+    /// Live processes, each with its marker's value if it carries one.
+    live: Vec<(Found, Option<Vec<u8>>)>,
+}
+
+impl ProcWalk {
+    /// Reads every process's `stat`, and the `environ` of each live one.
+    pub fn take() -> Self {
+        let prefix = format!("{MARKER_VARIABLE}=").into_bytes();
+        let live = pids()
+            .filter_map(|pid| {
+                let stat = read_stat(pid)?;
+                if stat.state == 'Z' || stat.state == 'X' {
+                    return None;
+                }
+                let marker = fs::read(format!("/proc/{pid}/environ"))
+                    .ok()
+                    .and_then(|environ| {
+                        environ
+                            .split(|&b| b == 0)
+                            .find_map(|entry| entry.strip_prefix(prefix.as_slice()))
+                            .map(<[u8]>::to_vec)
+                    });
+                let found = Found {
+                    pid,
+                    start: stat.start,
+                    pgrp: stat.pgrp,
+                };
+                Some((found, marker))
+            })
+            .collect();
+        Self { live }
+    }
+
+    /// What [`members`] would count, as of the walk.
+    pub fn count_members(&self, pgid: i32, skip: Option<i32>, marker: &str) -> usize {
+        self.live
+            .iter()
+            .filter(|(found, carried)| {
+                Some(found.pid) != skip
+                    && (found.pgrp == pgid || carried.as_deref() == Some(marker.as_bytes()))
+            })
+            .count()
+    }
+}
+
 /// A process's start time (clock ticks since boot), while it exists.
 pub fn start_time(pid: i32) -> Option<u64> {
     read_stat(pid).map(|stat| stat.start)
@@ -306,6 +354,10 @@ mod tests {
         };
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, pid);
+        // A shared walk counts the same, and leaves out the PID it is told to skip.
+        let walk = ProcWalk::take();
+        assert_eq!(walk.count_members(-1, None, &marker), 1);
+        assert_eq!(walk.count_members(-1, Some(pid), &marker), 0);
         // A stale start time is refused.
         let stale = Found {
             start: found[0].start + 1,
