@@ -218,7 +218,6 @@ async fn huge_single_line_is_bounded_in_output_and_memory() {
 
     let id = api.start("head -c 3000000 /dev/zero | tr '\\0' x").await;
     let body = api.wait_exit(&id).await;
-    let rss_after = server.rss_kib();
     assert_eq!(body.exit_code, Some(0), "{}", short(&body));
     let text = &body.output;
     assert!(
@@ -230,11 +229,18 @@ async fn huge_single_line_is_bounded_in_output_and_memory() {
     let t = truncation(&body);
     assert_eq!(t.original_bytes, 3_000_000, "{t}");
     assert!(t.omitted_bytes > 2_900_000, "{t}");
-    let growth = rss_after.saturating_sub(rss_before);
+    // The spool's queue may hold copies of the line until its writer has caught up; the
+    // agent hands that memory back once the queue has been quiet for a moment.
+    let settled = eventually_sync(Duration::from_secs(5), || {
+        server.rss_kib().saturating_sub(rss_before) < 2048
+    })
+    .await;
+    let rss_after = server.rss_kib();
     eprintln!("server VmRSS {rss_before} KiB -> {rss_after} KiB");
     assert!(
-        growth < 2048,
-        "server RSS grew by {growth} KiB ({rss_before} -> {rss_after}) for one 3 MB line"
+        settled,
+        "server RSS grew by {} KiB ({rss_before} -> {rss_after}) for one 3 MB line",
+        rss_after.saturating_sub(rss_before)
     );
 }
 

@@ -10,8 +10,9 @@
 use std::time::Duration;
 
 /// Bytes that must have passed through the queue since the last return before another is
-/// worth its cost (a walk of every arena).
-pub const RETURN_AFTER_BYTES: usize = 8 * 1024 * 1024;
+/// worth its cost (a walk of every arena). Low enough that one long line of a few megabytes
+/// is handed back too.
+pub const RETURN_AFTER_BYTES: usize = 2 * 1024 * 1024;
 
 /// How long the queue must stay empty before the memory is returned: a burst is over, not
 /// pausing. A return takes every arena's lock in turn, which would stall the pipe readers

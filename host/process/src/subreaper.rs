@@ -299,8 +299,14 @@ mod tests {
         let out = shell.wait_with_output().unwrap();
         let sleep: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while read_stat(sleep).is_some_and(|s| s.ppid != std::process::id() as i32) {
-            assert!(std::time::Instant::now() < deadline, "never re-parented");
+        // Until then it may still be in the shell's group, about to call setsid.
+        while read_stat(sleep)
+            .is_some_and(|s| s.ppid != std::process::id() as i32 || s.pgrp != sleep)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never re-parented in a session of its own"
+            );
             std::thread::yield_now();
         }
         // Other tests of this binary may have children of their own, which can leave the
