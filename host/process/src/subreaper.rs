@@ -264,14 +264,23 @@ pub fn reap_orphans(leaders: &std::collections::HashSet<i32>) -> usize {
         if stat.ppid != me || stat.state != 'Z' {
             continue;
         }
-        let _reaping = children::reaping();
-        // SAFETY: waitpid on one PID that is our zombie child and no record's leader.
-        let done = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        if done == pid {
+        if reap_zombie(pid) {
             reaped += 1;
         }
     }
     reaped
+}
+
+/// Reap `pid`, a zombie child of the agent and no record's leader. Returns whether it was.
+fn reap_zombie(pid: i32) -> bool {
+    let reaping = children::reaping();
+    // SAFETY: waitpid on one PID that is our zombie child and no record's leader.
+    let done = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    if done == pid {
+        // A shell whose record let go of it while it ran ends here: its number is free.
+        reaping.shell_reaped(pid);
+    }
+    done == pid
 }
 
 #[cfg(test)]
@@ -299,13 +308,15 @@ mod tests {
         let out = shell.wait_with_output().unwrap();
         let sleep: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        // Until then it may still be in the shell's group, about to call setsid.
-        while read_stat(sleep)
-            .is_some_and(|s| s.ppid != std::process::id() as i32 || s.pgrp != sleep)
-        {
+        // Until then it may still be in the shell's group about to call setsid, or in the
+        // middle of its execve with no environment to read yet.
+        let entry = format!("{MARKER_VARIABLE}={marker}").into_bytes();
+        while read_stat(sleep).is_some_and(|s| {
+            s.ppid != std::process::id() as i32 || s.pgrp != sleep || !carries(sleep, &entry)
+        }) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "never re-parented in a session of its own"
+                "never re-parented, in a session of its own, with its marker"
             );
             std::thread::yield_now();
         }
@@ -328,6 +339,22 @@ mod tests {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(sleep), None);
         drop(reaping);
         assert_ne!(exited_command_alive(pgid, &marker), Some(true));
+    }
+
+    #[test]
+    fn a_shell_reaped_as_an_orphan_is_no_longer_counted_a_shell() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        children::shell_started(pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while read_stat(pid).is_some_and(|s| s.state != 'Z') {
+            assert!(std::time::Instant::now() < deadline, "never exited");
+            std::thread::yield_now();
+        }
+        assert!(children::is_being_started(pid), "a shell while unreaped");
+        assert!(reap_zombie(pid));
+        assert!(!children::is_being_started(pid), "its number is free");
+        std::mem::forget(child); // reaped above
     }
 
     #[test]
