@@ -51,8 +51,6 @@ pub fn exited_command_alive(pgid: i32, marker: &str) -> Option<bool> {
     if !is_subreaper() {
         return None;
     }
-    let ours = format!("{MARKER_VARIABLE}={marker}").into_bytes();
-    let any_marker = format!("{MARKER_VARIABLE}=").into_bytes();
     for pid in children::other_children()? {
         let Some(stat) = read_stat(pid) else {
             continue; // gone since it was listed
@@ -63,10 +61,8 @@ pub fn exited_command_alive(pgid: i32, marker: &str) -> Option<bool> {
         if stat.pgrp == pgid {
             return Some(true);
         }
-        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
-        let mut entries = environ.split(|&b| b == 0);
-        match entries.find(|entry| entry.starts_with(&any_marker)) {
-            Some(entry) if entry == ours.as_slice() => return Some(true),
+        match marker_of(pid).ok()? {
+            Some(value) if value == marker.as_bytes() => return Some(true),
             Some(_) => continue,
             None if children::is_being_started(pid) => continue,
             None => return None,
@@ -115,6 +111,16 @@ fn pids() -> impl Iterator<Item = i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
 }
 
+/// The value of the first marker in /proc/PID/environ, if it carries one.
+fn marker_of(pid: i32) -> io::Result<Option<Vec<u8>>> {
+    let prefix = format!("{MARKER_VARIABLE}=");
+    let environ = fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .map(<[u8]>::to_vec))
+}
+
 /// Whether /proc/PID/environ holds exactly `entry` (`KEY=value`).
 fn carries(pid: i32, entry: &[u8]) -> bool {
     fs::read(format!("/proc/{pid}/environ"))
@@ -158,21 +164,13 @@ pub struct ProcWalk {
 impl ProcWalk {
     /// Reads every process's `stat`, and the `environ` of each live one.
     pub fn take() -> Self {
-        let prefix = format!("{MARKER_VARIABLE}=").into_bytes();
         let live = pids()
             .filter_map(|pid| {
                 let stat = read_stat(pid)?;
                 if stat.state == 'Z' || stat.state == 'X' {
                     return None;
                 }
-                let marker = fs::read(format!("/proc/{pid}/environ"))
-                    .ok()
-                    .and_then(|environ| {
-                        environ
-                            .split(|&b| b == 0)
-                            .find_map(|entry| entry.strip_prefix(prefix.as_slice()))
-                            .map(<[u8]>::to_vec)
-                    });
+                let marker = marker_of(pid).ok().flatten();
                 let found = Found {
                     pid,
                     start: stat.start,
