@@ -63,3 +63,52 @@ async fn audit_records_end_with_the_process_started() {
     assert_eq!(last["chat_id"], "audited-chat");
     assert_eq!(last["command"], "echo audited");
 }
+
+/// Starts a backgrounded command carrying a secret and a long one whose secret lies past the
+/// logged prefix, and returns the agent's log once both exits are logged.
+async fn log_of_secret_commands(server: &Server) -> String {
+    let api = server.api();
+    let short = api.start("echo short-secret-4d1f &").await;
+    let long = format!("true {} long-secret-9b2e", "x".repeat(300));
+    let long = api.start(&long).await;
+    for id in [&short, &long] {
+        api.wait_exit(id).await;
+        assert!(
+            eventually_sync(SOON, || server
+                .stderr_text()
+                .lines()
+                .any(|l| l.contains("process exited") && l.contains(id.as_str())))
+            .await,
+            "no exit line for {id}: {}",
+            server.stderr_text()
+        );
+    }
+    server.stderr_text()
+}
+
+#[tokio::test]
+async fn commands_stay_out_of_the_default_log() {
+    let server = Server::builder().env("PROCWARDEN_LOG", "info").spawn();
+    let log = log_of_secret_commands(&server).await;
+    // Neither the agent nor the `ampersand` built-in (which rewrote the first) logs a command.
+    assert!(!log.contains("short-secret-4d1f"), "{log}");
+    assert!(!log.contains("long-secret-9b2e"), "{log}");
+    assert!(!log.contains("xxxxxxxx"), "{log}");
+}
+
+#[tokio::test]
+async fn at_debug_commands_are_cut_to_their_first_200_bytes_and_a_hash() {
+    let server = Server::builder().env("PROCWARDEN_LOG", "debug").spawn();
+    let log = log_of_secret_commands(&server).await;
+    let command_lines: Vec<&str> = log.lines().filter(|l| l.contains("process command")).collect();
+    assert!(
+        command_lines.iter().any(|l| l.contains("short-secret-4d1f")),
+        "a short command is logged whole at DEBUG: {log}"
+    );
+    let long_line = command_lines
+        .iter()
+        .find(|l| l.contains("xxxxxxxx"))
+        .unwrap_or_else(|| panic!("no DEBUG line for the long command: {log}"));
+    assert!(long_line.contains("[322 bytes, hash "), "{long_line}");
+    assert!(!log.contains("long-secret-9b2e"), "{log}");
+}

@@ -65,10 +65,14 @@ pub fn rewrite(command: &str) -> Option<(String, bool)> {
     strip_trailing_ampersand(command).map(|stripped| (stripped.to_owned(), true))
 }
 
-/// The log line for a rewrite of `before` into `after` (the component and the host's native
-/// built-in write the same one).
-pub fn rewrite_note(before: &str, after: &str) -> String {
-    format!("stripped a trailing `&` and set background: {before:?} -> {after:?}")
+/// The log line for a rewrite of `before` (the component and the host's native built-in write
+/// the same one, at DEBUG). It names no part of the command: commands can carry secrets and be
+/// huge, and the agent logs each command itself, cut and hashed.
+pub fn rewrite_note(before: &str) -> String {
+    format!(
+        "stripped a trailing `&` from a {}-byte command and set background",
+        before.len()
+    )
 }
 
 /// The kind of a significant piece of the command line.
@@ -222,7 +226,7 @@ mod component {
             // `&` would make `sh` fork the command and exit at once, so the tracked process would
             // be the finished shell while the real command ran untracked.
             if let Some((command, background)) = super::rewrite(&req.command) {
-                log(LogLevel::Info, &super::rewrite_note(&req.command, &command));
+                log(LogLevel::Debug, &super::rewrite_note(&req.command));
                 req.command = command;
                 req.background = background;
             }
@@ -352,5 +356,13 @@ mod tests {
     fn rewrite_sets_background() {
         assert_eq!(rewrite("sleep 5 &"), Some(("sleep 5".to_owned(), true)));
         assert_eq!(rewrite("sleep 5"), None);
+    }
+
+    #[test]
+    fn the_rewrite_note_names_no_part_of_the_command() {
+        let note = rewrite_note("curl -H 'Authorization: Bearer s3cr3t' example.test &");
+        assert!(!note.contains("s3cr3t"), "{note}");
+        assert!(!note.contains("curl"), "{note}");
+        assert!(note.contains("53-byte"), "{note}");
     }
 }

@@ -31,8 +31,8 @@ impl NativePolicy for Ampersand {
     fn on_start(&self, plugin: &str, req: &WitRequest, _ctx: &PolicyContext) -> Verdict {
         let mut req = req.clone();
         if let Some((command, background)) = policy_ampersand::rewrite(&req.command) {
-            let note = policy_ampersand::rewrite_note(&req.command, &command);
-            tracing::info!(plugin, "{note}");
+            let note = policy_ampersand::rewrite_note(&req.command);
+            tracing::debug!(plugin, "{note}");
             req.command = command;
             req.background = background;
         }
