@@ -76,9 +76,9 @@ async fn agent(mode: Mode) -> Option<Server> {
     match (mode, health.containment.as_str()) {
         (Mode::Cgroup, "cgroup") | (Mode::Subreaper, "subreaper") => Some(server),
         (Mode::Cgroup, other) => {
-            eprintln!(
-                "SKIP: no writable cgroup v2 on this machine (the agent chose {other}); the \
-                 cgroup half of the orphan matrix cannot run here"
+            skip(
+                "the cgroup half of the orphan matrix",
+                &format!("no writable cgroup v2 on this machine (the agent chose {other})"),
             );
             None
         }
@@ -272,9 +272,10 @@ async fn after_a_sigkill_the_next_agent_on_the_address_kills_what_the_dead_one_l
         .listen(&listen)
         .spawn();
     if first.api().health().await.containment != "cgroup" {
-        eprintln!(
-            "SKIP: no writable cgroup v2 on this machine; the subreaper-mode crash test below \
-             covers recovery from the state file"
+        skip(
+            "the cgroup-mode crash test",
+            "no writable cgroup v2 on this machine; the subreaper-mode crash test covers \
+             recovery from the state file",
         );
         return;
     }

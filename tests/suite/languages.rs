@@ -26,7 +26,10 @@ fn example(lang: &str) -> Option<PathBuf> {
         .unwrap_or_else(|_| {
             "it was not built: run scripts/build-lang-plugins.sh (scripts/test does)".to_owned()
         });
-    eprintln!("SKIPPED: the {lang} policy example is not available: {reason}");
+    skip(
+        &format!("the {lang} policy example"),
+        &format!("it is not available: {reason}"),
+    );
     None
 }
 

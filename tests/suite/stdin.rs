@@ -238,7 +238,10 @@ async fn a_tty_is_a_terminal_of_the_given_size_and_shows_prompts() {
         assert_eq!(done.output, "name? tty\r\nhello tty\r\n", "{mode}: {done}");
 
         if !agent_has_python(&api).await {
-            println!("SKIP python3 isatty check ({mode}): no python3 on the agent's PATH");
+            skip(
+                &format!("python3 isatty check ({mode})"),
+                "no python3 on the agent's PATH",
+            );
             continue;
         }
         let resp = api

@@ -81,7 +81,10 @@ async fn mcp_lists_the_tool_plugins_with_their_schemas_and_calls_serve() {
 #[tokio::test]
 async fn mcp_calls_test_summary_on_a_real_node_test_run() {
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: node is not installed");
+        procwarden_tests::skip(
+            "mcp_calls_test_summary_on_a_real_node_test_run",
+            "node is not installed",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -196,7 +199,10 @@ async fn test_summary_reads_pytest_when_available() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !available {
-        eprintln!("SKIPPED: `python3 -m pytest` is not available on this machine");
+        procwarden_tests::skip(
+            "the pytest test_summary test",
+            "`python3 -m pytest` is not available on this machine",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,8 +11,10 @@
 
 pub mod api;
 pub mod mcp;
+mod skip;
 
 pub use api::*;
+pub use skip::skip;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};

@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn an_orphan_is_listed_until_reaped_and_a_started_shell_never_is() {
         if !std::path::Path::new("/proc/thread-self/children").exists() {
-            eprintln!("SKIP: no /proc/PID/task/TID/children on this kernel");
+            crate::test_skip::skip(
+                "an_orphan_is_listed_until_reaped_and_a_started_shell_never_is",
+                "no /proc/PID/task/TID/children on this kernel",
+            );
             return;
         }
         crate::subreaper::become_subreaper().unwrap();

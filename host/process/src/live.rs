@@ -1,4 +1,5 @@
-//! Counts of live processes (shell running, or output still coming), overall and per chat,
+//! Counts of live processes (shell running, or a member of its group or cgroup not yet known
+//! to be gone), overall and per chat,
 //! kept as they change so that the limit checked on every start costs no walk of the table.
 
 use std::collections::HashMap;
@@ -35,8 +36,8 @@ impl LiveCounts {
     }
 }
 
-/// One live process in [`LiveCounts`]; dropping it (when the output is complete, or when the
-/// record is forgotten first) takes it out.
+/// One live process in [`LiveCounts`]; dropping it (when its group is found gone, or when the
+/// record is forgotten) takes it out.
 #[derive(Debug)]
 pub struct LiveGuard {
     counts: Arc<LiveCounts>,

@@ -269,6 +269,9 @@ pub struct ProcessManager {
     state: Option<StateFile>,
     /// Processes whose output is not complete yet, overall and per chat.
     live: Arc<LiveCounts>,
+    /// Held by the one [`Self::recount_live`] running; a flood of starts at a limit waits on
+    /// no more than one look at the table.
+    recounting: Mutex<()>,
 }
 
 impl ProcessManager {
@@ -331,6 +334,7 @@ impl ProcessManager {
             spools,
             state,
             live: Arc::default(),
+            recounting: Mutex::default(),
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
@@ -621,6 +625,25 @@ impl ProcessManager {
             Scope::All => self.live.total(),
             Scope::Chat(chat) => self.live.of_chat(chat),
         }
+    }
+
+    /// Look again at every process in `scope` whose shell has exited but whose group was
+    /// last seen alive, so that members that died since stop counting as live, then
+    /// [`Self::count_live`]. For a start that met a limit; while another recount runs, the
+    /// count as it stands. May walk /proc: not for async workers.
+    pub fn recount_live(&self, scope: Scope<'_>) -> usize {
+        let Ok(_recounting) = self.recounting.try_lock() else {
+            return self.count_live(scope);
+        };
+        let exited: Vec<Arc<Process>> = lock(&self.table)
+            .values()
+            .filter(|p| scope.admits(p) && p.phase() != Phase::Running)
+            .cloned()
+            .collect();
+        for process in exited {
+            process.group_alive();
+        }
+        self.count_live(scope)
     }
 
     /// Processes `scope` may see, running or exited (what `list` returns before its cap).

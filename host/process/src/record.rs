@@ -160,7 +160,7 @@ pub struct Process {
     spilled: AtomicBool,
     /// The agent's end of its stdin, with stdin `pipe` or `tty`.
     input: Option<Input>,
-    /// Counts it among the manager's live processes until its output is complete.
+    /// Counts it among the manager's live processes until its group is known to be gone.
     live: Mutex<Option<LiveGuard>>,
 }
 
@@ -251,7 +251,8 @@ impl Process {
         }
     }
 
-    /// It counts among the live processes of `guard` until its output is complete.
+    /// It counts among the live processes of `guard` until its group is known to be gone: a
+    /// detached daemon whose shell exited long ago still holds a place under the limits.
     pub fn counted_as(self, guard: LiveGuard) -> Self {
         *lock(&self.live) = Some(guard);
         self
@@ -593,7 +594,6 @@ impl Process {
         }
         self.phase
             .send_if_modified(|phase| advance(phase, Phase::Finished));
-        lock(&self.live).take();
     }
 
     /// The shell's exit code, once it has exited.
@@ -703,6 +703,7 @@ impl Process {
     /// shell has exited (phase past Running), so the reap does not wait.
     fn forget_group(&self, state: &mut ExitState) {
         state.group_gone = true;
+        lock(&self.live).take();
         self.leader.reap();
         if let Tracking::Cgroup(cgroup) = &self.tracking {
             // Its last member is gone: the next command may have the cgroup now rather than

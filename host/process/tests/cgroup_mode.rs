@@ -28,7 +28,7 @@ fn cgroup_manager(test: &str) -> Option<Arc<ProcessManager>> {
             Some(manager)
         }
         Err(why) => {
-            eprintln!("SKIP: no writable cgroup v2 here ({why})");
+            common::skip(test, &format!("no writable cgroup v2 here ({why})"));
             None
         }
     }
@@ -263,7 +263,10 @@ fn an_empty_cgroup_is_kept_as_a_spare_and_renamed_for_the_next_command() {
     )) {
         Ok(root) => root,
         Err(why) => {
-            eprintln!("SKIP: no writable cgroup v2 here ({why})");
+            common::skip(
+                "an_empty_cgroup_is_kept_as_a_spare_and_renamed_for_the_next_command",
+                &format!("no writable cgroup v2 here ({why})"),
+            );
             return;
         }
     };

@@ -15,8 +15,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use procwarden_process::{
-    GroupSignal, ManagerSettings, Phase, ProcessError, ProcessManager, Scope, StartRequest,
+    Containment, GroupSignal, ManagerSettings, Phase, ProcessError, ProcessManager, Scope,
+    StartRequest,
 };
 
 /// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
@@ -139,15 +142,20 @@ fn proc_state(pid: i32) -> Option<char> {
 }
 
 fn skip_reuse(errno: i32) {
-    eprintln!(
-        "SKIP (reuse part): clone3 with set_tid is not available here (errno {errno}: needs \
-         Linux 5.5 and CAP_SYS_ADMIN), so a PID cannot be chosen; the rest is checked"
+    common::skip(
+        "pid_reuse (reuse part)",
+        &format!(
+            "clone3 with set_tid is not available here (errno {errno}: needs Linux 5.5 and \
+             CAP_SYS_ADMIN), so a PID cannot be chosen; the rest is checked"
+        ),
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_foreign_process_given_a_gone_groups_number_survives_signal_and_shutdown() {
+async fn a_foreign_process_given_a_gone_groups_number_survives_signal_and_shutdown(
+    containment: Containment,
+) {
     let manager = ProcessManager::new(ManagerSettings {
+        containment,
         kill_grace: Duration::from_millis(200),
         ..ManagerSettings::default()
     });
@@ -193,9 +201,11 @@ async fn a_foreign_process_given_a_gone_groups_number_survives_signal_and_shutdo
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_a_member_lingers_the_exited_shell_pins_the_groups_number() {
-    let manager = ProcessManager::new(ManagerSettings::default());
+async fn while_a_member_lingers_the_exited_shell_pins_the_groups_number(containment: Containment) {
+    let manager = ProcessManager::new(ManagerSettings {
+        containment,
+        ..ManagerSettings::default()
+    });
     // The shell exits at once; `sleep` stays in its group, holding the pipe.
     let process = manager
         .start(
@@ -230,9 +240,9 @@ async fn while_a_member_lingers_the_exited_shell_pins_the_groups_number() {
     assert!(matches!(err, ProcessError::NotRunning(_)), "{err:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forgotten_record_leaves_no_zombie() {
+async fn a_forgotten_record_leaves_no_zombie(containment: Containment) {
     let manager = ProcessManager::new(ManagerSettings {
+        containment,
         reap_age: Duration::ZERO,
         ..ManagerSettings::default()
     });
@@ -265,9 +275,9 @@ async fn a_forgotten_record_leaves_no_zombie() {
     assert_eq!(proc_state(pgid), None, "no zombie left behind");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_leaves_exited_groups_alone_and_still_stops_live_ones() {
+async fn shutdown_leaves_exited_groups_alone_and_still_stops_live_ones(containment: Containment) {
     let manager = ProcessManager::new(ManagerSettings {
+        containment,
         kill_grace: Duration::from_millis(200),
         ..ManagerSettings::default()
     });
@@ -280,3 +290,35 @@ async fn shutdown_leaves_exited_groups_alone_and_still_stops_live_ones() {
     assert_eq!(live.info().exit_code, Some(128 + libc::SIGTERM));
     assert_eq!(done.info().exit_code, Some(0));
 }
+
+/// Each test in both containment modes: the one the machine picks (cgroup where one is
+/// writable) and subreaper mode, forced.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod auto {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Containment::Auto).await;
+                }
+            )*
+        }
+        mod subreaper {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Containment::Subreaper).await;
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    a_foreign_process_given_a_gone_groups_number_survives_signal_and_shutdown,
+    while_a_member_lingers_the_exited_shell_pins_the_groups_number,
+    a_forgotten_record_leaves_no_zombie,
+    shutdown_leaves_exited_groups_alone_and_still_stops_live_ones
+);

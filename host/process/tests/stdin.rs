@@ -6,6 +6,8 @@
 // A test file: a failed set-up step should stop it loudly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,10 @@ fn managers(test: &str) -> Vec<Arc<ProcessManager>> {
     let mut all = vec![ProcessManager::try_new(settings(Containment::Subreaper)).unwrap()];
     match ProcessManager::try_new(settings(Containment::Cgroup)) {
         Ok(manager) => all.push(manager),
-        Err(why) => eprintln!("SKIP cgroup mode of {test}: no writable cgroup v2 here ({why})"),
+        Err(why) => common::skip(
+            &format!("{test} (cgroup mode)"),
+            &format!("no writable cgroup v2 here ({why})"),
+        ),
     }
     all
 }

@@ -266,7 +266,7 @@ impl Agent {
         input: InputMode,
     ) -> Result<Started, AgentError> {
         let settings = self.settings();
-        self.check_limits(&settings.limits, chat)?;
+        self.check_limits(&settings.limits, chat).await?;
         let context = PolicyContext {
             chat_id: chat.map(str::to_owned),
             agent_workdir: settings.agent_workdir.as_deref().map(path_string),
@@ -329,26 +329,54 @@ impl Agent {
 
     /// Refuse a start that would take the agent, or the caller's chat, over its number of
     /// live processes. Checked before the policy chain: a flood costs no plugin calls.
-    fn check_limits(&self, limits: &ProcessLimits, chat: Option<&str>) -> Result<(), AgentError> {
-        let live = self.manager.count_live(Scope::All);
-        if live >= limits.max_processes {
-            return Err(AgentError::TooManyProcesses {
-                scope: "the agent".into(),
-                live,
-                limit: limits.max_processes,
-            });
-        }
+    async fn check_limits(
+        &self,
+        limits: &ProcessLimits,
+        chat: Option<&str>,
+    ) -> Result<(), AgentError> {
+        self.check_limit(Scope::All, "the agent", limits.max_processes)
+            .await?;
         if let Some(chat) = chat {
-            let live = self.manager.count_live(Scope::Chat(chat));
-            if live >= limits.max_processes_per_chat {
-                return Err(AgentError::TooManyProcesses {
-                    scope: "this chat".into(),
-                    live,
-                    limit: limits.max_processes_per_chat,
-                });
-            }
+            self.check_limit(
+                Scope::Chat(chat),
+                "this chat",
+                limits.max_processes_per_chat,
+            )
+            .await?;
         }
         Ok(())
+    }
+
+    /// One limit. The running count is cheap but may still hold commands whose last escaped
+    /// member died since anyone looked; at the limit they are looked at again before refusing.
+    async fn check_limit(
+        &self,
+        scope: Scope<'_>,
+        name: &str,
+        limit: usize,
+    ) -> Result<(), AgentError> {
+        if self.manager.count_live(scope) < limit {
+            return Ok(());
+        }
+        let manager = self.manager.clone();
+        let owned_chat = match scope {
+            Scope::Chat(chat) => Some(chat.to_owned()),
+            Scope::All => None,
+        };
+        // The look may walk /proc (subreaper mode): a blocking thread, not an async worker.
+        let live = tokio::task::spawn_blocking(move || {
+            manager.recount_live(Scope::from_chat(owned_chat.as_deref()))
+        })
+        .await
+        .unwrap_or(limit);
+        if live < limit {
+            return Ok(());
+        }
+        Err(AgentError::TooManyProcesses {
+            scope: name.into(),
+            live,
+            limit,
+        })
     }
 
     /// The caller's processes, running first. Telling whether a group is alive reads /proc,

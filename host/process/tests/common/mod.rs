@@ -4,7 +4,14 @@ use std::time::{Duration, Instant};
 
 use procwarden_process::StartRequest;
 
+#[allow(dead_code)] // not every test file skips
+#[path = "../../../../tests/support/skip.rs"]
+mod skip;
+#[allow(unused_imports)]
+pub use skip::skip;
+
 /// A background start of `command` with every other field at its default.
+#[allow(dead_code)] // not every test file starts processes this way
 pub fn background(command: &str) -> StartRequest {
     StartRequest {
         command: command.into(),
