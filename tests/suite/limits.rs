@@ -115,3 +115,43 @@ async fn detached_daemons_count_against_the_limit_in_cgroup_mode() {
 async fn detached_daemons_count_against_the_limit_in_subreaper_mode() {
     detached_daemons_count_against_the_limit("subreaper").await;
 }
+
+/// How many processes the agent keeps, by the `procwarden_processes` gauges (reading them
+/// forgets nothing, unlike a list).
+async fn tracked(api: &Api) -> f64 {
+    let reply = api.get("/metrics").await;
+    reply.expect_status(200);
+    reply
+        .text
+        .lines()
+        .filter(|l| l.starts_with("procwarden_processes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn past_the_cap_the_oldest_finished_processes_are_forgotten_without_waiting_for_the_reaper() {
+    const CAP: usize = 16;
+    let server = Server::with_config(&format!(
+        "max_exited_processes = {CAP}\nreap_interval_seconds = 3600\n"
+    ));
+    let api = server.api();
+    let mut ids = Vec::new();
+    for _ in 0..80 {
+        let id = api.start("true").await;
+        api.wait_exit(&id).await;
+        ids.push(id);
+    }
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            tracked(&api).await <= CAP as f64
+        })
+        .await,
+        "{} processes kept with a cap of {CAP}",
+        tracked(&api).await
+    );
+    api.output(&ids[0], false).await.expect_status(404);
+    api.output(ids.last().unwrap(), false)
+        .await
+        .expect_status(200);
+}

@@ -100,9 +100,14 @@ async fn commands_stay_out_of_the_default_log() {
 async fn at_debug_commands_are_cut_to_their_first_200_bytes_and_a_hash() {
     let server = Server::builder().env("PROCWARDEN_LOG", "debug").spawn();
     let log = log_of_secret_commands(&server).await;
-    let command_lines: Vec<&str> = log.lines().filter(|l| l.contains("process command")).collect();
+    let command_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("process command"))
+        .collect();
     assert!(
-        command_lines.iter().any(|l| l.contains("short-secret-4d1f")),
+        command_lines
+            .iter()
+            .any(|l| l.contains("short-secret-4d1f")),
         "a short command is logged whole at DEBUG: {log}"
     );
     let long_line = command_lines

@@ -272,6 +272,8 @@ pub struct ProcessManager {
     /// Held by the one [`Self::recount_live`] running; a flood of starts at a limit waits on
     /// no more than one look at the table.
     recounting: Mutex<()>,
+    /// Set while [`Self::forget_finished_over_cap`] runs.
+    trimming: AtomicBool,
 }
 
 impl ProcessManager {
@@ -335,6 +337,7 @@ impl ProcessManager {
             state,
             live: Arc::default(),
             recounting: Mutex::default(),
+            trimming: AtomicBool::new(false),
         });
         if manager.cgroups.is_none() {
             lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
@@ -687,6 +690,30 @@ impl ProcessManager {
     /// and, past `max_exited` finished ones, the oldest finished first. Returns how many were
     /// forgotten.
     pub fn reap(&self) -> usize {
+        self.reap_down_to(self.settings.max_exited)
+    }
+
+    /// Called after a start: when the finished records kept, with the one just started
+    /// counted as finished already, reach past `max_exited`, forget the oldest now, on a
+    /// blocking thread, rather than at the next reaper tick: a burst of starts must not hold
+    /// thousands of finished records until then. It forgets down to 15/16 of the cap, so the
+    /// starts that follow do not each pay for a look at the table. One at a time.
+    pub fn forget_finished_over_cap(self: &Arc<Self>) {
+        let retained = lock(&self.table).len();
+        if retained < self.live.total() + self.settings.max_exited
+            || self.trimming.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let manager = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let cap = manager.settings.max_exited;
+            manager.reap_down_to(cap - cap / 16);
+            manager.trimming.store(false, Ordering::Release);
+        });
+    }
+
+    fn reap_down_to(&self, keep_finished: usize) -> usize {
         let (mut candidates, mut finished): (Vec<Arc<Process>>, Vec<Arc<Process>>) = {
             let table = lock(&self.table);
             let aged = table
@@ -701,9 +728,9 @@ impl ProcessManager {
                 .collect();
             (aged, finished)
         };
-        if finished.len() > self.settings.max_exited {
+        if finished.len() > keep_finished {
             finished.sort_by_key(|p| p.identity.sequence);
-            let excess = finished.len() - self.settings.max_exited;
+            let excess = finished.len() - keep_finished;
             candidates.extend(finished.into_iter().take(excess));
         }
         // Checking group liveness reads /proc, so do it outside the table lock.

@@ -287,6 +287,7 @@ impl Agent {
         let process =
             self.manager
                 .start_with_input(request.clone(), chat.map(str::to_owned), input)?;
+        self.manager.forget_finished_over_cap();
         settings
             .policy
             .audit_started(chat, process.id(), &request.command);
