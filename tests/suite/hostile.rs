@@ -264,7 +264,8 @@ async fn the_bearer_scheme_is_case_insensitive_and_401_says_so() {
 
 #[test]
 fn short_or_blank_tokens_are_refused_at_startup() {
-    for token in ["short", "               ", ""] {
+    // 15 bytes is one short of the minimum; 16 spaces are blank however long.
+    for token in ["short", "fifteen-bytes-x", "                ", ""] {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &format!("token = {token:?}\n"));
         let mut child = procwarden_command()
@@ -298,6 +299,20 @@ fn short_or_blank_tokens_are_refused_at_startup() {
         assert_eq!(lines.len(), 1, "one line expected: {stderr:?}");
         assert!(lines[0].contains("token"), "{stderr:?}");
     }
+}
+
+#[tokio::test]
+async fn a_token_of_sixteen_bytes_is_accepted() {
+    let token = "sixteen-bytes-xx";
+    assert_eq!(token.len(), 16);
+    let server = Server::with_config(&format!("token = {token:?}\n"));
+    server.api().get("/api/v0/health").await.expect_status(401);
+    server
+        .api()
+        .token(token)
+        .get("/api/v0/health")
+        .await
+        .expect_status(200);
 }
 
 #[test]

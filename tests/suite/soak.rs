@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use procwarden_tests::{Server, rss_kib};
@@ -31,7 +32,8 @@ fn open_fds(pid: i32) -> usize {
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"soak","version":"0"}}}"#;
 
 /// One MCP session opened and, every other time, closed again; the rest are left to idle out.
-async fn churn_session(client: &reqwest::Client, url: &str, close: bool) {
+/// Whether the agent gave it a session.
+async fn churn_session(client: &reqwest::Client, url: &str, close: bool) -> bool {
     let Ok(reply) = client
         .post(format!("{url}/mcp"))
         .header("content-type", "application/json")
@@ -41,7 +43,7 @@ async fn churn_session(client: &reqwest::Client, url: &str, close: bool) {
         .send()
         .await
     else {
-        return;
+        return false;
     };
     let session = reply
         .headers()
@@ -49,6 +51,7 @@ async fn churn_session(client: &reqwest::Client, url: &str, close: bool) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let _ = reply.text().await;
+    let opened = session.is_some();
     if let (true, Some(id)) = (close, session) {
         let _ = client
             .delete(format!("{url}/mcp"))
@@ -56,6 +59,7 @@ async fn churn_session(client: &reqwest::Client, url: &str, close: bool) {
             .send()
             .await;
     }
+    opened
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,6 +78,9 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
     let mut rss_after_first = 0;
     let mut worst_health = Duration::ZERO;
     let mut worst_fds = 0;
+    // What the load achieved: a soak whose requests were all refused would prove nothing.
+    let sessions_opened = std::sync::Arc::new(AtomicUsize::new(0));
+    let starts_ok = std::sync::Arc::new(AtomicUsize::new(0));
 
     for round in 0..ROUNDS {
         // Stalled connections first (half send nothing, half stop in the middle of a header):
@@ -99,12 +106,15 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
             let client = client.clone();
             let url = server.url().to_owned();
             let api = api.fresh();
+            let (sessions_opened, starts_ok) = (sessions_opened.clone(), starts_ok.clone());
             load.spawn(async move {
                 for i in (worker..SESSIONS_PER_ROUND).step_by(WORKERS) {
-                    churn_session(&client, &url, i % 2 == 0).await;
+                    if churn_session(&client, &url, i % 2 == 0).await {
+                        sessions_opened.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 for i in (worker..STARTS_PER_ROUND).step_by(WORKERS) {
-                    let _ = api
+                    let reply = api
                         .try_send(
                             "POST",
                             "/api/v0/processes/start",
@@ -112,6 +122,9 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
                             Duration::from_secs(10),
                         )
                         .await;
+                    if reply.is_ok_and(|r| r.status == 200) {
+                        starts_ok.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -138,12 +151,30 @@ async fn fds_rss_and_health_stay_bounded_under_hostile_load() {
         server.assert_alive();
     }
     let rss_at_end = rss_kib(pid);
+    let (sessions_opened, starts_ok) = (
+        sessions_opened.load(Ordering::Relaxed),
+        starts_ok.load(Ordering::Relaxed),
+    );
     eprintln!(
         "SOAK {ROUNDS} rounds in {:.1} s: fds {fds_at_start} at start, at most {worst_fds}; \
          RSS {rss_after_first} KiB after round 1, {rss_at_end} KiB at the end; slowest \
-         /health {:?}",
+         /health {:?}; {starts_ok} of {} starts and {sessions_opened} of {} MCP sessions \
+         granted",
         started.elapsed().as_secs_f64(),
-        worst_health
+        worst_health,
+        ROUNDS * STARTS_PER_ROUND,
+        ROUNDS * SESSIONS_PER_ROUND,
+    );
+    // Stalled connections are closed to make room, so the real clients' requests go through:
+    // every start (there is no limit to meet), and sessions up to the session cap.
+    assert_eq!(
+        starts_ok,
+        ROUNDS * STARTS_PER_ROUND,
+        "starts refused under the soak"
+    );
+    assert!(
+        sessions_opened >= ROUNDS * 32.min(SESSIONS_PER_ROUND) / 2,
+        "only {sessions_opened} MCP sessions granted"
     );
     assert!(
         worst_health < HEALTH_LIMIT,
