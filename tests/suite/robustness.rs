@@ -257,5 +257,31 @@ async fn a_command_longer_than_the_kernel_passes_is_413_naming_the_limit() {
     let message = r.error(413);
     assert!(message.contains("MAX_ARG_STRLEN"), "{message}");
     assert!(message.contains("131071"), "{message}");
+
+    // Checked before the policy chain: a command the `deny` built-in would refuse is still a
+    // 413, and no plugin was asked (its decision counts do not move).
+    let calls_before = deny_calls(&api).await;
+    let denied_anyway = format!("rm -rf / {}", "x".repeat(131_072));
+    let r = api.start_req(&json!({ "command": denied_anyway })).await;
+    assert!(r.error(413).contains("MAX_ARG_STRLEN"));
+    // An env value too.
+    let r = api
+        .start_req(&json!({ "command": "true", "env": {"BIG": "y".repeat(131_072)} }))
+        .await;
+    assert!(r.error(413).contains("MAX_ARG_STRLEN"));
+    assert_eq!(deny_calls(&api).await, calls_before, "a plugin was asked");
+    // (The count does move for a start that reaches the chain.)
+    api.start("true").await;
+    assert_eq!(deny_calls(&api).await, calls_before + 1);
     still_serving(&server).await;
+}
+
+/// How many requests the built-in `deny` plugin has decided, from health.
+async fn deny_calls(api: &Api) -> u64 {
+    let health: serde_json::Value = api.get("/api/v0/health").await.json();
+    health["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "deny"))
+        .and_then(|deny| deny["calls"].as_u64())
+        .unwrap_or_else(|| panic!("no deny plugin with calls in health: {health}"))
 }
