@@ -802,7 +802,8 @@ async fn waiters(plan: &BenchPlan) -> anyhow::Result<Vec<Row>> {
         let killed_at = Instant::now();
         local
             .agent
-            .signal(&id, None, procwarden_process::GroupSignal::Kill)?;
+            .signal(&id, None, procwarden_process::GroupSignal::Kill)
+            .await?;
         let (at, reply) = waiter.await?;
         anyhow::ensure!(reply?["running"] == Value::Bool(false), "waiter woke early");
         latencies.push(at - killed_at);

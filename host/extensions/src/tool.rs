@@ -58,8 +58,12 @@ pub trait ProcessHost: Send + Sync + 'static {
         scope: &CallScope,
         id: &str,
         signal: ProcessSignal,
-    ) -> Result<(), ProcessError>;
-    fn output(&self, scope: &CallScope, id: &str) -> Result<ProcessOutput, ProcessError>;
+    ) -> BoxFuture<'static, Result<(), ProcessError>>;
+    fn output(
+        &self,
+        scope: &CallScope,
+        id: &str,
+    ) -> BoxFuture<'static, Result<ProcessOutput, ProcessError>>;
     /// Output once the shell exits or `limit` passes.
     fn wait(
         &self,

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, ProcessLimits};
 use crate::metrics::{Gauges, Metrics};
 use procwarden_extensions::filter::FilterChain;
-use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext};
+use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext, RequestId};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    ExitHook, GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessInfo,
-    ProcessManager, Scope, StartRequest, TerminalSize,
+    ContainmentMode, ExitHook, GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase,
+    Process, ProcessError, ProcessInfo, ProcessManager, Scope, StartRequest, TerminalSize,
 };
 
 mod error;
@@ -273,9 +273,11 @@ impl Agent {
             home: self.home.as_deref().map(path_string),
             front_end: Some(front_end),
         };
+        // Joins this request's audit records, the final `started` one included.
+        let request_id = RequestId::new();
         let mut request = settings
             .policy
-            .evaluate_async(request, &context)
+            .evaluate_request(&request_id, request, &context)
             .await
             .inspect_err(|denial| self.metrics.denied(denial))
             .map_err(AgentError::Denied)?;
@@ -290,7 +292,7 @@ impl Agent {
         self.manager.forget_finished_over_cap();
         settings
             .policy
-            .audit_started(chat, process.id(), &request.command);
+            .audit_started_request(&request_id, chat, process.id(), &request.command);
         if let Some(front_end) = &context.front_end {
             self.metrics.started(front_end);
         }
@@ -421,8 +423,9 @@ impl Agent {
         })
     }
 
-    pub fn output(&self, id: &str, chat: Option<&str>) -> Result<OutputSnapshot, AgentError> {
-        Ok(self.manager.get(id, Scope::from_chat(chat))?.snapshot())
+    pub async fn output(&self, id: &str, chat: Option<&str>) -> Result<OutputSnapshot, AgentError> {
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
+        Ok(snapshot_of(process).await)
     }
 
     /// Block until the shell exits or `limit` (at most the wait cap) passes, then snapshot.
@@ -445,7 +448,7 @@ impl Agent {
             };
             self.metrics.waited(ended_by);
         }
-        Ok(process.snapshot())
+        Ok(snapshot_of(process).await)
     }
 
     /// The output as `options` reads it, after waiting (with `wait`, capped by the wait cap)
@@ -468,7 +471,7 @@ impl Agent {
             self.metrics.waited(ended);
             ended_by = Some(ended);
         }
-        let mut snapshot = process.snapshot();
+        let mut snapshot = snapshot_of(process.clone()).await;
         snapshot.ended_by = ended_by;
         if process.has_input() {
             // Looks at every member in /proc: off the async workers.
@@ -490,13 +493,26 @@ impl Agent {
         Ok(snapshot)
     }
 
-    pub fn signal(
+    pub async fn signal(
         &self,
         id: &str,
         chat: Option<&str>,
         signal: GroupSignal,
     ) -> Result<(), AgentError> {
-        Ok(self.manager.signal(id, Scope::from_chat(chat), signal)?)
+        if self.manager.containment() == ContainmentMode::Cgroup {
+            // The cgroup's own files name the members: no walk of /proc.
+            return Ok(self.manager.signal(id, Scope::from_chat(chat), signal)?);
+        }
+        // Subreaper mode finds escaped members by walking /proc: a blocking thread, not an
+        // async worker.
+        let manager = self.manager.clone();
+        let (id, chat) = (id.to_owned(), chat.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            manager.signal(&id, Scope::from_chat(chat.as_deref()), signal)
+        })
+        .await
+        .map_err(|err| ProcessError::Signal(std::io::Error::other(err.to_string())))??;
+        Ok(())
     }
 
     /// Write `data` to the stdin of a process started with a stdin pipe or terminal, then
@@ -602,4 +618,17 @@ fn validate(request: &StartRequest) -> Result<(), AgentError> {
 
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+/// The output and state of `process` now. In subreaper mode counting its members walks
+/// /proc, which can take milliseconds with many processes on the machine: then it runs on a
+/// blocking thread rather than an async worker.
+async fn snapshot_of(process: Arc<Process>) -> OutputSnapshot {
+    if !process.counts_members_from_proc() {
+        return process.snapshot();
+    }
+    let look = process.clone();
+    tokio::task::spawn_blocking(move || look.snapshot())
+        .await
+        .unwrap_or_else(|_| process.snapshot())
 }

@@ -71,17 +71,35 @@ impl ProcessHost for ToolProcesses {
         scope: &CallScope,
         id: &str,
         signal: ProcessSignal,
-    ) -> Result<(), ProcessError> {
-        self.agent()?
-            .signal(id, scope.chat.as_deref(), signal.into())
-            .map_err(wit_error)
+    ) -> futures::future::BoxFuture<'static, Result<(), ProcessError>> {
+        let agent = self.agent();
+        let chat = scope.chat.clone();
+        let id = id.to_owned();
+        async move {
+            agent?
+                .signal(&id, chat.as_deref(), signal.into())
+                .await
+                .map_err(wit_error)
+        }
+        .boxed()
     }
 
-    fn output(&self, scope: &CallScope, id: &str) -> Result<ProcessOutput, ProcessError> {
-        self.agent()?
-            .output(id, scope.chat.as_deref())
-            .map(Into::into)
-            .map_err(wit_error)
+    fn output(
+        &self,
+        scope: &CallScope,
+        id: &str,
+    ) -> futures::future::BoxFuture<'static, Result<ProcessOutput, ProcessError>> {
+        let agent = self.agent();
+        let chat = scope.chat.clone();
+        let id = id.to_owned();
+        async move {
+            agent?
+                .output(&id, chat.as_deref())
+                .await
+                .map(Into::into)
+                .map_err(wit_error)
+        }
+        .boxed()
     }
 
     fn wait(

@@ -183,7 +183,7 @@ pub async fn start(
     let background = started.request.background;
     let result = match (wants_wait(query.as_deref()), background) {
         (false, _) => None,
-        (true, true) => Some(state.agent.output(&started.id, chat.as_deref())?),
+        (true, true) => Some(state.agent.output(&started.id, chat.as_deref()).await?),
         (true, false) => Some(
             state
                 .agent
@@ -360,7 +360,7 @@ pub async fn signal(
             body.signal
         )));
     };
-    state.agent.signal(&id, chat.as_deref(), signal)?;
+    state.agent.signal(&id, chat.as_deref(), signal).await?;
     Ok(Json(MessageReply {
         message: format!("Signal \"{}\" sent to process \"{id}\".", signal.name()),
     }))

@@ -251,7 +251,7 @@ impl ProcwardenMcp {
         let rewritten = ran.command != requested_command;
 
         if ran.background {
-            let running = match self.agent.output(&id, chat.as_deref()) {
+            let running = match self.agent.output(&id, chat.as_deref()).await {
                 Ok(snapshot) => snapshot.running,
                 Err(err) => return format::agent_error(&err),
             };
@@ -358,7 +358,7 @@ impl ProcwardenMcp {
         // Cancelled by the client: nobody reads this, but answer with what there is.
         let snapshot = match snapshot {
             Ok(Some(snapshot)) => Ok(snapshot),
-            Ok(None) => self.agent.output(id, chat.as_deref()),
+            Ok(None) => self.agent.output(id, chat.as_deref()).await,
             Err(err) => Err(err),
         };
         let snapshot = match snapshot {
@@ -419,7 +419,7 @@ impl ProcwardenMcp {
             }
         }
         // Where the reply to this input starts: what the process writes from here on.
-        let cursor = match self.agent.output(id, chat.as_deref()) {
+        let cursor = match self.agent.output(id, chat.as_deref()).await {
             Ok(snapshot) => snapshot.covers.total_bytes,
             Err(err) => return format::agent_error(&err),
         };
@@ -470,7 +470,7 @@ impl ProcwardenMcp {
         };
         let id = id.as_str();
         let signal = args.signal.into();
-        if let Err(err) = self.agent.signal(id, chat.as_deref(), signal) {
+        if let Err(err) = self.agent.signal(id, chat.as_deref(), signal).await {
             return format::agent_error(&err);
         }
         let signal: GroupSignal = signal;

@@ -994,7 +994,8 @@ fn logs_of(f: impl FnOnce()) -> String {
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
+        // DEBUG: the `ampersand` sample's note is a DEBUG line.
+        .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, f);

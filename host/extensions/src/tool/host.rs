@@ -84,7 +84,9 @@ impl process::Host for ToolState {
         id: String,
         sig: process::GroupSignal,
     ) -> Result<(), process::Error> {
-        let result = self.host()?.signal(&self.scope, &id, sig);
+        let result = off_guest(self.host()?.signal(&self.scope, &id, sig))
+            .await
+            .and_then(|r| r);
         let op = match sig {
             process::GroupSignal::Terminate => "terminate",
             process::GroupSignal::Kill => "kill",
@@ -101,7 +103,9 @@ impl process::Host for ToolState {
     }
 
     async fn output(&mut self, id: String) -> Result<process::ProcessOutput, process::Error> {
-        self.host()?.output(&self.scope, &id)
+        off_guest(self.host()?.output(&self.scope, &id))
+            .await
+            .and_then(|r| r)
     }
 
     async fn wait(

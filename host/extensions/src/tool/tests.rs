@@ -42,18 +42,25 @@ impl ProcessHost for ManagerHost {
         scope: &CallScope,
         id: &str,
         signal: ProcessSignal,
-    ) -> Result<(), ProcessError> {
-        self.0
+    ) -> BoxFuture<'static, Result<(), ProcessError>> {
+        let signalled = self
+            .0
             .signal(id, Scope::from_chat(scope.chat.as_deref()), signal.into())
-            .map_err(not_found)
+            .map_err(not_found);
+        async move { signalled }.boxed()
     }
 
-    fn output(&self, scope: &CallScope, id: &str) -> Result<ProcessOutput, ProcessError> {
-        let p = self
+    fn output(
+        &self,
+        scope: &CallScope,
+        id: &str,
+    ) -> BoxFuture<'static, Result<ProcessOutput, ProcessError>> {
+        let output = self
             .0
             .get(id, Scope::from_chat(scope.chat.as_deref()))
-            .map_err(not_found)?;
-        Ok(p.snapshot().into())
+            .map(|p| p.snapshot().into())
+            .map_err(not_found);
+        async move { output }.boxed()
     }
 
     fn wait(
