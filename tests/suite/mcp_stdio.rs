@@ -75,6 +75,26 @@ async fn lists_four_tools_described_for_a_model() {
 }
 
 #[tokio::test]
+async fn annotations_mark_process_signal_not_idempotent_and_reads_read_only() {
+    let session = stdio_session(&[]).await;
+    let tools = session.client.list_all_tools().await.expect("tools/list");
+    // The annotations as they came over the wire (camelCase hints).
+    let annotations = |name: &str| {
+        let tool = tools.iter().find(|t| t.name == name).expect(name);
+        serde_json::to_value(tool).unwrap()["annotations"].clone()
+    };
+    // Signalling a process that has since exited fails: a retry is not harmless.
+    let signal = annotations("process_signal");
+    assert_eq!(signal["idempotentHint"], json!(false), "{signal}");
+    assert_eq!(signal["readOnlyHint"], json!(false), "{signal}");
+    assert_eq!(signal["destructiveHint"], json!(true), "{signal}");
+    for reader in ["process_output", "process_list"] {
+        let hints = annotations(reader);
+        assert_eq!(hints["readOnlyHint"], json!(true), "{reader}: {hints}");
+    }
+}
+
+#[tokio::test]
 async fn foreground_execute_returns_output_and_exit_code() {
     let session = stdio_session(&[]).await;
     let reply = call(

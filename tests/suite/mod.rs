@@ -39,6 +39,8 @@ mod reload;
 mod env_inherit;
 // Logs: JSON format, filter mistakes, exit lines, audit records naming the process.
 mod logging;
+// The policy audit file under concurrent requests: records joined by request_id.
+mod audit;
 // Signal names (INT, HUP, QUIT, USR1, USR2) in the API and MCP.
 mod signal_names;
 // The list's total past its cap.

@@ -385,6 +385,50 @@ async fn config_check_accepts_the_shipped_example() {
 }
 
 #[tokio::test]
+async fn config_check_refuses_an_open_listener_without_a_token_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 0: were it not refused, `serve` below would listen rather than hang on a bind.
+    let open = write_config(dir.path(), "listen = \"0.0.0.0:0\"\n");
+    let path = open.to_str().unwrap();
+    let ways = [
+        "`token` in the config file",
+        "serve --token",
+        "PROCWARDEN_TOKEN",
+    ];
+
+    let o = cli(&["config", "check", path], &[]).await;
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(o.stdout.lines().count(), 1, "{o:?}");
+    assert!(o.stdout.contains("0.0.0.0:0"), "{o:?}");
+    for way in ways {
+        assert!(o.stdout.contains(way), "{way}: {o:?}");
+    }
+    // `serve` refuses the same file with the same three ways out.
+    let o = cli(&["serve", "--config", path], &[]).await;
+    assert_cli_error(&o);
+    for way in ways {
+        assert!(o.stderr.contains(way), "{way}: {o:?}");
+    }
+
+    // A token from the environment `serve` would read counts, and must be one.
+    let o = cli(&["config", "check", path], &[("PROCWARDEN_TOKEN", TOKEN)]).await;
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let o = cli(&["config", "check", path], &[("PROCWARDEN_TOKEN", "short")]).await;
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stdout.contains("PROCWARDEN_TOKEN: token must be"),
+        "{o:?}"
+    );
+    // So does one in the file.
+    let with_token = write_config(
+        dir.path(),
+        &format!("listen = \"0.0.0.0:0\"\ntoken = {TOKEN:?}\n"),
+    );
+    let o = cli(&["config", "check", with_token.to_str().unwrap()], &[]).await;
+    assert_eq!(o.code, Some(0), "{o:?}");
+}
+
+#[tokio::test]
 async fn config_check_reports_each_problem_on_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let typo = write_config(dir.path(), "listen = \"127.0.0.1:7077\"\nwait_cap = 3\n");

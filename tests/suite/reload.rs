@@ -267,3 +267,132 @@ async fn a_configured_plugin_keeps_the_built_ins_unless_turned_off() {
     assert!(stderr.contains("`pattern`"), "{stderr}");
     assert!(stderr.contains("patterns"), "{stderr}");
 }
+
+#[tokio::test]
+async fn every_key_a_reload_does_not_apply_is_named() {
+    let server = Server::with_config(&denying("first-forbidden"));
+    let api = server.api();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    // Keys a reload applies (list_cap, wait_cap_seconds, max_processes, the chain) next to
+    // ones only a restart applies: the process table's containment, state and spool, and
+    // the tool plugins.
+    let new = format!(
+        "list_cap = 5\nwait_cap_seconds = 30\nmax_processes = 50\n\
+         containment = \"subreaper\"\nstate_dir = {:?}\nspool_dir = {:?}\n\
+         spool_max_bytes = 1000000\nspool_total_bytes = 2000000\n\
+         [[tool]]\npath = \"builtin:serve\"\n{}",
+        path("state"),
+        path("spool"),
+        denying("second-forbidden")
+    );
+    std::fs::write(server.config_path(), new).unwrap();
+    let reply: ReloadReply = reload(&api).await.expect_status(200).json();
+    assert_eq!(
+        reply.restart_needed,
+        [
+            "containment",
+            "state_dir",
+            "spool_dir",
+            "spool_max_bytes",
+            "spool_total_bytes",
+            "tool"
+        ],
+        "{reply:?}"
+    );
+    // The rest is in force.
+    api.start_req(&json!({"command": "echo second-forbidden"}))
+        .await
+        .error(403);
+    assert!(
+        server
+            .logged("changed keys take effect only when the agent is restarted")
+            .await
+    );
+}
+
+#[tokio::test]
+async fn a_file_whose_tools_do_not_load_is_refused() {
+    let server = Server::with_config(&denying("first-forbidden"));
+    let api = server.api();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_component = dir.path().join("not_a_component.wasm");
+    std::fs::write(&not_a_component, "not wasm").unwrap();
+    for tool in [dir.path().join("absent.wasm"), not_a_component] {
+        let broken = format!(
+            "[[tool]]\npath = {:?}\n{}",
+            tool.display().to_string(),
+            denying("second-forbidden")
+        );
+        std::fs::write(server.config_path(), &broken).unwrap();
+        let message = reload(&api).await.error(422);
+        assert!(message.contains("running configuration kept"), "{message}");
+        assert!(
+            message.contains("tool plugin") && message.contains("cannot be loaded"),
+            "{message}"
+        );
+        // Still the old chain.
+        api.start_req(&json!({"command": "echo first-forbidden"}))
+            .await
+            .error(403);
+        let ok = api.start("echo second-forbidden").await;
+        assert_eq!(api.wait_exit(&ok).await.output, "second-forbidden\n");
+    }
+    assert_eq!(api.health().await.reloads, 0);
+}
+
+#[tokio::test]
+async fn a_plugin_file_that_is_not_a_component_stops_the_agent_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, "not a WebAssembly component").unwrap();
+    let broken = broken.display().to_string();
+
+    let (code, stderr) = serve_expecting_refusal(&format!("[[plugin]]\npath = {broken:?}\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("\"broken\""), "{stderr}");
+    assert!(stderr.contains("cannot be loaded"), "{stderr}");
+    assert!(stderr.contains("on_error = \"allow\""), "{stderr}");
+
+    // on_error = "allow": the agent starts without it, degraded, and says why.
+    let allowed = format!("[[plugin]]\npath = {broken:?}\non_error = \"allow\"\n");
+    let server = Server::with_config(&allowed);
+    let health = server.api().health().await;
+    assert_eq!(health.status, "degraded", "{health:?}");
+    let plugin = health.plugins.iter().find(|p| p.name == "broken").unwrap();
+    assert!(!plugin.loaded, "{health:?}");
+    let id = server.api().start("echo passes").await;
+    assert_eq!(server.api().wait_exit(&id).await.output, "passes\n");
+
+    // `plugin check --config` calls it broken (4), whatever its on_error made of the request.
+    let denying_file = write_config(dir.path(), &format!("[[plugin]]\npath = {broken:?}\n"));
+    let o = cli(
+        &[
+            "plugin",
+            "check",
+            "--config",
+            denying_file.to_str().unwrap(),
+            "--",
+            "ls",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.code, Some(4), "{o:?}");
+    assert!(o.stdout.contains("FAILED"), "{o:?}");
+    let allowing_file = write_config(dir.path(), &allowed);
+    let o = cli(
+        &[
+            "plugin",
+            "check",
+            "--config",
+            allowing_file.to_str().unwrap(),
+            "--",
+            "ls",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.code, Some(4), "{o:?}");
+    assert!(o.stdout.contains("result: allowed"), "{o:?}");
+}

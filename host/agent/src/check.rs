@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, check_exposure, validate_token};
 use procwarden_extensions::policy::{
     Explanation, PluginSource, PolicyChain, PolicyConfig, PolicyContext, StartRequest, StepOutcome,
 };
@@ -66,10 +66,11 @@ pub fn load_chain(choice: &ChainChoice) -> anyhow::Result<(PolicyChain, PolicyCo
 }
 
 /// `procwarden config check`: every problem of a configuration file, one readable line each
-/// (empty when it is valid). Reads the file, validates its keys and values, and loads every
-/// plugin it names as `serve` would, so a plugin that cannot load is reported here rather
-/// than at the first start request.
-pub fn config_problems(path: &std::path::Path) -> Vec<String> {
+/// (empty when it is valid). Reads the file, validates its keys and values, applies `serve`'s
+/// rule that a listener beyond loopback needs a token (from the file or `env_token`, the
+/// PROCWARDEN_TOKEN `serve` would read), and loads every plugin it names as `serve` would, so
+/// a plugin that cannot load is reported here rather than at the first start request.
+pub fn config_problems(path: &std::path::Path, env_token: Option<&str>) -> Vec<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) => return vec![format!("cannot read the file: {err}")],
@@ -79,6 +80,28 @@ pub fn config_problems(path: &std::path::Path) -> Vec<String> {
         Err(err) => return vec![one_line(&err, &text)],
     };
     config.base_dir = path.parent().map(std::path::Path::to_path_buf);
+    let mut problems = exposure_problems(&config, env_token);
+    problems.extend(policy_problems(&config));
+    problems.extend(tool_problems(&config));
+    problems.extend(filter_problems(&config));
+    problems
+}
+
+/// What `serve --config FILE` would refuse before binding: a token from the environment that
+/// is not one, or a listener beyond loopback that no token protects.
+fn exposure_problems(config: &Config, env_token: Option<&str>) -> Vec<String> {
+    if let Some(Err(err)) = env_token.map(validate_token) {
+        return vec![format!("PROCWARDEN_TOKEN: {err:#}")];
+    }
+    let token = env_token.or(config.token.as_deref());
+    match check_exposure(config.listen_or_default(), token) {
+        Ok(()) => Vec::new(),
+        Err(err) => vec![format!("{err:#}")],
+    }
+}
+
+/// The policy plugins' problems: the chain is loaded as `serve` would, without its audit file.
+fn policy_problems(config: &Config) -> Vec<String> {
     let sources = match config.plugin_sources() {
         Ok(sources) => sources,
         Err(err) => return vec![format!("{err:#}")],
@@ -87,7 +110,7 @@ pub fn config_problems(path: &std::path::Path) -> Vec<String> {
         audit_file: None,
         ..config.policy.clone()
     };
-    let mut problems = match PolicyChain::load(&policy, &sources) {
+    match PolicyChain::load(&policy, &sources) {
         Ok(chain) => chain
             .plugins()
             .into_iter()
@@ -97,10 +120,7 @@ pub fn config_problems(path: &std::path::Path) -> Vec<String> {
             })
             .collect(),
         Err(err) => vec![format!("{err:#}")],
-    };
-    problems.extend(tool_problems(&config));
-    problems.extend(filter_problems(&config));
-    problems
+    }
 }
 
 /// The output filters' problems: the `[[filter]]` components (and the built-in `redact`) are
@@ -115,8 +135,8 @@ fn filter_problems(config: &Config) -> Vec<String> {
 
 /// The `[[tool]]` entries' problems: each tool component is loaded (and asked for its tools)
 /// as `serve` would, so a missing file, a component of the wrong world or a tool name that
-/// clashes with a built-in tool is reported here.
-fn tool_problems(config: &Config) -> Vec<String> {
+/// clashes with a built-in tool is reported here. A reload refuses a file with any.
+pub(crate) fn tool_problems(config: &Config) -> Vec<String> {
     let sources = match config.tool_sources() {
         Ok(sources) => sources,
         Err(err) => return vec![format!("{err:#}")],

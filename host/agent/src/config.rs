@@ -163,6 +163,15 @@ pub struct WorkdirDefaults {
 }
 
 impl Config {
+    /// The address `serve` listens on unless `--listen` names another.
+    pub fn listen_or_default(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a socket address")
+        })
+    }
+
     /// Put [`Config::workdir_defaults`] in force over the file's `workdir`.
     pub fn apply_workdir_defaults(&mut self) {
         let defaults = &self.workdir_defaults;
@@ -407,6 +416,18 @@ impl Config {
     pub fn mcp_session_idle(&self) -> Duration {
         secs(self.mcp_session_idle_seconds)
     }
+}
+
+/// `serve` refuses to listen beyond loopback without a token: anyone who can reach the port
+/// could run commands. `config check` applies the same rule, so a file it calls valid starts.
+pub fn check_exposure(listen: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() && token.is_none() {
+        bail!(
+            "listening on {listen} (not loopback) needs a token: set `token` in the config file, \
+             pass `serve --token`, or set PROCWARDEN_TOKEN; or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
 }
 
 /// Shortest token accepted: a guessable token is no protection.

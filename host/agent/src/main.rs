@@ -13,7 +13,7 @@ use serde_json::Value;
 use cli::args::{Cli, ClientArgs, Command, ConfigAction, PluginAction, api_signal_name};
 use cli::exit;
 use procwarden::client::{Client, Refused, StartRequest};
-use procwarden::config::{Config, DEFAULT_LISTEN};
+use procwarden::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -88,10 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.token = Some(token);
                 config.token_overridden = true;
             }
-            let listen = match listen.or(config.listen) {
-                Some(listen) => listen,
-                None => DEFAULT_LISTEN.parse()?,
-            };
+            let listen = listen.unwrap_or_else(|| config.listen_or_default());
             procwarden::serve::serve(config, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -309,7 +306,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Check { file },
         } => {
-            let problems = procwarden::check::config_problems(&file);
+            // `serve` would take its token from here too.
+            let env_token = std::env::var("PROCWARDEN_TOKEN").ok();
+            let problems = procwarden::check::config_problems(&file, env_token.as_deref());
             if problems.is_empty() {
                 println!("{}: valid", file.display());
                 return Ok(ExitCode::SUCCESS);

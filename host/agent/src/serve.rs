@@ -18,11 +18,7 @@ use crate::runtime::{ShutdownSignals, build_agent};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(mut config: Config, listen: SocketAddr) -> anyhow::Result<()> {
-    if !listen.ip().is_loopback() && config.token.is_none() {
-        bail!(
-            "refusing to listen on {listen} without a token: set `token` in the config file, or listen on 127.0.0.1"
-        );
-    }
+    crate::config::check_exposure(listen, config.token.as_deref()).context("refusing to start")?;
     let mut signals = ShutdownSignals::install()?;
     let listener = TcpListener::bind(listen)
         .await

@@ -43,6 +43,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use audit::RequestId;
 pub use cache::CacheStatus;
 pub use chain::{Explanation, PluginInfo, PolicyChain, StepOutcome, StepReport};
 pub use config::{OnError, PluginCode, PluginConfig, PluginSource, PolicyConfig};

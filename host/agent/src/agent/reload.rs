@@ -1,8 +1,9 @@
 //! Reloading the configuration file while processes run (SIGHUP, `POST /api/v0/reload`,
 //! `procwarden reload`): the policy chain, the output filters and the per-request settings
-//! are replaced whole; processes, their output and their chats are untouched. A file that does
-//! not load (bad TOML, a bad value, a plugin or filter that cannot load) is refused and the
-//! running configuration kept.
+//! are replaced whole; processes, their output and their chats are untouched. Every other key
+//! only a restart applies, and a reload that sees one changed names it in `restart_needed`.
+//! A file that does not load (bad TOML, a bad value, a plugin, filter or changed `[[tool]]`
+//! that cannot load) is refused and the running configuration kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,8 +46,8 @@ pub(super) struct Reloader {
     token_overridden: bool,
     /// Working directories from the command line, put over each reloaded file.
     workdir_defaults: crate::config::WorkdirDefaults,
-    /// The restart-only keys as the agent runs with them (updated by each reload, so a
-    /// change is reported once per reload that sees it differ from the start).
+    /// The restart-only keys as the agent was started with them: they stay in force until
+    /// a restart, so every reload compares the file against these.
     running: Vec<(&'static str, String)>,
     /// One reload at a time: two overlapping ones could otherwise install the older file last.
     lock: tokio::sync::Mutex<()>,
@@ -62,63 +63,130 @@ impl Reloader {
             lock: tokio::sync::Mutex::new(()),
         }
     }
-
-    /// Keys of `new` that differ from what the agent runs with but only a restart applies.
-    fn restart_needed(&self, new: &Config) -> Vec<String> {
-        let new = restart_only(new, self.token_overridden);
-        self.running
-            .iter()
-            .zip(&new)
-            .filter(|(old, new)| old != new)
-            .map(|((name, _), _)| (*name).to_owned())
-            .collect()
-    }
 }
 
-/// The keys a reload cannot apply: the listener, the HTTP and MCP limits, the process
-/// table's buffers and retention. Values are compared, never shown (the token is one).
+/// Keys of `new` that differ from `running` (what the agent was started with) but only a
+/// restart applies.
+fn restart_needed(
+    running: &[(&'static str, String)],
+    new: &Config,
+    token_overridden: bool,
+) -> Vec<String> {
+    let new = restart_only(new, token_overridden);
+    running
+        .iter()
+        .zip(&new)
+        .filter(|(old, new)| old != new)
+        .map(|((name, _), _)| (*name).to_owned())
+        .collect()
+}
+
+/// A changed `[[tool]]` list takes effect only at the next start, which would merely log a
+/// tool that cannot load; refuse the file now so the operator hears of it before then. The
+/// check is `config check`'s: each component is loaded and asked for its tools. An unchanged
+/// list is not loaded again: the agent already runs with it.
+fn check_tools(config: &Config, restart_needed: &[String]) -> anyhow::Result<()> {
+    if !restart_needed.iter().any(|key| key == "tool") {
+        return Ok(());
+    }
+    let problems = crate::check::tool_problems(config);
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// The keys a reload cannot apply, each with its value (compared, never shown: the token is
+/// one). Every field of [`Config`] is named here, so a new key does not compile until it is
+/// sorted into "applied by a reload" or "listed in `restart_needed`".
 fn restart_only(config: &Config, token_overridden: bool) -> Vec<(&'static str, String)> {
-    let c = config;
+    let Config {
+        // Applied: `Settings::new`, `load_policy` and `load_filters` read them again.
+        workdir: _,
+        list_cap: _,
+        wait_cap_seconds: _,
+        max_processes: _,
+        max_processes_per_chat: _,
+        policy: _,
+        plugins: _,
+        filters: _,
+        filter: _,
+        // Not read from the file, or kept by the reload itself.
+        instance: _,
+        base_dir: _,
+        source: _,
+        token_overridden: _,
+        workdir_defaults: _,
+        // Fixed at start: the listener, the HTTP and MCP limits, the process table with its
+        // buffers, retention, containment and spool, the inherited environment, the tools.
+        listen,
+        token,
+        head_bytes,
+        tail_bytes,
+        max_line_bytes,
+        reap_age_seconds,
+        reap_interval_seconds,
+        request_timeout_seconds,
+        max_body_bytes,
+        header_read_timeout_seconds,
+        body_read_timeout_seconds,
+        max_connections,
+        mcp_max_sessions,
+        mcp_session_idle_seconds,
+        shutdown_grace_seconds,
+        max_exited_processes,
+        lenient_start_body,
+        containment,
+        state_dir,
+        spool_dir,
+        spool_max_bytes,
+        spool_total_bytes,
+        env,
+        tools,
+    } = config;
+    // A token from `--token` / PROCWARDEN_TOKEN overrides the file's, whatever it says.
     let token = if token_overridden {
         String::new()
     } else {
-        format!("{:?}", c.token)
+        value(token)
     };
     vec![
-        ("listen", format!("{:?}", c.listen)),
+        ("listen", value(listen)),
         ("token", token),
-        ("head_bytes", c.head_bytes.to_string()),
-        ("tail_bytes", c.tail_bytes.to_string()),
-        ("max_line_bytes", c.max_line_bytes.to_string()),
-        ("reap_age_seconds", c.reap_age_seconds.to_string()),
-        ("reap_interval_seconds", c.reap_interval_seconds.to_string()),
-        (
-            "request_timeout_seconds",
-            c.request_timeout_seconds.to_string(),
-        ),
-        ("max_body_bytes", c.max_body_bytes.to_string()),
+        ("head_bytes", value(head_bytes)),
+        ("tail_bytes", value(tail_bytes)),
+        ("max_line_bytes", value(max_line_bytes)),
+        ("reap_age_seconds", value(reap_age_seconds)),
+        ("reap_interval_seconds", value(reap_interval_seconds)),
+        ("request_timeout_seconds", value(request_timeout_seconds)),
+        ("max_body_bytes", value(max_body_bytes)),
         (
             "header_read_timeout_seconds",
-            c.header_read_timeout_seconds.to_string(),
+            value(header_read_timeout_seconds),
         ),
         (
             "body_read_timeout_seconds",
-            c.body_read_timeout_seconds.to_string(),
+            value(body_read_timeout_seconds),
         ),
-        ("max_connections", c.max_connections.to_string()),
-        ("mcp_max_sessions", c.mcp_max_sessions.to_string()),
-        (
-            "mcp_session_idle_seconds",
-            c.mcp_session_idle_seconds.to_string(),
-        ),
-        (
-            "shutdown_grace_seconds",
-            c.shutdown_grace_seconds.to_string(),
-        ),
-        ("max_exited_processes", c.max_exited_processes.to_string()),
-        ("lenient_start_body", c.lenient_start_body.to_string()),
-        ("env", format!("{:?}", c.env)),
+        ("max_connections", value(max_connections)),
+        ("mcp_max_sessions", value(mcp_max_sessions)),
+        ("mcp_session_idle_seconds", value(mcp_session_idle_seconds)),
+        ("shutdown_grace_seconds", value(shutdown_grace_seconds)),
+        ("max_exited_processes", value(max_exited_processes)),
+        ("lenient_start_body", value(lenient_start_body)),
+        ("containment", value(containment)),
+        ("state_dir", value(state_dir)),
+        ("spool_dir", value(spool_dir)),
+        ("spool_max_bytes", value(spool_max_bytes)),
+        ("spool_total_bytes", value(spool_total_bytes)),
+        ("env", value(env)),
+        ("tool", value(tools)),
     ]
+}
+
+/// A value in a form two configurations' values can be compared in.
+fn value(v: &impl std::fmt::Debug) -> String {
+    format!("{v:?}")
 }
 
 /// Load the policy chain `config` describes, refusing one with a plugin that cannot load
@@ -170,6 +238,7 @@ impl Agent {
         let path = self.reloader.path.clone().ok_or(ReloadError::NoFile)?;
         let token_overridden = self.reloader.token_overridden;
         let workdir_defaults = self.reloader.workdir_defaults.clone();
+        let running = self.reloader.running.clone();
         let invalid = |reason: String| ReloadError::Invalid {
             path: path.display().to_string(),
             reason,
@@ -177,20 +246,30 @@ impl Agent {
         // Compiling plugins takes a while; keep it off the async workers.
         let loaded = {
             let path = path.clone();
-            tokio::task::spawn_blocking(
-                move || -> anyhow::Result<(Config, PolicyChain, FilterChain)> {
-                    let mut config = Config::load(&path)?;
-                    config.token_overridden = token_overridden;
-                    config.workdir_defaults = workdir_defaults;
-                    config.apply_workdir_defaults();
-                    let policy = load_policy(&config)?;
-                    let filters = super::load_filters(&config)?;
-                    Ok((config, policy, filters))
-                },
-            )
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Loaded> {
+                let mut config = Config::load(&path)?;
+                config.token_overridden = token_overridden;
+                config.workdir_defaults = workdir_defaults;
+                config.apply_workdir_defaults();
+                let restart_needed = restart_needed(&running, &config, token_overridden);
+                check_tools(&config, &restart_needed)?;
+                let policy = load_policy(&config)?;
+                let filters = super::load_filters(&config)?;
+                Ok(Loaded {
+                    config,
+                    policy,
+                    filters,
+                    restart_needed,
+                })
+            })
             .await
         };
-        let (config, policy, filters) = match loaded {
+        let Loaded {
+            config,
+            policy,
+            filters,
+            restart_needed,
+        } = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(err)) => {
                 let err = invalid(format!("{err:#}"));
@@ -203,7 +282,6 @@ impl Agent {
                 return Err(err);
             }
         };
-        let restart_needed = self.reloader.restart_needed(&config);
         let plugins = chain_names(&policy);
         let filter_names = filters.names();
         policy.observe(self.metrics.plugin_observer());
@@ -231,6 +309,14 @@ impl Agent {
             restart_needed,
         })
     }
+}
+
+/// A file that loaded, with everything a reload puts in force or reports.
+struct Loaded {
+    config: Config,
+    policy: PolicyChain,
+    filters: FilterChain,
+    restart_needed: Vec<String>,
 }
 
 fn display(path: &Path) -> String {

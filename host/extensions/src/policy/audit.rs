@@ -3,6 +3,9 @@
 //! A record names the plugin, the decision (`allow`, `deny` or `error`), the reason, how long
 //! the call took, the command before and after, and which request fields the plugin changed.
 //! Environment values are never written (plugins may add secrets); only changed field names.
+//! Every record of one start request, the `started` record that ends an allowed one included,
+//! carries the same `request_id`: concurrent requests' lines interleave, and that is what
+//! joins them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -21,11 +24,37 @@ pub(crate) struct AuditLog {
     file: Mutex<File>,
 }
 
+/// Joins the audit records of one start request ([`RequestId::new`] for each).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// A fresh ID: 16 random hex digits. Random rather than counted, so IDs do not repeat
+    /// across reloads and restarts that append to the same audit file.
+    // No `Default`: every ID is a fresh one, not a default value.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One line of the audit file.
 #[derive(Debug, Serialize)]
 pub(crate) struct AuditRecord<'a> {
     /// Unix time in seconds, with millisecond precision.
     pub time_unix: f64,
+    /// The start request this decision was part of.
+    pub request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<&'a str>,
     pub plugin: &'a str,
@@ -91,6 +120,8 @@ impl AuditLog {
 #[derive(Debug, Serialize)]
 pub(crate) struct StartedRecord<'a> {
     pub time_unix: f64,
+    /// The request's ID, as on each of its plugins' records.
+    pub request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<&'a str>,
     /// Always `started`.
@@ -149,6 +180,7 @@ mod tests {
         for (decision, remembered) in [("allow", false), ("deny", true)] {
             log.record(&AuditRecord {
                 time_unix: now_unix(),
+                request_id: "r1",
                 chat_id: Some("c1"),
                 plugin: "ampersand",
                 front_end: None,
@@ -170,6 +202,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["plugin"], "ampersand");
         assert_eq!(lines[0]["chat_id"], "c1");
+        assert_eq!(lines[1]["request_id"], "r1");
         assert_eq!(lines[1]["decision"], "deny");
         // Only a remembered answer says so.
         assert_eq!(lines[0].get("remembered"), None);

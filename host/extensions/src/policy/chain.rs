@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::audit::{AuditLog, AuditRecord, changed_fields, now_unix};
+use super::audit::{AuditLog, AuditRecord, RequestId, changed_fields, now_unix};
 use super::cache::ArtifactCache;
 use super::config::{self, OnError, PluginSource, PolicyConfig};
 use super::engine::{EngineOptions, PolicyEngine};
@@ -207,7 +207,7 @@ impl PolicyChain {
         let job = {
             let inner = inner.clone();
             let ctx = ctx.clone();
-            async move { inner.run(req, &ctx, None).await }
+            async move { inner.run(req, &ctx, Audited(&RequestId::new())).await }
         };
         inner
             .workers
@@ -223,10 +223,22 @@ impl PolicyChain {
         req: StartRequest,
         ctx: &PolicyContext,
     ) -> Result<StartRequest, Denial> {
+        self.evaluate_request(&RequestId::new(), req, ctx).await
+    }
+
+    /// [`evaluate_async`](Self::evaluate_async) with the audit records carrying `request_id`:
+    /// pass the same ID to [`audit_started_request`](Self::audit_started_request) so the
+    /// `started` record joins them.
+    pub async fn evaluate_request(
+        &self,
+        request_id: &RequestId,
+        req: StartRequest,
+        ctx: &PolicyContext,
+    ) -> Result<StartRequest, Denial> {
         let Some(inner) = &self.inner else {
             return Ok(req);
         };
-        contained(inner.run(req, ctx, None))
+        contained(inner.run(req, ctx, Audited(request_id)))
             .await
             .unwrap_or_else(|| Err(runtime_failure()))
     }
@@ -245,7 +257,7 @@ impl PolicyChain {
             let ctx = ctx.clone();
             async move {
                 let mut steps = Vec::new();
-                let result = inner.run(req, &ctx, Some(&mut steps)).await;
+                let result = inner.run(req, &ctx, DryRun(&mut steps)).await;
                 Explanation { steps, result }
             }
         };
@@ -288,12 +300,20 @@ impl PolicyChain {
         })
     }
 
-    /// Append to the audit file (if any) the process an allowed request started, so the
-    /// decisions above it lead to a process ID.
-    pub fn audit_started(&self, chat_id: Option<&str>, process_id: &str, command: &str) {
+    /// Append to the audit file (if any) the process an allowed request started, with the
+    /// ID its plugins' records carry ([`evaluate_request`](Self::evaluate_request)), so those
+    /// decisions lead to a process ID.
+    pub fn audit_started_request(
+        &self,
+        request_id: &RequestId,
+        chat_id: Option<&str>,
+        process_id: &str,
+        command: &str,
+    ) {
         if let Some(audit) = self.inner.as_ref().and_then(|i| i.audit.as_ref()) {
             audit.record(&super::audit::StartedRecord {
                 time_unix: now_unix(),
+                request_id: request_id.as_str(),
                 chat_id,
                 decision: "started",
                 process_id,
@@ -329,16 +349,24 @@ fn runtime_failure() -> Denial {
     }
 }
 
+/// How the chain runs a request.
+enum Run<'a> {
+    /// For real: decisions are audited under the request's ID, and counted.
+    Audited(&'a RequestId),
+    /// A dry run: steps are collected, nothing is recorded.
+    DryRun(&'a mut Vec<StepReport>),
+}
+use Run::{Audited, DryRun};
+
 impl ChainInner {
-    /// Runs the chain. With `steps`, a dry run: steps are collected, nothing is recorded.
     async fn run(
         self: &Arc<Self>,
         req: StartRequest,
         ctx: &PolicyContext,
-        steps: Option<&mut Vec<StepReport>>,
+        how: Run<'_>,
     ) -> Result<StartRequest, Denial> {
         let mut spent = Vec::with_capacity(self.plugins.len());
-        let result = self.run_plugins(req.into(), ctx, steps, &mut spent).await;
+        let result = self.run_plugins(req.into(), ctx, how, &mut spent).await;
         self.recycle(spent);
         result.map(Into::into)
     }
@@ -378,9 +406,13 @@ impl ChainInner {
         &self,
         mut req: WitRequest,
         ctx: &PolicyContext,
-        mut steps: Option<&mut Vec<StepReport>>,
+        how: Run<'_>,
         spent: &mut Vec<SpentInstance>,
     ) -> Result<WitRequest, Denial> {
+        let (request_id, mut steps) = match how {
+            Audited(id) => (Some(id.as_str()), None),
+            DryRun(steps) => (None, Some(steps)),
+        };
         let dry_run = steps.is_some();
         let chat_id = ctx.chat_id.as_deref();
         for p in &self.plugins {
@@ -422,7 +454,7 @@ impl ChainInner {
                         "policy plugin keeps failing; check it with `procwarden plugin check`");
                 }
             }
-            let audit = self.audit.as_ref().filter(|_| !dry_run);
+            let audit = self.audit.as_ref().zip(request_id);
             let remembered = matches!(
                 outcome,
                 Ok(Answer {
@@ -431,9 +463,10 @@ impl ChainInner {
                 })
             );
             let record = |decision, reason, on_error, after: Option<&WitRequest>| {
-                if let Some(audit) = audit {
+                if let Some((audit, request_id)) = audit {
                     audit.record(&AuditRecord {
                         time_unix: now_unix(),
+                        request_id,
                         chat_id,
                         plugin,
                         front_end: ctx.front_end.as_ref().map(front_end_name),
