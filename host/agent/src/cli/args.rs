@@ -15,7 +15,9 @@ use procwarden::client::DEFAULT_URL;
     about = "Workspace agent that runs shell commands for AI coding agents",
     after_help = "Exit codes: 0 success; 1 a check found problems (plugin check: denied, config check: invalid); \
 2 client error (bad arguments, agent unreachable, request refused); 3 the agent's policy denied the command; \
-124 `run --timeout` and the agent killed the command; otherwise `run` and `output --wait` exit with the command's own code."
+4 plugin check: a plugin is broken (cannot be loaded, traps, runs out of its budget); \
+124 `run --timeout` and the agent killed the command; 130 `run` interrupted with Ctrl-C (the command is terminated); \
+otherwise `run` and `output --wait` exit with the command's own code."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -79,7 +79,7 @@ pub fn print(reply: &Value, options: &TableOptions, out: &mut impl Write) -> std
     if shown < rows.len() {
         writeln!(
             out,
-            "... {} more (procwarden ps -a shows all)",
+            "... {} more (procwarden ps -a shows them)",
             rows.len() - shown
         )?;
     }
@@ -138,7 +138,7 @@ mod tests {
         let text = render(&reply, &plain);
         assert!(text.contains(&format!("{}…", "x".repeat(59))), "{text}");
         assert!(
-            text.ends_with("... 5 more (procwarden ps -a shows all)\n"),
+            text.ends_with("... 5 more (procwarden ps -a shows them)\n"),
             "{text}"
         );
         let all = TableOptions { all: true, ..plain };
@@ -172,5 +172,40 @@ mod tests {
         );
         let text = render(&json!({ "processes": processes, "total": 3 }), &options);
         assert!(!text.contains("more"), "{text}");
+    }
+
+    /// `-a` shows the rows the agent listed, never those past its `list_cap`: the two
+    /// hints say so apart.
+    #[test]
+    fn rows_past_the_table_and_past_the_cap_are_told_apart() {
+        let processes: Vec<Value> = (0..25)
+            .map(|i| {
+                json!({"id": format!("{i:012}-rest"), "command": "true", "running": false,
+                "group_alive": false, "started_at_unix": 0})
+            })
+            .collect();
+        let options = TableOptions {
+            running_only: false,
+            all: false,
+            quiet: false,
+        };
+        let text = render(&json!({ "processes": processes, "total": 30 }), &options);
+        assert!(
+            text.ends_with(
+                "... 5 more (procwarden ps -a shows them)\n\
+                 ... 5 more not listed by the agent (its list_cap is 25)\n"
+            ),
+            "{text}"
+        );
+        let all = TableOptions {
+            all: true,
+            ..options
+        };
+        let text = render(&json!({ "processes": processes, "total": 30 }), &all);
+        assert!(
+            text.ends_with("\n... 5 more not listed by the agent (its list_cap is 25)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("ps -a"), "{text}");
     }
 }
