@@ -384,3 +384,28 @@ async fn in_subreaper_mode_the_next_agent_kills_what_a_sigkilled_one_left_from_i
         "a clean shutdown deletes the state file"
     );
 }
+
+#[tokio::test]
+async fn an_agent_on_port_zero_names_its_cgroups_after_its_pid_not_the_port_it_was_given() {
+    if baseline() {
+        return;
+    }
+    let server = Server::with_config("containment = \"auto\"\n");
+    if server.api().health().await.containment != "cgroup" {
+        skip(
+            "an_agent_on_port_zero_names_its_cgroups_after_its_pid",
+            "no writable cgroup v2 on this machine",
+        );
+        return;
+    }
+    let api = server.api();
+    let id = api.start("cat /proc/self/cgroup").await;
+    let cgroup = api.wait_exit(&id).await.output;
+    // No later agent asks for this ephemeral port, so a name after it would never be found
+    // and cleaned up by one.
+    assert!(
+        cgroup.contains(&format!("procwarden-pid{}-", server.pid())),
+        "{cgroup}"
+    );
+    assert!(!cgroup.contains("listen-"), "{cgroup}");
+}

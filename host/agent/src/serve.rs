@@ -24,7 +24,9 @@ pub async fn serve(mut config: Config, listen: SocketAddr) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    if local.port() != 0 {
+    // The address asked for, not the one bound: with port 0 the kernel picks a port that no
+    // later agent asks for again, so such an agent keeps the name made from its PID.
+    if listen.port() != 0 {
         // Only one agent listens here at a time: its cgroups can be named after the address,
         // and the next agent here finds what a crashed one left.
         let name: String = local
