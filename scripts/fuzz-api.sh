@@ -2,6 +2,11 @@
 # Fuzz the HTTP API from docs/openapi.json with schemathesis, bounded in time (FUZZ_SECONDS,
 # default 120). Fails on any 5xx, any error body that is not JSON, or any response that does
 # not match the description. Needs the release binary (cargo build --release -p procwarden).
+# Extra arguments go to `schemathesis run` (e.g. `--report har --report-dir DIR`).
+#
+# Besides examples, coverage and random fuzzing per operation, the stateful phase follows the
+# links in the description from a start reply's `id` to output/input/resize/signal, so those
+# routes are exercised on real processes rather than only on random ids (404).
 #
 # Fuzzed starts run `sh -c` with random strings, so the agent runs in a throw-away directory
 # (its workdir and HOME), with a small process limit, a short wait cap and only PATH inherited,
@@ -38,6 +43,13 @@ reap_age_seconds = 5
 [env]
 inherit = ["PATH"]
 TOML
+# Stateful testing starts its scenarios from operations it deems likely to succeed; links it
+# infers on its own (GET /api/v0/tools -> POST /api/v0/tools/{name}) would take that role from
+# POST /api/v0/processes/start, so only the links in the description are followed.
+cat >"$work/schemathesis.toml" <<TOML
+[phases.stateful.inference]
+algorithms = []
+TOML
 HOME="$work/home" target/release/procwarden serve --listen 127.0.0.1:0 --config "$work/procwarden.toml" \
     >"$work/stdout" 2>"$work/stderr" &
 agent_pid=$!
@@ -50,8 +62,8 @@ for _ in $(seq 100); do
 done
 [ -n "$url" ] || { echo "fuzz-api: the agent did not start"; cat "$work/stderr"; exit 1; }
 echo "fuzz-api: fuzzing $url for at most ${seconds}s"
-"$venv/bin/schemathesis" run docs/openapi.json --url "$url" \
+"$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run docs/openapi.json --url "$url" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --phases examples,coverage,fuzzing \
+    --phases examples,coverage,fuzzing,stateful \
     --max-time "$seconds" --request-timeout 20 --generation-allow-x00 false \
-    --no-color
+    --no-color "$@"

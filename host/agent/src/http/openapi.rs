@@ -3,7 +3,10 @@
 //! into `docs/openapi.json` (a test fails when the file and the code differ).
 
 use axum::Json;
-use utoipa::openapi::path::Operation;
+use procwarden_process::output_read::{MAX_CONTEXT, MAX_READ_BYTES};
+use utoipa::Number;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr, Response};
@@ -92,6 +95,37 @@ impl Modify for Refinements {
                     Some(Box::new(AdditionalProperties::FreeForm(false)));
             }
         }
+        // A start needs a command with something besides whitespace in it (400 "Command is
+        // required."): the body type defaults it to "" only to give that message.
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("StartBody") {
+            if !body.required.iter().any(|name| name == "command") {
+                body.required.insert(0, "command".to_owned());
+            }
+            if let Some(RefOr::T(Schema::Object(command))) = body.properties.get_mut("command") {
+                command.pattern = Some(r"\S".to_owned());
+            }
+        }
+        // What the handlers check beyond the types, so that generated requests (and clients)
+        // can tell a valid body from one that is refused with 400.
+        for (body, field) in [
+            ("StartBody", "rows"),
+            ("StartBody", "cols"),
+            ("ResizeBody", "rows"),
+            ("ResizeBody", "cols"),
+        ] {
+            if let Some(object) = property(components, body, field) {
+                object.minimum = Some(Number::UInt(1));
+                object.maximum = Some(Number::UInt(MAX_TERMINAL_SIDE));
+            }
+        }
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("SignalBody") {
+            if !body.required.iter().any(|name| name == "signal") {
+                body.required.push("signal".to_owned());
+            }
+        }
+        if let Some(signal) = property(components, "SignalBody", "signal") {
+            signal.pattern = Some(SIGNAL_PATTERN.to_owned());
+        }
         // A start reply carries the output snapshot's fields too when it waited (`?wait=true`).
         let snapshot = match components.schemas.get("OutputSnapshot") {
             Some(RefOr::T(Schema::Object(object))) => Some(object.properties.clone()),
@@ -125,6 +159,93 @@ impl Modify for Refinements {
                 add_common_errors(operation);
             }
         }
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                refine_read_parameters(operation);
+            }
+        }
+        add_start_links(openapi);
+    }
+}
+
+/// A terminal's rows or columns: 1 to this (the agent refuses more).
+const MAX_TERMINAL_SIDE: usize = 1000;
+
+/// The signal names `POST /{id}/signal` takes: `terminate`, `kill`, or TERM, KILL, INT, HUP,
+/// QUIT, USR1, USR2 in any case with an optional `SIG` prefix.
+const SIGNAL_PATTERN: &str = "^(terminate|kill|([Ss][Ii][Gg])?([Tt][Ee][Rr][Mm]|[Kk][Ii][Ll][Ll]|[Ii][Nn][Tt]|[Hh][Uu][Pp]|[Qq][Uu][Ii][Tt]|[Uu][Ss][Rr][12]))$";
+
+/// A property of a component schema, when both are inline objects.
+fn property<'a>(
+    components: &'a mut utoipa::openapi::Components,
+    schema: &str,
+    field: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    match components.schemas.get_mut(schema)? {
+        RefOr::T(Schema::Object(object)) => match object.properties.get_mut(field)? {
+            RefOr::T(Schema::Object(property)) => Some(property),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The output-read query parameters (start and output): the ranges the agent accepts.
+fn refine_read_parameters(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let RefOr::T(parameter) = parameter else {
+            continue;
+        };
+        if parameter.parameter_in != ParameterIn::Query {
+            continue;
+        }
+        let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+            continue;
+        };
+        match parameter.name.as_str() {
+            "limit" => {
+                schema.minimum = Some(Number::UInt(1));
+                schema.maximum = Some(Number::UInt(MAX_READ_BYTES as usize));
+            }
+            "context" => schema.maximum = Some(Number::UInt(MAX_CONTEXT)),
+            "grep" => schema.min_length = Some(1),
+            _ => {}
+        }
+    }
+}
+
+/// The operations that act on a started process, by `operationId`, with what each link says.
+const PROCESS_LINKS: [(&str, &str); 4] = [
+    ("output", "Read the started process's output"),
+    ("write", "Write to the started process's stdin"),
+    ("resize", "Resize the started process's terminal"),
+    ("signal", "Signal the started process's group"),
+];
+
+/// Links from a start reply's `id` (and the chat it was started in) to the operations on that
+/// process, so that clients and stateful fuzzers (schemathesis) can follow a start with calls
+/// on a real process.
+fn add_start_links(openapi: &mut Document) {
+    let Some(RefOr::T(reply)) = openapi
+        .paths
+        .paths
+        .get_mut("/api/v0/processes/start")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|operation| operation.responses.responses.get_mut("200"))
+    else {
+        return;
+    };
+    for (operation_id, description) in PROCESS_LINKS {
+        let link = LinkBuilder::new()
+            .operation_id(operation_id)
+            .parameter("path.id", "$response.body#/id")
+            .parameter(
+                "header.procwarden-chat-id",
+                "$request.header.procwarden-chat-id",
+            )
+            .description(description)
+            .build();
+        reply.links.insert(operation_id.to_owned(), RefOr::T(link));
     }
 }
 
@@ -174,6 +295,37 @@ mod tests {
              `cargo run --release -p procwarden -- openapi > docs/openapi.json` \
              (or PROCWARDEN_UPDATE_OPENAPI=1 cargo test --release -p procwarden openapi)"
         );
+    }
+
+    /// The start reply's links name operations that exist, once each, and fill their `{id}`.
+    #[test]
+    fn start_links_reach_the_process_operations() {
+        let doc: serde_json::Value = serde_json::from_str(&super::json()).unwrap();
+        let links = doc["paths"]["/api/v0/processes/start"]["post"]["responses"]["200"]["links"]
+            .as_object()
+            .unwrap();
+        assert_eq!(links.len(), super::PROCESS_LINKS.len());
+        for (name, link) in links {
+            let targets: Vec<(&String, &serde_json::Value)> = doc["paths"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .flat_map(|(path, item)| {
+                    item.as_object().unwrap().values().map(move |op| (path, op))
+                })
+                .filter(|(_, op)| op["operationId"] == link["operationId"])
+                .collect();
+            assert_eq!(targets.len(), 1, "link {name}: {}", link["operationId"]);
+            assert!(
+                targets[0].0.contains("{id}"),
+                "link {name}: {}",
+                targets[0].0
+            );
+            assert_eq!(
+                link["parameters"]["path.id"], "$response.body#/id",
+                "link {name}"
+            );
+        }
     }
 
     #[test]
