@@ -323,6 +323,11 @@ async fn stop_terminates_then_kills_what_ignores_term() {
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.stdout.contains("was killed"), "{o:?}");
     stubborn.assert_gone(GONE, "after stop's kill").await;
+
+    // Stopping what has stopped already succeeds, as `docker stop` does.
+    let o = cli(&["stop", "--url", url, &id], &[]).await;
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.contains("already stopped"), "{o:?}");
 }
 
 #[tokio::test]

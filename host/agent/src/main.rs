@@ -429,7 +429,16 @@ const GROUP_POLL: Duration = Duration::from_millis(20);
 /// TERM to the whole group; KILL if the shell still runs after `grace`, or if members of its
 /// group outlived it (they ignored TERM and would linger unattended).
 async fn stop(client: &Client, id: &str, grace: Duration) -> anyhow::Result<ExitCode> {
-    client.signal(id, "terminate").await?;
+    match client.signal(id, "terminate").await {
+        Ok(_) => {}
+        // Nothing of it runs any more (409): stopped already, which is what was asked, as
+        // `docker stop` of a stopped container succeeds.
+        Err(err) if is_conflict(&err) => {
+            println!("Process \"{id}\" had already stopped.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(err) => return Err(err),
+    }
     let stopped = async {
         let mut reply = client.wait_for_exit(id).await?;
         // The shell often dies first; the rest of its group, hit by the same TERM, a moment
@@ -448,10 +457,7 @@ async fn stop(client: &Client, id: &str, grace: Duration) -> anyhow::Result<Exit
     match client.signal(id, "kill").await {
         Ok(_) => {}
         // Gone between the wait and the kill: it stopped after all.
-        Err(err)
-            if err
-                .downcast_ref::<Refused>()
-                .is_some_and(|r| r.status == 409) => {}
+        Err(err) if is_conflict(&err) => {}
         Err(err) => return Err(err),
     }
     client.wait_for_exit(id).await?;
@@ -460,6 +466,12 @@ async fn stop(client: &Client, id: &str, grace: Duration) -> anyhow::Result<Exit
         grace.as_secs()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent answered 409: for a signal, no member of the process lives.
+fn is_conflict(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Refused>()
+        .is_some_and(|r| r.status == 409)
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
