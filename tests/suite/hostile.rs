@@ -224,9 +224,12 @@ fn an_oversized_body_is_refused_413_without_100_continue() {
 #[test]
 fn unauthenticated_requests_are_answered_401_before_their_body() {
     let server = Server::with_config(&format!("token = {TOKEN:?}\n"));
-    for expect in ["", "Expect: 100-continue\r\n"] {
+    let cases = ["/api/v0/processes/start", "/mcp"]
+        .into_iter()
+        .flat_map(|path| [(path, ""), (path, "Expect: 100-continue\r\n")]);
+    for (path, expect) in cases {
         let request = format!(
-            "POST /api/v0/processes/start HTTP/1.1\r\nHost: 127.0.0.1\r\n{expect}Content-Length: 1000000\r\n\r\n{{\"comm"
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{expect}Content-Length: 1000000\r\n\r\n{{\"comm"
         );
         let (text, took) = raw_exchange(server.port(), request.as_bytes(), Duration::from_secs(10));
         assert!(!text.contains("100 Continue"), "{text:?}");
