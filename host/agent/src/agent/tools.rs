@@ -31,6 +31,27 @@ impl ToolProcesses {
             .upgrade()
             .ok_or_else(|| ProcessError::Internal("The agent is shutting down.".into()))
     }
+
+    /// The output now, or once the shell exits or `wait` passes.
+    fn read(
+        &self,
+        scope: &CallScope,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> futures::future::BoxFuture<'static, Result<ProcessOutput, ProcessError>> {
+        let agent = self.agent();
+        let chat = scope.chat.clone();
+        let id = id.to_owned();
+        async move {
+            let agent = agent?;
+            let snapshot = match wait {
+                None => agent.output(&id, chat.as_deref()).await,
+                Some(limit) => agent.wait_output(&id, chat.as_deref(), Some(limit)).await,
+            };
+            snapshot.map(Into::into).map_err(wit_error)
+        }
+        .boxed()
+    }
 }
 
 /// The same texts the HTTP API gives, sorted into the WIT error's cases.
@@ -89,17 +110,7 @@ impl ProcessHost for ToolProcesses {
         scope: &CallScope,
         id: &str,
     ) -> futures::future::BoxFuture<'static, Result<ProcessOutput, ProcessError>> {
-        let agent = self.agent();
-        let chat = scope.chat.clone();
-        let id = id.to_owned();
-        async move {
-            agent?
-                .output(&id, chat.as_deref())
-                .await
-                .map(Into::into)
-                .map_err(wit_error)
-        }
-        .boxed()
+        self.read(scope, id, None)
     }
 
     fn wait(
@@ -108,17 +119,7 @@ impl ProcessHost for ToolProcesses {
         id: &str,
         limit: Duration,
     ) -> futures::future::BoxFuture<'static, Result<ProcessOutput, ProcessError>> {
-        let agent = self.agent();
-        let chat = scope.chat.clone();
-        let id = id.to_owned();
-        async move {
-            agent?
-                .wait_output(&id, chat.as_deref(), Some(limit))
-                .await
-                .map(Into::into)
-                .map_err(wit_error)
-        }
-        .boxed()
+        self.read(scope, id, Some(limit))
     }
 
     fn list(&self, scope: &CallScope) -> futures::future::BoxFuture<'static, Vec<ProcessInfo>> {

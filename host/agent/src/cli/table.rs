@@ -152,19 +152,29 @@ mod tests {
         assert_eq!(render(&reply, &running).lines().count(), 13);
     }
 
-    #[test]
-    fn processes_past_the_agents_cap_are_counted() {
-        let processes: Vec<Value> = (0..3)
+    /// `n` finished processes as the list reply has them.
+    fn finished_rows(n: usize) -> Vec<Value> {
+        (0..n)
             .map(|i| {
                 json!({"id": format!("{i:012}-rest"), "command": "true", "running": false,
                 "group_alive": false, "started_at_unix": 0})
             })
-            .collect();
-        let options = TableOptions {
+            .collect()
+    }
+
+    /// `ps` with no option.
+    fn plain_table() -> TableOptions {
+        TableOptions {
             running_only: false,
             all: false,
             quiet: false,
-        };
+        }
+    }
+
+    #[test]
+    fn processes_past_the_agents_cap_are_counted() {
+        let processes = finished_rows(3);
+        let options = plain_table();
         let text = render(&json!({ "processes": processes, "total": 7 }), &options);
         assert!(
             text.ends_with("... 4 more not listed by the agent (its list_cap is 3)\n"),
@@ -178,17 +188,8 @@ mod tests {
     /// hints say so apart.
     #[test]
     fn rows_past_the_table_and_past_the_cap_are_told_apart() {
-        let processes: Vec<Value> = (0..25)
-            .map(|i| {
-                json!({"id": format!("{i:012}-rest"), "command": "true", "running": false,
-                "group_alive": false, "started_at_unix": 0})
-            })
-            .collect();
-        let options = TableOptions {
-            running_only: false,
-            all: false,
-            quiet: false,
-        };
+        let processes = finished_rows(25);
+        let options = plain_table();
         let text = render(&json!({ "processes": processes, "total": 30 }), &options);
         assert!(
             text.ends_with(
