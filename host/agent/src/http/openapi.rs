@@ -118,10 +118,10 @@ impl Modify for Refinements {
                 object.maximum = Some(Number::UInt(MAX_TERMINAL_SIDE));
             }
         }
-        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("SignalBody") {
-            if !body.required.iter().any(|name| name == "signal") {
-                body.required.push("signal".to_owned());
-            }
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("SignalBody")
+            && !body.required.iter().any(|name| name == "signal")
+        {
+            body.required.push("signal".to_owned());
         }
         if let Some(signal) = property(components, "SignalBody", "signal") {
             signal.pattern = Some(SIGNAL_PATTERN.to_owned());
