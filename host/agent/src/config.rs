@@ -573,3 +573,68 @@ mod tests {
         assert!(Config::parse("token = \"0123456789abcdef\"").is_ok());
     }
 }
+
+/// Every key the configuration file takes is in the README, so the operator's manual cannot
+/// fall behind the code. The keys come from serde itself: an unknown key's error lists the
+/// ones expected, for each table.
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    /// The keys serde expects where `table` (a TOML prefix such as `[policy]\n`) has an unknown
+    /// key.
+    fn keys_of(table: &str) -> Vec<String> {
+        let text = format!("{table}not_a_key_of_any_table = 1\n");
+        let err = Config::parse(&text).expect_err("an unknown key is refused");
+        let message = format!("{err:#}");
+        // serde says "expected `a`", "expected `a` or `b`" or "expected one of `a`, `b`, …".
+        let expected = message
+            .split("expected ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no key list in {message:?}"));
+        let expected = expected.lines().next().unwrap_or_default();
+        expected
+            .strip_prefix("one of ")
+            .unwrap_or(expected)
+            .split(", ")
+            .flat_map(|part| part.split(" or "))
+            .map(|key| key.trim().trim_matches('`').to_owned())
+            .filter(|key| !key.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn every_configuration_key_is_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let tables = [
+            "",
+            "[policy]\n",
+            "[[plugin]]\npath = \"builtin:deny\"\n",
+            "[filters]\n",
+            "[[filter]]\npath = \"builtin:redact\"\n",
+            "[[tool]]\npath = \"builtin:serve\"\n",
+            "[env]\n",
+        ];
+        let mut missing = Vec::new();
+        for table in tables {
+            let keys = keys_of(table);
+            assert!(!keys.is_empty(), "{table:?}");
+            if table.is_empty() {
+                assert!(keys.len() > 30 && keys.iter().any(|k| k == "max_exited_processes"));
+            }
+            for key in keys {
+                // A key (`name = …` or `` `name` ``) or a table (`[name]`, `[[name]]`).
+                let documented = [format!("{key} ="), format!("`{key}`"), format!("[{key}]")]
+                    .iter()
+                    .any(|form| readme.contains(form.as_str()));
+                if !documented {
+                    missing.push(format!("{}{key}", table.lines().next().unwrap_or("")));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "keys missing from the README: {missing:?}"
+        );
+    }
+}
