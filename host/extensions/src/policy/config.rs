@@ -48,8 +48,8 @@ impl std::fmt::Display for OnError {
 pub struct PolicyConfig {
     /// Whether compiled plugins are cached on disk so restarts skip compilation.
     pub cache: bool,
-    /// Where compiled plugins are cached. Default: `$XDG_CACHE_HOME/procwarden`, else
-    /// `~/.cache/procwarden`. The directory is created owner-only (0700) and is not used if
+    /// Where compiled plugins are cached. Default: systemd's `$CACHE_DIRECTORY`, else
+    /// `$XDG_CACHE_HOME/procwarden`, else `~/.cache/procwarden`. The directory is created owner-only (0700) and is not used if
     /// another user owns it or can write to it.
     pub cache_dir: Option<PathBuf>,
     /// Most bytes of compiled plugins kept in `cache_dir`; past it the least recently used
@@ -97,6 +97,51 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Where compiled plugins are cached when the configuration does not say, from the
+/// environment `var` reads: the directory systemd made for the service (`CacheDirectory=`,
+/// given as `$CACHE_DIRECTORY`, its first entry when there are several), else
+/// `$XDG_CACHE_HOME/procwarden`, else `~/.cache/procwarden`.
+fn default_cache_dir(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let non_empty = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(dirs) = non_empty("CACHE_DIRECTORY")
+        && let Some(first) = std::env::split_paths(&dirs).next()
+        && first.is_absolute()
+    {
+        return Some(first);
+    }
+    if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(xdg).join("procwarden"));
+    }
+    non_empty("HOME").map(|home| PathBuf::from(home).join(".cache").join("procwarden"))
+}
+
+#[cfg(test)]
+mod default_cache_dir_tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Option<PathBuf> {
+        default_cache_dir(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.into())
+        })
+    }
+
+    #[test]
+    fn systemds_cache_directory_comes_first_then_xdg_then_home() {
+        let all = [
+            ("CACHE_DIRECTORY", "/var/cache/procwarden:/var/cache/other"),
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("HOME", "/home/op"),
+        ];
+        assert_eq!(with(&all), Some("/var/cache/procwarden".into()));
+        assert_eq!(with(&all[1..]), Some("/xdg/procwarden".into()));
+        assert_eq!(with(&all[2..]), Some("/home/op/.cache/procwarden".into()));
+        assert_eq!(with(&[("CACHE_DIRECTORY", "relative")]), None);
+        assert_eq!(with(&[]), None);
+    }
+}
+
 impl PolicyConfig {
     /// The cache directory in effect, or `None` when caching is off or no home is known.
     pub fn effective_cache_dir(&self) -> Option<PathBuf> {
@@ -106,11 +151,7 @@ impl PolicyConfig {
         if let Some(dir) = &self.cache_dir {
             return Some(dir.clone());
         }
-        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-            return Some(PathBuf::from(xdg).join("procwarden"));
-        }
-        non_empty("HOME").map(|home| PathBuf::from(home).join(".cache").join("procwarden"))
+        default_cache_dir(|name| std::env::var_os(name))
     }
 
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
