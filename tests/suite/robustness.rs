@@ -31,6 +31,19 @@ async fn malformed_json_is_400_with_message_and_detail() {
         "detail expected: {}",
         r.text
     );
+    // Valid JSON whose value has the wrong type says so, and the detail names the value.
+    let r = api
+        .post_raw(
+            "/api/v0/processes/start",
+            r#"{"command": "true", "timeout_seconds": "ten"}"#,
+        )
+        .await;
+    let error = r.error_body(400);
+    assert!(error.message.contains("wrong type"), "{error:?}");
+    assert!(
+        error.detail.as_deref().is_some_and(|d| d.contains("\"ten\"")),
+        "{error:?}"
+    );
     for body in [
         &b""[..],
         b"{\"command\": \"echo\"",

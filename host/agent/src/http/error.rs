@@ -52,8 +52,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
-        Self::bad_request("Request body must be valid JSON.").with_detail(detail.to_string())
+    /// A body serde could not read: not JSON at all, or JSON whose values do not fit (a
+    /// string where a number goes, `613.0` for a whole number). The two read differently.
+    pub fn invalid_json(err: serde_json::Error) -> Self {
+        let message = if err.is_data() {
+            "Request body is JSON, but a value has the wrong type: see detail."
+        } else {
+            "Request body must be valid JSON."
+        };
+        Self::bad_request(message).with_detail(err.to_string())
     }
 }
 
