@@ -267,11 +267,13 @@ pub struct ProcessManager {
     spools: Option<Arc<SpoolStore>>,
     /// Subreaper mode with a stable instance: the groups the next agent would clean up.
     state: Option<StateFile>,
-    /// Processes whose output is not complete yet, overall and per chat.
+    /// Processes whose shell runs or whose group is not known to be gone, overall and per chat.
     live: Arc<LiveCounts>,
-    /// Held by the one [`Self::recount_live`] running; a flood of starts at a limit waits on
-    /// no more than one look at the table.
+    /// Held by the one [`Self::recount_live`] look running.
     recounting: Mutex<()>,
+    /// How many such looks have finished: a start that waited while another look ran takes
+    /// that look's result instead of its own, so a flood at a limit costs few looks.
+    recounts: AtomicU64,
     /// Set while [`Self::forget_finished_over_cap`] runs.
     trimming: AtomicBool,
 }
@@ -337,11 +339,12 @@ impl ProcessManager {
             state,
             live: Arc::default(),
             recounting: Mutex::default(),
+            recounts: AtomicU64::new(0),
             trimming: AtomicBool::new(false),
         });
-        if manager.cgroups.is_none() {
-            lock(&SUBREAPER_TABLES).push(Arc::downgrade(&manager));
-        }
+        // Every table, whatever its mode: a subreaper-mode table's orphan reaper must leave a
+        // cgroup-mode table's pinned shells alone too, where both live in one process.
+        lock(&TABLES).push(Arc::downgrade(&manager));
         manager
     }
 
@@ -544,7 +547,7 @@ impl ProcessManager {
     pub fn reap_orphans(&self) -> usize {
         let _gate = SPAWN_GATE.write().unwrap_or_else(|p| p.into_inner());
         let mut leaders = HashSet::new();
-        lock(&SUBREAPER_TABLES).retain(|table| {
+        lock(&TABLES).retain(|table| {
             let Some(manager) = table.upgrade() else {
                 return false;
             };
@@ -630,22 +633,26 @@ impl ProcessManager {
         }
     }
 
-    /// Look again at every process in `scope` whose shell has exited but whose group was
-    /// last seen alive, so that members that died since stop counting as live, then
-    /// [`Self::count_live`]. For a start that met a limit; while another recount runs, the
-    /// count as it stands. May walk /proc: not for async workers.
+    /// Look again at every process whose shell has exited but whose group was last seen
+    /// alive, so that members that died since stop counting as live, then
+    /// [`Self::count_live`] of `scope`. For a start that met a limit. One look at a time, over
+    /// every chat, so a start that waited for another look takes its result. May walk /proc:
+    /// not for async workers.
     pub fn recount_live(&self, scope: Scope<'_>) -> usize {
-        let Ok(_recounting) = self.recounting.try_lock() else {
+        let seen = self.recounts.load(Ordering::Acquire);
+        let _looking = lock(&self.recounting);
+        if self.recounts.load(Ordering::Acquire) != seen {
             return self.count_live(scope);
-        };
+        }
         let exited: Vec<Arc<Process>> = lock(&self.table)
             .values()
-            .filter(|p| scope.admits(p) && p.phase() != Phase::Running)
+            .filter(|p| p.phase() != Phase::Running)
             .cloned()
             .collect();
         for process in exited {
             process.group_alive();
         }
+        self.recounts.fetch_add(1, Ordering::Release);
         self.count_live(scope)
     }
 
@@ -705,11 +712,17 @@ impl ProcessManager {
         {
             return;
         }
-        let manager = self.clone();
+        /// Lets the next start trim again, even if this trim panicked.
+        struct Trimmed(Arc<ProcessManager>);
+        impl Drop for Trimmed {
+            fn drop(&mut self) {
+                self.0.trimming.store(false, Ordering::Release);
+            }
+        }
+        let trimmed = Trimmed(self.clone());
         tokio::task::spawn_blocking(move || {
-            let cap = manager.settings.max_exited;
-            manager.reap_down_to(cap - cap / 16);
-            manager.trimming.store(false, Ordering::Release);
+            let cap = trimmed.0.settings.max_exited;
+            trimmed.0.reap_down_to(cap - cap / 16);
         });
     }
 
@@ -836,8 +849,8 @@ fn default_instance() -> String {
 /// as the agent's children are.
 static SPAWN_GATE: RwLock<()> = RwLock::new(());
 
-/// Subreaper mode: every table in the process, whose leaders the orphan reaper leaves alone.
-static SUBREAPER_TABLES: Mutex<Vec<Weak<ProcessManager>>> = Mutex::new(Vec::new());
+/// Every table in the process, whose leaders the subreaper-mode orphan reaper leaves alone.
+static TABLES: Mutex<Vec<Weak<ProcessManager>>> = Mutex::new(Vec::new());
 
 /// How often re-parented orphans are reaped in subreaper mode.
 const ORPHAN_REAP_INTERVAL: Duration = Duration::from_millis(500);

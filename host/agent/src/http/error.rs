@@ -56,7 +56,7 @@ impl ApiError {
     /// string where a number goes, `613.0` for a whole number). The two read differently.
     pub fn invalid_json(err: serde_json::Error) -> Self {
         let message = if err.is_data() {
-            "Request body is JSON, but a value has the wrong type: see detail."
+            "Request body is JSON, but does not match the expected fields or types: see detail."
         } else {
             "Request body must be valid JSON."
         };
