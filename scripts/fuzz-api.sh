@@ -15,8 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-120}
 venv=target/schemathesis-venv
-# Cached under target/: reinstalled only when missing.
-if [ ! -x "$venv/bin/schemathesis" ]; then
+# Cached under target/: reinstalled only when missing or broken (a venv names its own
+# absolute path, so a moved checkout leaves one that no longer runs).
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+    rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet 'schemathesis==4.*'
 fi
