@@ -13,8 +13,8 @@ use procwarden_extensions::filter::FilterChain;
 use procwarden_extensions::policy::{FrontEnd, PolicyChain, PolicyContext, RequestId};
 use procwarden_extensions::tool::ToolSet;
 use procwarden_process::{
-    ContainmentMode, ExitHook, GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase,
-    Process, ProcessError, ProcessInfo, ProcessManager, Scope, StartRequest, TerminalSize,
+    ExitHook, GroupSignal, InputMode, InputWritten, OutputSnapshot, Phase, Process, ProcessError,
+    ProcessInfo, ProcessManager, Scope, StartRequest, TerminalSize,
 };
 
 mod error;
@@ -499,15 +499,10 @@ impl Agent {
         chat: Option<&str>,
         signal: GroupSignal,
     ) -> Result<(), AgentError> {
-        if self.manager.containment() == ContainmentMode::Cgroup {
-            // The cgroup's own files name the members: no walk of /proc.
-            return Ok(self.manager.signal(id, Scope::from_chat(chat), signal)?);
-        }
-        // Subreaper mode finds escaped members by walking /proc: a blocking thread, not an
-        // async worker.
+        let process = self.manager.get(id, Scope::from_chat(chat))?;
         let manager = self.manager.clone();
         let (id, chat) = (id.to_owned(), chat.map(str::to_owned));
-        tokio::task::spawn_blocking(move || {
+        off_workers_if_walking(&process, move || {
             manager.signal(&id, Scope::from_chat(chat.as_deref()), signal)
         })
         .await
@@ -620,15 +615,24 @@ fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// The output and state of `process` now. In subreaper mode counting its members walks
-/// /proc, which can take milliseconds with many processes on the machine: then it runs on a
-/// blocking thread rather than an async worker.
+/// The output and state of `process` now.
 async fn snapshot_of(process: Arc<Process>) -> OutputSnapshot {
-    if !process.counts_members_from_proc() {
-        return process.snapshot();
-    }
     let look = process.clone();
-    tokio::task::spawn_blocking(move || look.snapshot())
+    off_workers_if_walking(&process, move || look.snapshot())
         .await
         .unwrap_or_else(|_| process.snapshot())
+}
+
+/// Run `work` on `process` here, or on a blocking thread when looking at the process walks
+/// /proc (subreaper mode, command not known to be gone): with many processes on the machine
+/// that takes milliseconds, too long for an async worker. The cgroup's own files are cheap.
+async fn off_workers_if_walking<T: Send + 'static>(
+    process: &Process,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if process.counts_members_from_proc() {
+        tokio::task::spawn_blocking(work).await
+    } else {
+        Ok(work())
+    }
 }
